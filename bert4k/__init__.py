@@ -1,0 +1,6 @@
+"""bert4k: Keras 3 Transformers for Chinese NLP — one builder for BERT/RoBERTa, GPT-2 and T5 families."""
+from bert4k.config import TransformerConfig
+from bert4k.models import build_transformer_model
+
+__version__ = "0.1.0"
+__all__ = ["TransformerConfig", "build_transformer_model"]

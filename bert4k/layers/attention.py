@@ -1,0 +1,103 @@
+"""Multi-head attention with key_size ≠ head_size, a boolean mask, an additive position bias and a KV cache."""
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from bert4k.layers.initializers import truncated_normal
+
+NEG_INF = -1e9
+
+
+@keras.saving.register_keras_serializable("bert4k")
+class MultiHeadAttention(keras.layers.Layer):
+    """Scaled dot-product attention over `heads` heads.
+
+    Queries and keys have `key_size` per head, values `head_size`. `attention_mask` is boolean `[batch, q, k]`
+    (True = may attend). `position_bias` (`[batch or 1, heads, q, k]`) is added to the scores (T5).
+    `scale=False` drops the 1/√key_size factor (T5).
+    """
+
+    def __init__(self, heads: int, head_size: int, key_size: int | None = None, use_bias: bool = True,
+                 scale: bool = True, output_dim: int | None = None, dropout: float = 0.0,
+                 initializer_range: float = 0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.heads = heads
+        self.head_size = head_size
+        self.key_size = key_size or head_size
+        self.use_bias = use_bias
+        self.scale = scale
+        self.output_dim = output_dim
+        self.dropout = dropout
+        self.initializer_range = initializer_range
+
+    def _dense(self, units, name, input_dim):
+        layer = keras.layers.Dense(units, use_bias=self.use_bias, name=name, dtype=self.dtype_policy,
+                                   kernel_initializer=truncated_normal(self.initializer_range))
+        layer.build((None, input_dim))
+        return layer
+
+    def build(self, query_shape, key_value_shape=None):
+        kv_dim = (key_value_shape or query_shape)[-1]
+        self.query = self._dense(self.heads * self.key_size, "query", query_shape[-1])
+        self.key = self._dense(self.heads * self.key_size, "key", kv_dim)
+        self.value = self._dense(self.heads * self.head_size, "value", kv_dim)
+        self.attention_output = self._dense(self.output_dim or query_shape[-1], "output", self.heads * self.head_size)
+        self.attention_dropout = keras.layers.Dropout(self.dropout)
+
+    def _split_heads(self, x, size):
+        batch, length = ops.shape(x)[0], ops.shape(x)[1]
+        return ops.reshape(x, (batch, length, self.heads, size))
+
+    def project_key_value(self, key_value):
+        """K and V of `key_value`, `[batch, len, heads, size]` each (also used to pre-fill cross-attention caches)."""
+        k = self._split_heads(self.key(key_value), self.key_size)
+        v = self._split_heads(self.value(key_value), self.head_size)
+        return k, v
+
+    def call(self, query, key_value=None, attention_mask=None, position_bias=None, cache=None, cache_index=None,
+             training=None):
+        """Returns the attention output, and with `cache` also the updated `(k, v)` cache.
+
+        `cache=(k, v)` with `cache_index`: the new K/V of `key_value` are written into the static cache at
+        `cache_index` and attention runs over the whole cache. `cache` without `cache_index`: the cache is
+        used as-is (pre-computed cross-attention K/V).
+        """
+        key_value = query if key_value is None else key_value
+        q = self._split_heads(self.query(query), self.key_size)
+        if cache is not None and cache_index is None:
+            k, v = cache
+        else:
+            k, v = self.project_key_value(key_value)
+            if cache is not None:
+                start = [0, cache_index, 0, 0]
+                k = ops.slice_update(cache[0], start, ops.cast(k, cache[0].dtype))
+                v = ops.slice_update(cache[1], start, ops.cast(v, cache[1].dtype))
+        out = self.attend(q, k, v, attention_mask, position_bias, training)
+        out = self.attention_output(out)
+        return (out, (k, v)) if cache is not None else out
+
+    def attend(self, q, k, v, mask=None, position_bias=None, training=None):
+        """softmax(q·kᵀ [/√d] + bias, masked) · v, heads merged: `[batch, q, heads*head_size]`."""
+        scores = ops.einsum("bqhd,bkhd->bhqk", q, ops.cast(k, q.dtype))
+        scores = ops.cast(scores, "float32")
+        if self.scale:
+            scores = scores / (self.key_size ** 0.5)
+        if position_bias is not None:
+            scores = scores + ops.cast(position_bias, "float32")
+        if mask is not None:
+            scores = ops.where(ops.expand_dims(mask, 1), scores, NEG_INF)
+        probs = ops.softmax(scores, axis=-1)
+        probs = self.attention_dropout(ops.cast(probs, q.dtype), training=training)
+        out = ops.einsum("bhqk,bkhd->bqhd", probs, ops.cast(v, q.dtype))
+        batch, length = ops.shape(out)[0], ops.shape(out)[1]
+        return ops.reshape(out, (batch, length, self.heads * self.head_size))
+
+    def compute_output_shape(self, query_shape, key_value_shape=None):
+        return (*query_shape[:-1], self.output_dim or query_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "heads": self.heads, "head_size": self.head_size,
+                "key_size": self.key_size, "use_bias": self.use_bias, "scale": self.scale,
+                "output_dim": self.output_dim, "dropout": self.dropout,
+                "initializer_range": self.initializer_range}

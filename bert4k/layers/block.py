@@ -1,0 +1,90 @@
+"""One Transformer block: self-attention and feed-forward with residuals and norms in three orders."""
+from __future__ import annotations
+
+import keras
+
+from bert4k.layers.attention import MultiHeadAttention
+from bert4k.layers.feed_forward import FeedForward
+from bert4k.layers.norms import LayerNorm
+
+
+@keras.saving.register_keras_serializable("bert4k")
+class TransformerBlock(keras.layers.Layer):
+    """Self-attention + feed-forward.
+
+    `norm_position`:
+      - "post" (BERT): h = N1(x + Attn(x)); y = N2(h + FFN(h))
+      - "pre" (GPT-2): h = x + Attn(N1(x)); y = h + FFN(N2(h))
+      - "gpt2_ml" (GPT2-ML): h = x + Attn(x); y = N2(h + FFN(N1(h)))
+    N1 is `attention_norm`, N2 `ffn_norm`. Norms take the optional condition `cond` (conditional LayerNorm).
+    """
+
+    def __init__(self, heads: int, head_size: int, intermediate_size: int, key_size: int | None = None,
+                 activation: str = "gelu_erf", norm_position: str = "post", layer_norm_eps: float = 1e-12,
+                 dropout: float = 0.1, attention_dropout: float = 0.1, initializer_range: float = 0.02,
+                 cond_size: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.heads = heads
+        self.head_size = head_size
+        self.intermediate_size = intermediate_size
+        self.key_size = key_size
+        self.activation = activation
+        self.norm_position = norm_position
+        self.layer_norm_eps = layer_norm_eps
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.initializer_range = initializer_range
+        self.cond_size = cond_size
+
+    def build(self, input_shape):
+        dtype = self.dtype_policy
+        self.attention = MultiHeadAttention(
+            self.heads, self.head_size, key_size=self.key_size, dropout=self.attention_dropout,
+            initializer_range=self.initializer_range, name="MultiHeadSelfAttention", dtype=dtype)
+        self.attention.build(input_shape)
+        self.attention_norm = LayerNorm(self.layer_norm_eps, cond_size=self.cond_size,
+                                        name="MultiHeadSelfAttention-Norm", dtype=dtype)
+        self.attention_norm.build(input_shape)
+        self.feed_forward = FeedForward(self.intermediate_size, self.activation,
+                                        initializer_range=self.initializer_range, name="FeedForward", dtype=dtype)
+        self.feed_forward.build(input_shape)
+        self.ffn_norm = LayerNorm(self.layer_norm_eps, cond_size=self.cond_size, name="FeedForward-Norm", dtype=dtype)
+        self.ffn_norm.build(input_shape)
+        self.residual_dropout = keras.layers.Dropout(self.dropout)
+
+    def call(self, x, attention_mask=None, cond=None, cache=None, cache_index=None, training=None):
+        """Returns the block output, and with `cache` also the layer's updated `(k, v)` cache."""
+        def attend(h):
+            return self.attention(h, attention_mask=attention_mask, cache=cache, cache_index=cache_index, training=training)
+
+        norm1 = lambda h: self.attention_norm(h, cond=cond)  # noqa: E731
+        norm2 = lambda h: self.ffn_norm(h, cond=cond)  # noqa: E731
+        drop = lambda h: self.residual_dropout(h, training=training)  # noqa: E731
+        new_cache = None
+        if self.norm_position == "pre":
+            a = attend(norm1(x))
+        else:
+            a = attend(x)
+        if cache is not None:
+            a, new_cache = a
+        if self.norm_position == "post":
+            h = norm1(x + drop(a))
+            y = norm2(h + drop(self.feed_forward(h)))
+        elif self.norm_position == "pre":
+            h = x + drop(a)
+            y = h + drop(self.feed_forward(norm2(h)))
+        else:  # gpt2_ml
+            h = x + drop(a)
+            y = norm2(h + drop(self.feed_forward(norm1(h))))
+        return y if cache is None else (y, new_cache)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "heads": self.heads, "head_size": self.head_size,
+                "intermediate_size": self.intermediate_size, "key_size": self.key_size,
+                "activation": self.activation, "norm_position": self.norm_position,
+                "layer_norm_eps": self.layer_norm_eps, "dropout": self.dropout,
+                "attention_dropout": self.attention_dropout, "initializer_range": self.initializer_range,
+                "cond_size": self.cond_size}

@@ -1,0 +1,58 @@
+"""`build_transformer_model`: the one entry point, shaped like bert4keras'."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from bert4k.config import TransformerConfig, read_json
+from bert4k.models.checkpoint_io import load_checkpoint
+from bert4k.models.families import get_family
+
+# bert4keras keyword names → TransformerConfig fields
+_BERT4KERAS_ALIASES = {"dropout_rate": ("hidden_dropout_prob", "attention_probs_dropout_prob"),
+                       "segment_vocab_size": ("type_vocab_size",), "max_position": ("max_position_embeddings",)}
+_IGNORED_BERT4KERAS = ("return_keras_model", "sequence_length", "compound_tokens", "prefix", "name")
+
+
+def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict, dict]:
+    fields = {f.name for f in dataclasses.fields(TransformerConfig)}
+    overrides, model_kwargs = {}, {}
+    for key, value in kwargs.items():
+        if key in _BERT4KERAS_ALIASES:
+            for field in _BERT4KERAS_ALIASES[key]:
+                overrides[field] = value
+        elif key in fields:
+            overrides[key] = value
+        elif key not in _IGNORED_BERT4KERAS:
+            model_kwargs[key] = value
+    return overrides, model_kwargs
+
+
+def build_transformer_model(config_path: str | os.PathLike | dict | TransformerConfig | None = None,
+                            checkpoint_path: str | os.PathLike | None = None, model: str = "bert",
+                            application: str = "encoder", keep_tokens=None, **kwargs):
+    """Build a model of family `model` for `application` and load `checkpoint_path` if given.
+
+    `config_path`: a config json file or directory (Google `bert_config.json`, HF `config.json`, ...), a dict, or a
+    `TransformerConfig`. Keyword arguments that name config fields (e.g. `key_size`, `dropout_rate`) override the
+    config; the rest go to the model (`with_pool`, `with_mlm`, `logits`, `layer_norm_cond`, `dtype`, ...).
+    """
+    family = get_family(model)
+    if config_path is None:
+        if checkpoint_path is None or not os.path.isdir(checkpoint_path):
+            raise ValueError("config_path is required (or pass a checkpoint directory holding the config)")
+        config_path = checkpoint_path
+    overrides, model_kwargs = _split_kwargs(kwargs)
+    if isinstance(config_path, TransformerConfig):
+        config = config_path
+    else:
+        raw = dict(config_path) if isinstance(config_path, dict) else read_json(config_path)
+        config = family.read_config(raw)
+    if keep_tokens is not None:
+        overrides["vocab_size"] = len(keep_tokens)
+    config = config.replace(**overrides) if overrides else config
+    built = family.model_class(config, application=application, family=model, **model_kwargs)
+    if checkpoint_path is not None:
+        load_checkpoint(built, checkpoint_path, keep_tokens=keep_tokens)
+    return built

@@ -1,0 +1,212 @@
+"""The one Transformer stack. BERT, RoBERTa, GPT-2, GPT2-ML and ALBERT are configurations of it, and the five
+applications (encoder, mlm, lm, unilm, plm) are masks fed to it plus at most a head."""
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from bert4k import masks
+from bert4k.config import TransformerConfig
+from bert4k.layers.activations import get_activation
+from bert4k.layers.block import TransformerBlock
+from bert4k.layers.embeddings import BiasAdd, TokenEmbedding
+from bert4k.layers.initializers import truncated_normal
+from bert4k.layers.norms import LayerNorm
+from bert4k.layers.structural import AttentionMask, PositionIds, QueryStream
+
+HEAD_APPLICATIONS = ("mlm", "lm", "unilm", "plm")
+
+
+def _activation_name(value, default: str = "softmax") -> str:
+    return default if value is True else value
+
+
+@keras.saving.register_keras_serializable("bert4k")
+class Transformer(keras.Model):
+    """A functional Keras model over one Transformer stack.
+
+    Inputs: `token_ids` (`[batch, seq]`, `pad_token_id` = padding), then `segment_ids` when the config has token
+    types or the application is `unilm`, then `perm_ranks` for `plm`, then the condition (`[batch, cond_size]`)
+    when `layer_norm_cond` is set.
+    Outputs follow bert4keras: the sequence output; with `with_pool` only the pooled output; with an MLM/LM head only
+    the head's distribution; with both `[pooled, head]`. `logits=True` returns head logits instead of probabilities.
+    """
+
+    def __init__(self, config: TransformerConfig | dict, application: str = "encoder", with_pool: bool = False,
+                 with_mlm: bool | str = False, logits: bool = False, mask_token_id: int = 103,
+                 layer_norm_cond: int | None = None, layer_norm_cond_hidden_size: int | None = None,
+                 layer_norm_cond_hidden_act: str = "linear", family: str = "bert", dtype=None, **kwargs):
+        if isinstance(config, dict):
+            config = TransformerConfig.from_dict(config)
+        if application not in masks.APPLICATIONS:
+            raise ValueError(f"unknown application {application!r}; expected one of {masks.APPLICATIONS}")
+        cfg = config
+        head_activation = "linear" if logits else _activation_name(with_mlm)
+        has_head = bool(with_mlm) or application in HEAD_APPLICATIONS
+        use_segments = cfg.type_vocab_size > 0 or application == "unilm"
+        cond_size = layer_norm_cond_hidden_size or layer_norm_cond
+
+        # === Layers ===
+        embed_dim = cfg.embedding_size or cfg.hidden_size
+        init = cfg.initializer_range
+        self.token_embedding = TokenEmbedding(cfg.vocab_size, embed_dim, embeddings_initializer=truncated_normal(init),
+                                              name="Embedding-Token", dtype=dtype)
+        self.segment_embedding = (
+            keras.layers.Embedding(cfg.type_vocab_size, embed_dim, embeddings_initializer=truncated_normal(init),
+                                   name="Embedding-Segment", dtype=dtype) if cfg.type_vocab_size > 0 else None)
+        self.position_embedding = keras.layers.Embedding(
+            cfg.max_position_embeddings, embed_dim,
+            embeddings_initializer=truncated_normal(init), name="Embedding-Position", dtype=dtype)
+        self.position_ids = PositionIds(cfg.position_offset, cfg.pad_token_id, name="Position-Ids")
+        self.embedding_norm = (LayerNorm(cfg.layer_norm_eps, cond_size=cond_size, name="Embedding-Norm", dtype=dtype)
+                               if cfg.embedding_norm else None)
+        self.embedding_dropout = keras.layers.Dropout(cfg.hidden_dropout_prob, name="Embedding-Dropout")
+        self.embedding_mapping = (
+            keras.layers.Dense(cfg.hidden_size, kernel_initializer=truncated_normal(init), name="Embedding-Mapping",
+                               dtype=dtype) if embed_dim != cfg.hidden_size else None)
+        block_args = dict(heads=cfg.num_attention_heads, head_size=cfg.head_size,
+                          intermediate_size=cfg.intermediate_size, key_size=cfg.key_size, activation=cfg.hidden_act,
+                          norm_position=cfg.norm_position, layer_norm_eps=cfg.layer_norm_eps,
+                          dropout=cfg.hidden_dropout_prob, attention_dropout=cfg.attention_probs_dropout_prob,
+                          initializer_range=init, cond_size=cond_size, dtype=dtype)
+        if cfg.shared_layers:
+            shared = TransformerBlock(name="Transformer", **block_args)
+            self.blocks = [shared] * cfg.num_hidden_layers
+        else:
+            self.blocks = [TransformerBlock(name=f"Transformer-{i}", **block_args)
+                           for i in range(cfg.num_hidden_layers)]
+        self.output_norm = (LayerNorm(cfg.layer_norm_eps, cond_size=cond_size, name="Output-Norm", dtype=dtype)
+                            if cfg.final_norm else None)
+        self.pooler = (keras.layers.Dense(cfg.hidden_size, activation="tanh", kernel_initializer=truncated_normal(init),
+                                          name="Pooler-Dense", dtype=dtype) if with_pool else None)
+        mlm_style = has_head and cfg.lm_head == "mlm"
+        self.mlm_dense = (keras.layers.Dense(embed_dim, activation=get_activation(cfg.hidden_act),
+                                             kernel_initializer=truncated_normal(init), name="MLM-Dense",
+                                             dtype=dtype) if mlm_style else None)
+        self.mlm_norm = (LayerNorm(cfg.layer_norm_eps, cond_size=cond_size, name="MLM-Norm", dtype=dtype)
+                         if mlm_style else None)
+        self.mlm_bias = BiasAdd(name="MLM-Bias", dtype=dtype) if mlm_style else None
+        self.head_activation = (keras.layers.Activation(head_activation, name="MLM-Activation", dtype="float32")
+                                if has_head else None)
+        self.cond_dense = (keras.layers.Dense(layer_norm_cond_hidden_size, activation=layer_norm_cond_hidden_act,
+                                              kernel_initializer=truncated_normal(init),
+                                              name="LayerNorm-Condition-Dense", dtype=dtype)
+                           if layer_norm_cond and layer_norm_cond_hidden_size else None)
+
+        # === Functional model ===
+        token_ids = keras.Input(shape=(None,), dtype="int32", name="Input-Token")
+        inputs = [token_ids]
+        segment_ids = perm_ranks = cond = None
+        if use_segments:
+            segment_ids = keras.Input(shape=(None,), dtype="int32", name="Input-Segment")
+            inputs.append(segment_ids)
+        if application == "plm":
+            perm_ranks = keras.Input(shape=(None,), dtype="int32", name="Input-PermRanks")
+            inputs.append(perm_ranks)
+        if layer_norm_cond:
+            cond = keras.Input(shape=(layer_norm_cond,), name="Input-LayerNorm-Condition")
+            inputs.append(cond)
+        cond = self.cond_dense(cond) if self.cond_dense is not None else cond
+
+        x = self.embed(token_ids, segment_ids, cond=cond)
+        if application == "plm":
+            query_ids = ops.full_like(token_ids, mask_token_id)
+            query = self.embed(query_ids, segment_ids, positions=self.position_ids(token_ids), cond=cond)
+            x = ops.concatenate([x, query], axis=1)
+        mask = AttentionMask(application, cfg.pad_token_id, name="Attention-Mask")(token_ids, segment_ids, perm_ranks)
+        for block in self.blocks:
+            x = block(x, attention_mask=mask, cond=cond)
+        if self.output_norm is not None:
+            x = self.output_norm(x, cond=cond)
+        if application == "plm":
+            x = QueryStream(name="PLM-QueryStream")(x)
+        outputs = [x]
+        if self.pooler is not None:
+            outputs.append(self.pooler(x[:, 0]))
+        if has_head:
+            outputs.append(self.head(x, cond))
+        outputs = outputs[0] if len(outputs) == 1 else outputs[1] if len(outputs) == 2 else outputs[1:]
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        # === Config ===
+        self.config = cfg
+        self.application = application
+        self.with_pool = with_pool
+        self.with_mlm = with_mlm
+        self.logits = logits
+        self.mask_token_id = mask_token_id
+        self.layer_norm_cond = layer_norm_cond
+        self.layer_norm_cond_hidden_size = layer_norm_cond_hidden_size
+        self.layer_norm_cond_hidden_act = layer_norm_cond_hidden_act
+        self.use_segments = use_segments
+        self.dtype_name = dtype
+        self.family = family
+
+    # --- pieces shared by the functional graph and the cached decoding step ---
+    def embed(self, token_ids, segment_ids=None, positions=None, cond=None, training=None):
+        """Token (+ segment) (+ position) embeddings, then norm, dropout and the ALBERT mapping."""
+        x = self.token_embedding(token_ids)
+        if self.segment_embedding is not None:
+            segment_ids = ops.zeros_like(token_ids) if segment_ids is None else segment_ids
+            x = x + self.segment_embedding(segment_ids)
+        positions = self.position_ids(token_ids) if positions is None else positions
+        x = x + self.position_embedding(positions)
+        if self.embedding_norm is not None:
+            x = self.embedding_norm(x, cond=cond)
+        x = self.embedding_dropout(x, training=training)
+        if self.embedding_mapping is not None:
+            x = self.embedding_mapping(x)
+        return x
+
+    def head(self, x, cond=None):
+        """The tied MLM/LM head: (Dense → act → LayerNorm →) embeddingᵀ (+ bias) → activation."""
+        if self.mlm_dense is not None:
+            x = self.mlm_norm(self.mlm_dense(x), cond=cond)
+        x = self.token_embedding(x, reverse=True)
+        if self.mlm_bias is not None:
+            x = self.mlm_bias(x)
+        return self.head_activation(x)
+
+    def call_with_cache(self, token_ids, mask, cache, cache_index, segment_ids=None, positions=None, cond=None):
+        """One decoding step over a static KV cache.
+
+        `token_ids`: the new tokens `[batch, q]`; `mask`: `[batch, q, cache_len]`; `cache`: per-block `(k, v)`
+        of shape `[batch, cache_len, heads, size]`; the new K/V are written at `cache_index`.
+        Returns `(head_output, new_cache)`.
+        """
+        if self.cond_dense is not None and cond is not None:
+            cond = self.cond_dense(cond)
+        x = self.embed(token_ids, segment_ids, positions, cond=cond)
+        new_cache = []
+        for block, layer_cache in zip(self.blocks, cache):
+            x, layer_cache = block(x, attention_mask=mask, cond=cond, cache=layer_cache, cache_index=cache_index)
+            new_cache.append(layer_cache)
+        if self.output_norm is not None:
+            x = self.output_norm(x, cond=cond)
+        return self.head(x, cond), new_cache
+
+    @property
+    def model(self) -> "Transformer":
+        """bert4keras compatibility: `build_transformer_model(..., return_keras_model=False).model`."""
+        return self
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "config": self.config.to_dict(),
+            "application": self.application,
+            "with_pool": self.with_pool,
+            "with_mlm": self.with_mlm,
+            "logits": self.logits,
+            "mask_token_id": self.mask_token_id,
+            "layer_norm_cond": self.layer_norm_cond,
+            "layer_norm_cond_hidden_size": self.layer_norm_cond_hidden_size,
+            "layer_norm_cond_hidden_act": self.layer_norm_cond_hidden_act,
+            "family": self.family,
+            "dtype": self.dtype_name,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return cls(**config)
