@@ -23,6 +23,7 @@ def export_checkpoint(model, path: str | os.PathLike, format: str = "safetensors
     under the names the original checkpoints use, so the reference implementation loads them."""
     family = get_family(model.family)
     tensors = export_tensors(family.specs(model, None))
+    path = os.fspath(path)
     if format == "safetensors":
         return save_safetensors(tensors, path)
     if format == "tf":
