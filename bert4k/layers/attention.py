@@ -43,7 +43,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.key = self._dense(self.heads * self.key_size, "key", kv_dim)
         self.value = self._dense(self.heads * self.head_size, "value", kv_dim)
         self.attention_output = self._dense(self.output_dim or query_shape[-1], "output", self.heads * self.head_size)
-        self.attention_dropout = keras.layers.Dropout(self.dropout)
+        self.attention_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
 
     def _split_heads(self, x, size):
         batch, length = ops.shape(x)[0], ops.shape(x)[1]

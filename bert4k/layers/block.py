@@ -50,7 +50,7 @@ class TransformerBlock(keras.layers.Layer):
         self.feed_forward.build(input_shape)
         self.ffn_norm = LayerNorm(self.layer_norm_eps, cond_size=self.cond_size, name="FeedForward-Norm", dtype=dtype)
         self.ffn_norm.build(input_shape)
-        self.residual_dropout = keras.layers.Dropout(self.dropout)
+        self.residual_dropout = keras.layers.Dropout(self.dropout, dtype=dtype)
 
     def call(self, x, attention_mask=None, cond=None, cache=None, cache_index=None, training=None):
         """Returns the block output, and with `cache` also the layer's updated `(k, v)` cache."""

@@ -5,6 +5,8 @@ import dataclasses
 import os
 from typing import Any
 
+import keras
+
 from bert4k.config import TransformerConfig, read_json
 from bert4k.models.checkpoint_io import load_checkpoint
 from bert4k.models.families import get_family
@@ -12,7 +14,17 @@ from bert4k.models.families import get_family
 # bert4keras keyword names → TransformerConfig fields
 _BERT4KERAS_ALIASES = {"dropout_rate": ("hidden_dropout_prob", "attention_probs_dropout_prob"),
                        "segment_vocab_size": ("type_vocab_size",), "max_position": ("max_position_embeddings",)}
-_IGNORED_BERT4KERAS = ("return_keras_model", "sequence_length", "compound_tokens", "prefix", "name")
+_IGNORED_BERT4KERAS = ("sequence_length", "compound_tokens", "prefix", "name")
+
+
+class ModelHandle:
+    """What bert4keras returns for `return_keras_model=False`: an object whose `.model` is the Keras model."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
 
 
 def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict, dict]:
@@ -29,14 +41,52 @@ def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict, dict]:
     return overrides, model_kwargs
 
 
+def _source_inputs(tensor) -> list:
+    """The `keras.Input` tensors that `tensor` is computed from, in depth-first order."""
+    found, seen, stack = [], set(), [tensor]
+    while stack:
+        t = stack.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        history = t._keras_history
+        node = history.operation._inbound_nodes[history.node_index]
+        if node.is_input:
+            found.append(t)
+        else:
+            stack.extend(reversed(node.input_tensors))
+    return found
+
+
+def _condition_model(cond, additional_input_layers=None):
+    """bert4keras' tensor form of `layer_norm_cond` → `keras.Model(source inputs, cond)`, which the model
+    computes inside (so `.keras` save/load and cached decoding keep working); other values pass through."""
+    if not isinstance(cond, keras.KerasTensor):
+        if additional_input_layers is not None:
+            raise ValueError("additional_input_layers is only used with a Keras-tensor layer_norm_cond")
+        return cond
+    if len(cond.shape) != 2:
+        raise ValueError(f"layer_norm_cond: expected a [batch, size] tensor, got shape {cond.shape}")
+    if additional_input_layers is None:
+        sources = _source_inputs(cond)
+    elif isinstance(additional_input_layers, (list, tuple)):
+        sources = list(additional_input_layers)
+    else:
+        sources = [additional_input_layers]
+    return keras.Model(sources[0] if len(sources) == 1 else sources, cond, name="LayerNorm-Condition")
+
+
 def build_transformer_model(config_path: str | os.PathLike | dict | TransformerConfig | None = None,
                             checkpoint_path: str | os.PathLike | None = None, model: str = "bert",
-                            application: str = "encoder", keep_tokens=None, **kwargs):
+                            application: str = "encoder", keep_tokens=None, return_keras_model: bool = True,
+                            **kwargs):
     """Build a model of family `model` for `application` and load `checkpoint_path` if given.
 
     `config_path`: a config json file or directory (Google `bert_config.json`, HF `config.json`, ...), a dict, or a
     `TransformerConfig`. Keyword arguments that name config fields (e.g. `key_size`, `dropout_rate`) override the
     config; the rest go to the model (`with_pool`, `with_mlm`, `logits`, `layer_norm_cond`, `dtype`, ...).
+    `layer_norm_cond` may be an int (an extra `[batch, size]` input) or, as in bert4keras, a Keras tensor built from
+    `keras.Input`s (found automatically, or given as `additional_input_layers`), which become extra model inputs.
     """
     family = get_family(model)
     if config_path is None:
@@ -44,6 +94,9 @@ def build_transformer_model(config_path: str | os.PathLike | dict | TransformerC
             raise ValueError("config_path is required (or pass a checkpoint directory holding the config)")
         config_path = checkpoint_path
     overrides, model_kwargs = _split_kwargs(kwargs)
+    if "layer_norm_cond" in model_kwargs or "additional_input_layers" in model_kwargs:
+        model_kwargs["layer_norm_cond"] = _condition_model(model_kwargs.get("layer_norm_cond"),
+                                                           model_kwargs.pop("additional_input_layers", None))
     if isinstance(config_path, TransformerConfig):
         config = config_path
     else:
@@ -55,4 +108,4 @@ def build_transformer_model(config_path: str | os.PathLike | dict | TransformerC
     built = family.model_class(config, application=application, family=model, **model_kwargs)
     if checkpoint_path is not None:
         load_checkpoint(built, checkpoint_path, keep_tokens=keep_tokens)
-    return built
+    return built if return_keras_model else ModelHandle(built)

@@ -26,15 +26,16 @@ class Transformer(keras.Model):
     """A functional Keras model over one Transformer stack.
 
     Inputs: `token_ids` (`[batch, seq]`, `pad_token_id` = padding), then `segment_ids` when the config has token
-    types or the application is `unilm`, then `perm_ranks` for `plm`, then the condition (`[batch, cond_size]`)
-    when `layer_norm_cond` is set.
+    types or the application is `unilm`, then `perm_ranks` for `plm`, then the condition of the conditional
+    LayerNorms: with `layer_norm_cond=k` (int) a vector `[batch, k]`; with `layer_norm_cond=condition_model` (a
+    `keras.Model` whose output is `[batch, k]`, e.g. a label embedding) that model's inputs, computed inside.
     Outputs follow bert4keras: the sequence output; with `with_pool` only the pooled output; with an MLM/LM head only
     the head's distribution; with both `[pooled, head]`. `logits=True` returns head logits instead of probabilities.
     """
 
     def __init__(self, config: TransformerConfig | dict, application: str = "encoder", with_pool: bool = False,
                  with_mlm: bool | str = False, logits: bool = False, mask_token_id: int = 103,
-                 layer_norm_cond: int | None = None, layer_norm_cond_hidden_size: int | None = None,
+                 layer_norm_cond: int | keras.Model | None = None, layer_norm_cond_hidden_size: int | None = None,
                  layer_norm_cond_hidden_act: str = "linear", family: str = "bert", dtype=None, **kwargs):
         if isinstance(config, dict):
             config = TransformerConfig.from_dict(config)
@@ -44,7 +45,12 @@ class Transformer(keras.Model):
         head_activation = "linear" if logits else _activation_name(with_mlm)
         has_head = bool(with_mlm) or application in HEAD_APPLICATIONS
         use_segments = cfg.type_vocab_size > 0 or application == "unilm"
-        cond_size = layer_norm_cond_hidden_size or layer_norm_cond
+        if isinstance(layer_norm_cond, dict):  # a serialised condition model (from `get_config`)
+            layer_norm_cond = keras.saving.deserialize_keras_object(layer_norm_cond)
+        self.condition_model = layer_norm_cond if isinstance(layer_norm_cond, keras.Model) else None
+        cond_dim = (self.condition_model.outputs[0].shape[-1] if self.condition_model is not None
+                    else layer_norm_cond)
+        cond_size = layer_norm_cond_hidden_size or cond_dim
 
         # === Layers ===
         embed_dim = cfg.embedding_size or cfg.hidden_size
@@ -60,7 +66,7 @@ class Transformer(keras.Model):
         self.position_ids = PositionIds(cfg.position_offset, cfg.pad_token_id, name="Position-Ids")
         self.embedding_norm = (LayerNorm(cfg.layer_norm_eps, cond_size=cond_size, name="Embedding-Norm", dtype=dtype)
                                if cfg.embedding_norm else None)
-        self.embedding_dropout = keras.layers.Dropout(cfg.hidden_dropout_prob, name="Embedding-Dropout")
+        self.embedding_dropout = keras.layers.Dropout(cfg.hidden_dropout_prob, name="Embedding-Dropout", dtype=dtype)
         self.embedding_mapping = (
             keras.layers.Dense(cfg.hidden_size, kernel_initializer=truncated_normal(init), name="Embedding-Mapping",
                                dtype=dtype) if embed_dim != cfg.hidden_size else None)
@@ -91,7 +97,7 @@ class Transformer(keras.Model):
         self.cond_dense = (keras.layers.Dense(layer_norm_cond_hidden_size, activation=layer_norm_cond_hidden_act,
                                               kernel_initializer=truncated_normal(init),
                                               name="LayerNorm-Condition-Dense", dtype=dtype)
-                           if layer_norm_cond and layer_norm_cond_hidden_size else None)
+                           if cond_dim and layer_norm_cond_hidden_size else None)
 
         # === Functional model ===
         token_ids = keras.Input(shape=(None,), dtype="int32", name="Input-Token")
@@ -103,8 +109,12 @@ class Transformer(keras.Model):
         if application == "plm":
             perm_ranks = keras.Input(shape=(None,), dtype="int32", name="Input-PermRanks")
             inputs.append(perm_ranks)
-        if layer_norm_cond:
-            cond = keras.Input(shape=(layer_norm_cond,), name="Input-LayerNorm-Condition")
+        if self.condition_model is not None:
+            sources = [keras.Input(shape=t.shape[1:], dtype=t.dtype, name=t.name) for t in self.condition_model.inputs]
+            inputs.extend(sources)
+            cond = self.condition_model(sources[0] if len(sources) == 1 else sources)
+        elif cond_dim:
+            cond = keras.Input(shape=(cond_dim,), name="Input-LayerNorm-Condition")
             inputs.append(cond)
         cond = self.cond_dense(cond) if self.cond_dense is not None else cond
 
@@ -171,9 +181,11 @@ class Transformer(keras.Model):
         """One decoding step over a static KV cache.
 
         `token_ids`: the new tokens `[batch, q]`; `mask`: `[batch, q, cache_len]`; `cache`: per-block `(k, v)`
-        of shape `[batch, cache_len, heads, size]`; the new K/V are written at `cache_index`.
-        Returns `(head_output, new_cache)`.
+        of shape `[batch, cache_len, heads, size]`; the new K/V are written at `cache_index`; `cond`: the model's
+        condition input(s) (the vector, or the condition model's inputs). Returns `(head_output, new_cache)`.
         """
+        if self.condition_model is not None and cond is not None:
+            cond = self.condition_model(cond)
         if self.cond_dense is not None and cond is not None:
             cond = self.cond_dense(cond)
         x = self.embed(token_ids, segment_ids, positions, cond=cond)
@@ -185,11 +197,6 @@ class Transformer(keras.Model):
             x = self.output_norm(x, cond=cond)
         return self.head(x, cond), new_cache
 
-    @property
-    def model(self) -> "Transformer":
-        """bert4keras compatibility: `build_transformer_model(..., return_keras_model=False).model`."""
-        return self
-
     def get_config(self):
         return {
             "name": self.name,
@@ -200,7 +207,8 @@ class Transformer(keras.Model):
             "with_mlm": self.with_mlm,
             "logits": self.logits,
             "mask_token_id": self.mask_token_id,
-            "layer_norm_cond": self.layer_norm_cond,
+            "layer_norm_cond": (keras.saving.serialize_keras_object(self.condition_model)
+                                if self.condition_model is not None else self.layer_norm_cond),
             "layer_norm_cond_hidden_size": self.layer_norm_cond_hidden_size,
             "layer_norm_cond_hidden_act": self.layer_norm_cond_hidden_act,
             "family": self.family,
