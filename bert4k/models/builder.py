@@ -7,6 +7,8 @@ from typing import Any
 
 import keras
 
+import keras
+
 from bert4k.config import TransformerConfig, read_json
 from bert4k.models.checkpoint_io import load_checkpoint
 from bert4k.models.families import get_family
@@ -22,6 +24,7 @@ class ModelHandle:
 
     def __init__(self, model):
         self.model = model
+        self.initializer = keras.initializers.TruncatedNormal(stddev=model.config.initializer_range)
 
     def __getattr__(self, name):
         return getattr(self.model, name)
