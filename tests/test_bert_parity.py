@@ -36,7 +36,7 @@ def google_names(state: dict) -> dict:
     out = {}
     for key, value in state.items():
         value = value.numpy()
-        if key.endswith("position_ids") or key == "cls.predictions.decoder.weight" or key.endswith("decoder.bias"):
+        if key.endswith(("position_ids", "decoder.bias")) or key == "cls.predictions.decoder.weight":
             continue
         name = key.replace("bert.", "bert/", 1).replace("encoder.layer.", "encoder/layer_")
         name = name.replace(".", "/")
@@ -80,7 +80,7 @@ def test_bert_hf_checkpoints_match_reference(hf_bert, fmt):
 
 
 def test_bert_google_tf_checkpoint_matches_reference(hf_bert, tmp_path):
-    model, st_dir, _ = hf_bert
+    model, _, _ = hf_bert
     prefix = save_tf_checkpoint(google_names(model.state_dict()), tmp_path / "bert_model.ckpt")
     google_config = {k: v for k, v in BERT_CONFIG.items()}
     ids = random_ids(2, 10, BERT_CONFIG["vocab_size"], seed=3)

@@ -78,8 +78,8 @@ _HF_RENAMES = [
 def strip_prefix(tensors: dict, prefixes=("bert.", "roberta.", "model.", "transformer.")) -> dict:
     """Drop a task-model prefix (`bert.` …) carried by the body's tensors."""
     for prefix in prefixes:
-        if any(k.startswith(prefix + "embeddings.") or k.startswith(prefix + "encoder.") for k in tensors):
-            return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in tensors.items()}
+        if any(k.startswith((prefix + "embeddings.", prefix + "encoder.")) for k in tensors):
+            return {k.removeprefix(prefix): v for k, v in tensors.items()}
     return tensors
 
 

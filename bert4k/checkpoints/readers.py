@@ -56,7 +56,7 @@ def read_sharded(index_path: str) -> dict[str, np.ndarray]:
     with open(index_path, encoding="utf-8") as f:
         weight_map = json.load(f).get("weight_map")
     if not isinstance(weight_map, dict):
-        raise ValueError(f"{index_path}: expected a 'weight_map' object")
+        raise TypeError(f"{index_path}: expected a 'weight_map' object")
     folder = os.path.dirname(index_path)
     tensors: dict[str, np.ndarray] = {}
     for shard in sorted(set(weight_map.values())):

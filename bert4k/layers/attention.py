@@ -5,6 +5,7 @@ import keras
 from keras import ops
 
 from bert4k.layers.initializers import truncated_normal
+from bert4k.layers.linear_attention import linear_attention
 
 NEG_INF = -1e9
 
@@ -16,12 +17,17 @@ class MultiHeadAttention(keras.layers.Layer):
     Queries and keys have `key_size` per head, values `head_size`. `attention_mask` is boolean `[batch, q, k]`
     (True = may attend). `position_bias` (`[batch or 1, heads, q, k]`) is added to the scores (T5).
     `scale=False` drops the 1/√key_size factor (T5).
+    `attention="linear"`: φ(q)·φ(k) linear attention (see `bert4k.layers.linear_attention`); `attention_mask` is then
+    the mask structure and `cache` the running state `(S, Z)`.
     """
 
     def __init__(self, heads: int, head_size: int, key_size: int | None = None, use_bias: bool = True,
                  scale: bool = True, output_dim: int | None = None, dropout: float = 0.0,
-                 initializer_range: float = 0.02, **kwargs):
+                 initializer_range: float = 0.02, attention: str = "softmax", **kwargs):
         super().__init__(**kwargs)
+        if attention not in ("softmax", "linear"):
+            raise ValueError(f"attention must be 'softmax' or 'linear', got {attention!r}")
+        self.attention = attention
         self.heads = heads
         self.head_size = head_size
         self.key_size = key_size or head_size
@@ -65,6 +71,8 @@ class MultiHeadAttention(keras.layers.Layer):
         """
         key_value = query if key_value is None else key_value
         q = self._split_heads(self.query(query), self.key_size)
+        if self.attention == "linear":
+            return self._linear_call(q, key_value, attention_mask, position_bias, cache)
         if cache is not None and cache_index is None:
             k, v = cache
         else:
@@ -76,6 +84,15 @@ class MultiHeadAttention(keras.layers.Layer):
         out = self.attend(q, k, v, attention_mask, position_bias, training)
         out = self.attention_output(out)
         return (out, (k, v)) if cache is not None else out
+
+    def _linear_call(self, q, key_value, linear_mask, position_bias, state):
+        if position_bias is not None:
+            raise ValueError("attention='linear' cannot add a position bias to scores it never forms")
+        k, v = self.project_key_value(key_value)
+        out, new_state = linear_attention(q, k, v, linear_mask, state)
+        batch, length = ops.shape(out)[0], ops.shape(out)[1]
+        out = self.attention_output(ops.reshape(out, (batch, length, self.heads * self.head_size)))
+        return (out, new_state) if state is not None else out
 
     def attend(self, q, k, v, mask=None, position_bias=None, training=None):
         """softmax(q·kᵀ [/√d] + bias, masked) · v, heads merged: `[batch, q, heads*head_size]`."""
@@ -100,4 +117,4 @@ class MultiHeadAttention(keras.layers.Layer):
         return {**super().get_config(), "heads": self.heads, "head_size": self.head_size,
                 "key_size": self.key_size, "use_bias": self.use_bias, "scale": self.scale,
                 "output_dim": self.output_dim, "dropout": self.dropout,
-                "initializer_range": self.initializer_range}
+                "initializer_range": self.initializer_range, "attention": self.attention}

@@ -22,7 +22,7 @@ class TransformerBlock(keras.layers.Layer):
     def __init__(self, heads: int, head_size: int, intermediate_size: int, key_size: int | None = None,
                  activation: str = "gelu_erf", norm_position: str = "post", layer_norm_eps: float = 1e-12,
                  dropout: float = 0.1, attention_dropout: float = 0.1, initializer_range: float = 0.02,
-                 cond_size: int | None = None, **kwargs):
+                 cond_size: int | None = None, attention: str = "softmax", **kwargs):
         super().__init__(**kwargs)
         self.heads = heads
         self.head_size = head_size
@@ -35,12 +35,14 @@ class TransformerBlock(keras.layers.Layer):
         self.attention_dropout = attention_dropout
         self.initializer_range = initializer_range
         self.cond_size = cond_size
+        self.attention_kind = attention
 
     def build(self, input_shape):
         dtype = self.dtype_policy
         self.attention = MultiHeadAttention(
             self.heads, self.head_size, key_size=self.key_size, dropout=self.attention_dropout,
-            initializer_range=self.initializer_range, name="MultiHeadSelfAttention", dtype=dtype)
+            initializer_range=self.initializer_range, attention=self.attention_kind, name="MultiHeadSelfAttention",
+            dtype=dtype)
         self.attention.build(input_shape)
         self.attention_norm = LayerNorm(self.layer_norm_eps, cond_size=self.cond_size,
                                         name="MultiHeadSelfAttention-Norm", dtype=dtype)
@@ -57,9 +59,9 @@ class TransformerBlock(keras.layers.Layer):
         def attend(h):
             return self.attention(h, attention_mask=attention_mask, cache=cache, cache_index=cache_index, training=training)
 
-        norm1 = lambda h: self.attention_norm(h, cond=cond)  # noqa: E731
-        norm2 = lambda h: self.ffn_norm(h, cond=cond)  # noqa: E731
-        drop = lambda h: self.residual_dropout(h, training=training)  # noqa: E731
+        norm1 = lambda h: self.attention_norm(h, cond=cond)
+        norm2 = lambda h: self.ffn_norm(h, cond=cond)
+        drop = lambda h: self.residual_dropout(h, training=training)
         new_cache = None
         if self.norm_position == "pre":
             a = attend(norm1(x))
@@ -87,4 +89,4 @@ class TransformerBlock(keras.layers.Layer):
                 "activation": self.activation, "norm_position": self.norm_position,
                 "layer_norm_eps": self.layer_norm_eps, "dropout": self.dropout,
                 "attention_dropout": self.attention_dropout, "initializer_range": self.initializer_range,
-                "cond_size": self.cond_size}
+                "cond_size": self.cond_size, "attention": self.attention_kind}

@@ -2,4 +2,4 @@
 from bert4k.models.builder import build_transformer_model
 from bert4k.models.transformer import Transformer
 
-__all__ = ["build_transformer_model", "Transformer"]
+__all__ = ["Transformer", "build_transformer_model"]

@@ -7,8 +7,6 @@ from typing import Any
 
 import keras
 
-import keras
-
 from bert4k.config import TransformerConfig, read_json
 from bert4k.models.checkpoint_io import load_checkpoint
 from bert4k.models.families import get_family

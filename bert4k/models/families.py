@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 from bert4k.checkpoints import bert as bert_ckpt
 from bert4k.config import TransformerConfig, bert_config
@@ -60,4 +60,4 @@ def _load_builtin_families() -> None:
 
 
 # Each family module calls `register_family` at import time.
-BUILTIN_FAMILY_MODULES: list[str] = []
+BUILTIN_FAMILY_MODULES: list[str] = ["bert4k.models.t5"]
