@@ -168,14 +168,16 @@ class Transformer(keras.Model):
             x = self.embedding_mapping(x)
         return x
 
-    def head(self, x, cond=None):
-        """The tied MLM/LM head: (Dense → act → LayerNorm →) embeddingᵀ (+ bias) → activation."""
+    def head(self, x, cond=None, activation: bool = True):
+        """The tied MLM/LM head: (Dense → act → LayerNorm →) embeddingᵀ (+ bias) → activation.
+
+        `activation=False` returns the logits whatever the model's output activation (used by decoding)."""
         if self.mlm_dense is not None:
             x = self.mlm_norm(self.mlm_dense(x), cond=cond)
         x = self.token_embedding(x, reverse=True)
         if self.mlm_bias is not None:
             x = self.mlm_bias(x)
-        return self.head_activation(x)
+        return self.head_activation(x) if activation else x
 
     def call_with_cache(self, token_ids, mask, cache, cache_index, segment_ids=None, positions=None, cond=None):
         """One decoding step over a static KV cache.

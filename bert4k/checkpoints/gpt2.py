@@ -1,0 +1,127 @@
+"""GPT-2 and GPT2-ML name maps.
+
+GPT-2: canonical names are Hugging Face's bare `GPT2Model` names (`wte.weight`, `h.0.attn.c_attn.weight`, ...).
+HF's `Conv1D` weights are already `[in, out]` like a Keras kernel: never transposed. The fused `c_attn` `[H, 3H]`
+holds q|k|v column blocks and is split with `WeightSpec.part`. OpenAI's TF checkpoint (`model/h0/attn/c_attn/w`)
+stores the same matrices with a leading axis of 1 (`[1, H, 3H]`, a 1×1 convolution), squeezed on load.
+
+GPT2-ML: canonical names are its TF names (`newslm/layer00/query_layer/kernel`, TF Dense kernels `[in, out]`);
+there is no Hugging Face format for it.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from bert4k.checkpoints.bert import rows
+from bert4k.checkpoints.specs import WeightSpec
+
+GPT2_IGNORED = ("attn.bias", "attn.masked_bias", "lm_head.weight")
+
+
+def _dense(layer, key: str) -> list[WeightSpec]:
+    """A Keras Dense from an HF `Conv1D` (weight already `[in, out]`: no transpose)."""
+    return [WeightSpec(layer.kernel, f"{key}.weight"), WeightSpec(layer.bias, f"{key}.bias")]
+
+
+def _norm(layer, key: str) -> list[WeightSpec]:
+    return [WeightSpec(layer.gamma, f"{key}.weight"), WeightSpec(layer.beta, f"{key}.bias")]
+
+
+def gpt2_specs(model, keep_tokens=None) -> list[WeightSpec]:
+    """Every weight of a GPT-2 `Transformer` under HF `GPT2Model` names."""
+    specs = [WeightSpec(model.token_embedding.embeddings, "wte.weight", rows(keep_tokens)),
+             WeightSpec(model.position_embedding.embeddings, "wpe.weight")]
+    for i, block in enumerate(model.blocks):
+        p, att, ffn = f"h.{i}", block.attention, block.feed_forward
+        specs += _norm(block.attention_norm, f"{p}.ln_1")
+        for part, dense in enumerate((att.query, att.key, att.value)):
+            specs.append(WeightSpec(dense.kernel, f"{p}.attn.c_attn.weight", part=(part, 3, 1)))
+            specs.append(WeightSpec(dense.bias, f"{p}.attn.c_attn.bias", part=(part, 3, 0)))
+        specs += _dense(att.attention_output, f"{p}.attn.c_proj")
+        specs += _norm(block.ffn_norm, f"{p}.ln_2")
+        specs += _dense(ffn.inner, f"{p}.mlp.c_fc")
+        specs += _dense(ffn.outer, f"{p}.mlp.c_proj")
+    return specs + _norm(model.output_norm, "ln_f")
+
+
+def hf_gpt2_names(tensors: dict) -> dict:
+    """HF `GPT2LMHeadModel` (`transformer.` prefix) or `GPT2Model` tensors → canonical names."""
+    prefixed = any(k.startswith("transformer.") for k in tensors)
+    return {k[len("transformer."):] if prefixed and k.startswith("transformer.") else k: v for k, v in tensors.items()}
+
+
+_OPENAI_LEAF = {"g": "weight", "b": "bias", "w": "weight"}
+
+
+def openai_gpt2_names(tensors: dict) -> dict:
+    """OpenAI TF names (`model/h3/mlp/c_fc/w` `[1, in, out]`) → canonical names (`h.3.mlp.c_fc.weight` `[in, out]`)."""
+    out = {}
+    for name, value in tensors.items():
+        parts = name.split("/")
+        if parts[0] != "model":
+            out[name] = value
+            continue
+        parts = [re.sub(r"^h(\d+)$", r"h.\1", p) for p in parts[1:]]
+        if parts in (["wte"], ["wpe"]):
+            out[f"{parts[0]}.weight"] = value
+            continue
+        if parts[-1] == "w":
+            value = np.asarray(value)
+            value = value.reshape(value.shape[-2:]) if value.ndim == 3 else value
+        out[".".join(parts[:-1] + [_OPENAI_LEAF.get(parts[-1], parts[-1])])] = value
+    return out
+
+
+def to_openai_gpt2(tensors: dict) -> dict:
+    """Canonical names → OpenAI TF names (conv weights get their leading axis of 1 back)."""
+    out = {}
+    for name, value in tensors.items():
+        parts = name.split(".")
+        if parts[0] in ("wte", "wpe"):
+            out[f"model/{parts[0]}"] = value
+            continue
+        if parts[0] == "h":
+            parts = [f"h{parts[1]}"] + parts[2:]
+        *path, leaf = parts
+        is_norm = path[-1].startswith("ln_")
+        if leaf == "weight" and not is_norm:
+            out["/".join(["model", *path, "w"])] = value[None]
+        else:
+            out["/".join(["model", *path, ("g" if leaf == "weight" else "b") if is_norm else "b"])] = value
+    return out
+
+
+def _tf_dense(layer, key: str) -> list[WeightSpec]:
+    return [WeightSpec(layer.kernel, f"{key}/kernel"), WeightSpec(layer.bias, f"{key}/bias")]
+
+
+def _tf_norm(layer, key: str) -> list[WeightSpec]:
+    return [WeightSpec(layer.gamma, f"{key}/gamma"), WeightSpec(layer.beta, f"{key}/beta")]
+
+
+def gpt2_ml_specs(model, keep_tokens=None) -> list[WeightSpec]:
+    """Every weight of a GPT2-ML `Transformer` under its TF names (scope `newslm`).
+
+    Block order (see `bert4k.models.gpt2`): `LayerNorm_mlp_ln0` normalises before the FFN (the block's
+    `attention_norm` slot in the `gpt2_ml` order) and `LayerNorm_mlp_ln1` after the FFN residual (`ffn_norm`).
+    """
+    specs = [WeightSpec(model.token_embedding.embeddings, "newslm/embeddings/word_embed", rows(keep_tokens)),
+             WeightSpec(model.position_embedding.embeddings, "newslm/embeddings/pos_embed")]
+    specs += _tf_norm(model.embedding_norm, "newslm/embeddings/LayerNorm_embed_norm")
+    for i, block in enumerate(model.blocks):
+        p, att, ffn = f"newslm/layer{i:02d}", block.attention, block.feed_forward
+        specs += _tf_dense(att.query, f"{p}/query_layer")
+        specs += _tf_dense(att.key, f"{p}/key_layer")
+        specs += _tf_dense(att.value, f"{p}/value_layer")
+        specs += _tf_dense(att.attention_output, f"{p}/context_projection_layer")
+        specs += _tf_norm(block.attention_norm, f"{p}/LayerNorm_mlp_ln0")
+        specs += _tf_dense(ffn.inner, f"{p}/intermediate")
+        specs += _tf_dense(ffn.outer, f"{p}/output")
+        specs += _tf_norm(block.ffn_norm, f"{p}/LayerNorm_mlp_ln1")
+    return specs
+
+
+def same_names(tensors: dict) -> dict:
+    return dict(tensors)

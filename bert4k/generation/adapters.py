@@ -1,0 +1,248 @@
+"""The decoding adapter protocol that `bert4k.generation.generate` drives, the per-model-class registry, and the
+adapter for the one `Transformer` (applications `lm` and `unilm`).
+
+Protocol (subclass `DecodingAdapter`, or provide the same methods):
+
+- `start(inputs, max_new_tokens) -> (logits, state)`: run the prompt / source once (eagerly; anything goes),
+  allocate static caches with room for `max_new_tokens` more tokens, and return the logits of the first new token
+  (`[rows, vocab]`, float32) and the decoding state. `rows` = number of input rows.
+- `step(state, token_ids, index) -> (logits, state)`: feed the generated tokens `token_ids` (`[rows, 1]` int32),
+  where `index` (int32 scalar tensor) counts the tokens generated before them (0 for the first), and return the
+  logits of the next token. It must trace with fixed shapes: the engine wraps it in one `tf.function` and passes
+  `index` as a tensor, so no step retraces.
+- `reorder(state, rows) -> state`: the state of rows `rows` (`[new_rows]` int32), used to give each input
+  n rows (samples, beams) and to follow beams. The default gathers axis 0 of every tensor in the state, so keep
+  every state tensor batch-major (put per-call constants in per-row tensors).
+- `context_ids(inputs)`: per row, the ids `repetition_penalty` counts as already seen before generation (the prompt
+  of a causal LM), or None.
+- `pad_id`: the id written after a row stops, unless `generate(pad_id=...)` says otherwise.
+- `compile`: False when `step` is plain Python/numpy (nothing is traced then); `jit_compile`: XLA for the step.
+
+Registry: `register_adapter(model_class, factory)`; `factory(model) -> adapter`. Keys may be classes or dotted
+names (`"bert4k.models.t5.T5"`) and factories may be `"module:attribute"` strings, so a model module never has to
+import this package (imports run generation → models).
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+
+class DecodingAdapter:
+    """Base class of decoding adapters (see the module docstring for the protocol)."""
+
+    pad_id: int = 0
+    compile: bool = True
+    jit_compile: bool = False
+
+    def start(self, inputs, max_new_tokens: int):
+        raise NotImplementedError
+
+    def step(self, state, token_ids, index):
+        raise NotImplementedError
+
+    def reorder(self, state, rows):
+        """Rows `rows` of every tensor in `state` (axis 0)."""
+        return keras.tree.map_structure(lambda t: ops.take(t, rows, axis=0), state)
+
+    def context_ids(self, inputs) -> list | None:
+        return None
+
+
+_REGISTRY: dict[Any, Any] = {"bert4k.models.transformer.Transformer": "bert4k.generation.adapters:TransformerAdapter"}
+_ADAPTERS: weakref.WeakKeyDictionary[Any, DecodingAdapter] = weakref.WeakKeyDictionary()
+
+
+def register_adapter(model_class: type | str, factory: Callable[[Any], DecodingAdapter] | str) -> None:
+    """Make `generate` drive models of `model_class` (a class or its dotted name) with `factory(model)`."""
+    _REGISTRY[model_class] = factory
+
+
+def _resolve(factory):
+    if isinstance(factory, str):
+        module, _, attribute = factory.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+    return factory
+
+
+def adapter_for(model) -> DecodingAdapter:
+    """The (cached) adapter of `model`, looked up by its class and base classes."""
+    if hasattr(model, "start") and hasattr(model, "step"):
+        return model
+    try:
+        return _ADAPTERS[model]
+    except (KeyError, TypeError):
+        pass
+    for cls in type(model).__mro__:
+        for key in (cls, f"{cls.__module__}.{cls.__qualname__}"):
+            if key in _REGISTRY:
+                adapter = _resolve(_REGISTRY[key])(model)
+                try:
+                    _ADAPTERS[model] = adapter
+                except TypeError:
+                    pass
+                return adapter
+    raise TypeError(f"generate: no decoding adapter registered for {type(model).__name__}; "
+                    f"register one with bert4k.generation.register_adapter")
+
+
+# === the one Transformer ===
+
+def _rows_of(x, name: str) -> list[np.ndarray]:
+    """A batch as a list of 1-D arrays: accepts a 1-D sequence (one row), a 2-D array, or a list of sequences."""
+    if hasattr(x, "numpy") and not isinstance(x, np.ndarray):
+        x = x.numpy()
+    if isinstance(x, np.ndarray):
+        if x.ndim == 1:
+            return [x]
+        if x.ndim == 2:
+            return list(x)
+        raise ValueError(f"generate: {name} must be 1-D or 2-D, got shape {x.shape}")
+    x = list(x)
+    if all(np.ndim(v) == 0 for v in x):
+        return [np.asarray(x)]
+    return [np.asarray(v).reshape(-1) for v in x]
+
+
+class TransformerAdapter(DecodingAdapter):
+    """Decodes a `Transformer` built with application `lm` (causal) or `unilm` (source bidirectional, target causal).
+
+    Inputs: `token_ids` (a 2-D array, a list of sequences of any lengths, or one sequence); or a tuple in the
+    model's input order `(token_ids[, segment_ids][, cond])` (segment ids may be left out: zeros), or a dict with
+    keys `token_ids`, `segment_ids`, `cond`. Ids equal to the config's `pad_token_id` (if ≥ 0) are padding wherever
+    they stand. Rows are re-packed left-padded and each row gets its own positions (`cumsum(mask) - 1`, as HF
+    `generate` does), so a batch decodes exactly like its rows one by one.
+
+    `unilm`: the source (segment 0) is encoded once, bidirectionally; generated tokens get segment 1 and attend to
+    the whole source and to earlier targets through the cache. The first logits come from the source's last token.
+    The cache is `[rows, L, heads, size]` per block, `L` = prompt + new tokens rounded up to `cache_block`, so calls
+    with nearby lengths reuse the compiled step.
+    """
+
+    def __init__(self, model, cache_block: int = 32):
+        if getattr(model, "application", None) not in ("lm", "unilm"):
+            raise ValueError(f"generate: a Transformer with application {getattr(model, 'application', None)!r} "
+                             "cannot decode; build it with application='lm' or 'unilm'")
+        if getattr(model, "attention", "softmax") != "softmax":
+            raise ValueError(f"generate: the KV-cache decoder needs softmax attention, got {model.attention!r}")
+        self.model = model
+        self.input_pad_id = model.config.pad_token_id
+        self.pad_id = max(model.config.pad_token_id, 0)
+        self.unilm = model.application == "unilm"
+        self.cache_block = cache_block
+
+    # --- inputs ---
+    def _parse(self, inputs):
+        m = self.model
+        names = ["token_ids"] + (["segment_ids"] if m.use_segments else []) + (["cond"] if m.layer_norm_cond else [])
+        if isinstance(inputs, dict):
+            unknown = sorted(set(inputs) - set(names))
+            if unknown:
+                raise ValueError(f"generate: unknown input(s) {unknown}; this model takes {names}")
+            values = dict(inputs)
+        elif isinstance(inputs, tuple):
+            given = names if len(inputs) == len(names) else [n for n in names if n != "segment_ids"]
+            if len(inputs) != len(given):
+                raise ValueError(f"generate: got a tuple of {len(inputs)} inputs; this model takes {names} "
+                                 "(segment_ids may be left out)")
+            values = dict(zip(given, inputs))
+        else:
+            values = {"token_ids": inputs}
+        if m.layer_norm_cond and values.get("cond") is None:
+            raise ValueError("generate: this model has a LayerNorm condition; pass (token_ids, ..., cond)")
+        ids = _rows_of(values["token_ids"], "token_ids")
+        segs = (_rows_of(values["segment_ids"], "segment_ids") if values.get("segment_ids") is not None
+                else [np.zeros_like(r) for r in ids])
+        if len(segs) != len(ids) or any(len(s) != len(r) for s, r in zip(segs, ids)):
+            raise ValueError("generate: segment_ids must have the same shape as token_ids")
+        if self.input_pad_id >= 0:
+            keep = [r != self.input_pad_id for r in ids]
+            ids, segs = [r[k] for r, k in zip(ids, keep)], [s[k] for s, k in zip(segs, keep)]
+        if any(len(r) == 0 for r in ids):
+            raise ValueError("generate: every row needs at least one non-padding token (e.g. [CLS] or a bos id)")
+        return ids, segs, values.get("cond")
+
+    def context_ids(self, inputs):
+        ids, _, _ = self._parse(inputs)
+        return None if self.unilm else ids
+
+    # --- decoding ---
+    def start(self, inputs, max_new_tokens: int):
+        m, cfg = self.model, self.model.config
+        ids, segs, cond = self._parse(inputs)
+        rows, lengths = len(ids), np.array([len(r) for r in ids], dtype="int32")
+        prompt = int(lengths.max())
+        if cfg.position_offset + prompt + max_new_tokens > cfg.max_position_embeddings:
+            raise ValueError(f"generate: prompt length {prompt} + max_new_tokens {max_new_tokens} exceeds the "
+                             f"model's max_position_embeddings {cfg.max_position_embeddings}")
+        total = int(math.ceil((prompt + max_new_tokens) / self.cache_block) * self.cache_block)
+        token_ids = np.zeros((rows, prompt), "int32")
+        segment_ids = np.zeros((rows, prompt), "int32")
+        valid = np.zeros((rows, prompt), bool)
+        for i, (r, s) in enumerate(zip(ids, segs)):
+            token_ids[i, prompt - len(r):], segment_ids[i, prompt - len(r):], valid[i, prompt - len(r):] = r, s, True
+        positions = (np.maximum(np.cumsum(valid, axis=1) - 1, 0) + cfg.position_offset).astype("int32")
+        key_valid = np.zeros((rows, total), bool)
+        key_valid[:, :prompt] = valid
+        if self.unilm:
+            level = np.cumsum(segment_ids * valid, axis=1)
+            allowed = level[:, None, :] <= level[:, :, None]
+        else:
+            allowed = np.tril(np.ones((prompt, prompt), bool))[None]
+        mask = np.zeros((rows, prompt, total), bool)
+        mask[:, :, :prompt] = allowed & valid[:, None, :]
+        dtype = m.compute_dtype
+        cache = []
+        for block in m.blocks:
+            att = block.attention
+            cache.append((ops.zeros((rows, total, att.heads, att.key_size), dtype),
+                          ops.zeros((rows, total, att.heads, att.head_size), dtype)))
+        cond = self._condition(cond)
+        logits, cache = self._forward(token_ids, segment_ids, positions, mask, cache, 0, cond)
+        state = {"cache": cache, "key_valid": ops.convert_to_tensor(key_valid),
+                 "position": ops.convert_to_tensor(lengths + cfg.position_offset), "offset": ops.full((rows,), prompt, "int32")}
+        if cond is not None:
+            state["cond"] = cond
+        return logits, state
+
+    def step(self, state, token_ids, index):
+        offset = state["offset"][0]
+        slot = offset + index
+        keys = ops.arange(ops.shape(state["key_valid"])[1], dtype="int32")
+        grown = ops.logical_and(keys >= offset, keys <= slot)
+        mask = ops.expand_dims(ops.logical_or(state["key_valid"], grown[None, :]), 1)
+        positions = ops.expand_dims(state["position"] + index, 1)
+        segment_ids = ops.full_like(token_ids, 1 if self.unilm else 0)
+        logits, cache = self._forward(token_ids, segment_ids, positions, mask, state["cache"], slot, state.get("cond"))
+        return logits, {**state, "cache": cache}
+
+    def _condition(self, cond):
+        """The LayerNorm condition vector, computed once per call (condition model, then the hidden Dense)."""
+        m = self.model
+        if cond is None:
+            return None
+        if getattr(m, "condition_model", None) is not None:
+            cond = m.condition_model(cond)
+        cond = ops.convert_to_tensor(cond)
+        return m.cond_dense(cond) if m.cond_dense is not None else cond
+
+    def _forward(self, token_ids, segment_ids, positions, mask, cache, index, cond):
+        """The stack over the cache; logits of the last position, `[rows, vocab]` float32."""
+        m = self.model
+        x = m.embed(token_ids, segment_ids if m.segment_embedding is not None else None, positions, cond=cond)
+        new_cache = []
+        for block, layer_cache in zip(m.blocks, cache):
+            x, layer_cache = block(x, attention_mask=mask, cond=cond, cache=layer_cache, cache_index=index)
+            new_cache.append(layer_cache)
+        x = x[:, -1:]
+        if m.output_norm is not None:
+            x = m.output_norm(x, cond=cond)
+        logits = m.head(x, cond, activation=False)
+        return ops.cast(logits[:, 0], "float32"), new_cache
