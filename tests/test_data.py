@@ -8,13 +8,7 @@ import numpy as np
 import pytest
 
 from bert4k.data import chinese_word_spans, mlm_dataset, mlm_mask, pad_batch
-
-try:
-    from bert4k.tokenizers import Tokenizer
-except ImportError:  # the tokenizer is written separately; only its absence skips
-    Tokenizer = None
-
-needs_tokenizer = pytest.mark.skipif(Tokenizer is None, reason="bert4k.tokenizers.Tokenizer not importable")
+from bert4k.tokenizers import Tokenizer
 
 PAD, UNK, CLS, SEP, MASK = 0, 100, 101, 102, 103
 SPECIALS = {PAD, CLS, SEP, MASK}
@@ -171,7 +165,6 @@ def test_chinese_word_spans_follow_jieba_on_real_text(data_dir):
         assert chinese_word_spans(text, tokens, mapping) == expected
 
 
-@needs_tokenizer
 def test_chinese_word_spans_with_real_tokenizer(data_dir, vocab_path):
     """Spans from the real WordPiece tokens cover whole jieba words: each starts and ends on a
     word boundary, and every word spread over 2+ tokens lies inside one span."""
@@ -245,7 +238,6 @@ def test_mlm_dataset_on_real_text(data_dir, vocab_path):
     assert not np.array_equal(first, second_pass)  # masks are redrawn on every pass
 
 
-@needs_tokenizer
 def test_mlm_dataset_with_real_tokenizer(data_dir, vocab_path):
     texts = corpus_lines(data_dir, 128, start=2500)
     tokenizer = Tokenizer(str(vocab_path), do_lower_case=True)
