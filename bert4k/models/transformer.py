@@ -11,6 +11,7 @@ from bert4k.layers.activations import get_activation
 from bert4k.layers.block import TransformerBlock
 from bert4k.layers.embeddings import BiasAdd, TokenEmbedding
 from bert4k.layers.initializers import truncated_normal
+from bert4k.layers.linear_attention import application_kind, linear_mask
 from bert4k.layers.norms import LayerNorm
 from bert4k.layers.structural import AttentionMask, PositionIds, QueryStream
 
@@ -31,16 +32,19 @@ class Transformer(keras.Model):
     `keras.Model` whose output is `[batch, k]`, e.g. a label embedding) that model's inputs, computed inside.
     Outputs follow bert4keras: the sequence output; with `with_pool` only the pooled output; with an MLM/LM head only
     the head's distribution; with both `[pooled, head]`. `logits=True` returns head logits instead of probabilities.
+    `attention="linear"` uses linear attention (φ = elu + 1, never n×n) in every block: encoder, mlm, lm, unilm.
     """
 
     def __init__(self, config: TransformerConfig | dict, application: str = "encoder", with_pool: bool = False,
                  with_mlm: bool | str = False, logits: bool = False, mask_token_id: int = 103,
                  layer_norm_cond: int | keras.Model | None = None, layer_norm_cond_hidden_size: int | None = None,
-                 layer_norm_cond_hidden_act: str = "linear", family: str = "bert", dtype=None, **kwargs):
+                 layer_norm_cond_hidden_act: str = "linear", family: str = "bert", dtype=None, attention: str = "softmax",
+                 **kwargs):
         if isinstance(config, dict):
             config = TransformerConfig.from_dict(config)
         if application not in masks.APPLICATIONS:
             raise ValueError(f"unknown application {application!r}; expected one of {masks.APPLICATIONS}")
+        linear_kind = application_kind(application) if attention == "linear" else None
         cfg = config
         head_activation = "linear" if logits else _activation_name(with_mlm)
         has_head = bool(with_mlm) or application in HEAD_APPLICATIONS
@@ -74,7 +78,7 @@ class Transformer(keras.Model):
                           intermediate_size=cfg.intermediate_size, key_size=cfg.key_size, activation=cfg.hidden_act,
                           norm_position=cfg.norm_position, layer_norm_eps=cfg.layer_norm_eps,
                           dropout=cfg.hidden_dropout_prob, attention_dropout=cfg.attention_probs_dropout_prob,
-                          initializer_range=init, cond_size=cond_size, dtype=dtype)
+                          initializer_range=init, cond_size=cond_size, attention=attention, dtype=dtype)
         if cfg.shared_layers:
             shared = TransformerBlock(name="Transformer", **block_args)
             self.blocks = [shared] * cfg.num_hidden_layers
@@ -123,7 +127,10 @@ class Transformer(keras.Model):
             query_ids = ops.full_like(token_ids, mask_token_id)
             query = self.embed(query_ids, segment_ids, positions=self.position_ids(token_ids), cond=cond)
             x = ops.concatenate([x, query], axis=1)
-        mask = AttentionMask(application, cfg.pad_token_id, name="Attention-Mask")(token_ids, segment_ids, perm_ranks)
+        if linear_kind is not None:
+            mask = linear_mask(linear_kind, token_ids, segment_ids, cfg.pad_token_id)
+        else:
+            mask = AttentionMask(application, cfg.pad_token_id, name="Attention-Mask")(token_ids, segment_ids, perm_ranks)
         for block in self.blocks:
             x = block(x, attention_mask=mask, cond=cond)
         if self.output_norm is not None:
@@ -151,6 +158,7 @@ class Transformer(keras.Model):
         self.use_segments = use_segments
         self.dtype_name = dtype
         self.family = family
+        self.attention = attention
 
     # --- pieces shared by the functional graph and the cached decoding step ---
     def embed(self, token_ids, segment_ids=None, positions=None, cond=None, training=None):
@@ -214,6 +222,7 @@ class Transformer(keras.Model):
             "layer_norm_cond_hidden_size": self.layer_norm_cond_hidden_size,
             "layer_norm_cond_hidden_act": self.layer_norm_cond_hidden_act,
             "family": self.family,
+            "attention": self.attention,
             "dtype": self.dtype_name,
         }
 
