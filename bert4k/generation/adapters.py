@@ -16,7 +16,8 @@ Protocol (subclass `DecodingAdapter`, or provide the same methods):
 - `context_ids(inputs)`: per row, the ids `repetition_penalty` counts as already seen before generation (the prompt
   of a causal LM), or None.
 - `pad_id`: the id written after a row stops, unless `generate(pad_id=...)` says otherwise.
-- `compile`: False when `step` is plain Python/numpy (nothing is traced then); `jit_compile`: XLA for the step.
+- `compile`: False when `step` is plain Python/numpy (nothing is traced then); `jit_compile`: XLA for the step
+  (None: the engine's measured default).
 
 Registry: `register_adapter(model_class, factory)`; `factory(model) -> adapter`. Keys may be classes or dotted
 names (`"bert4k.models.t5.T5"`) and factories may be `"module:attribute"` strings, so a model module never has to
@@ -40,7 +41,7 @@ class DecodingAdapter:
 
     pad_id: int = 0
     compile: bool = True
-    jit_compile: bool = False
+    jit_compile: bool | None = None  # None: the engine's default
 
     def start(self, inputs, max_new_tokens: int):
         raise NotImplementedError
@@ -56,7 +57,8 @@ class DecodingAdapter:
         return None
 
 
-_REGISTRY: dict[Any, Any] = {"bert4k.models.transformer.Transformer": "bert4k.generation.adapters:TransformerAdapter"}
+_REGISTRY: dict[Any, Any] = {"bert4k.models.transformer.Transformer": "bert4k.generation.adapters:TransformerAdapter",
+                             "bert4k.models.t5.T5": "bert4k.generation.t5_adapter:T5Adapter"}
 _ADAPTERS: weakref.WeakKeyDictionary[Any, DecodingAdapter] = weakref.WeakKeyDictionary()
 
 

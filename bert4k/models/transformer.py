@@ -19,7 +19,8 @@ HEAD_APPLICATIONS = ("mlm", "lm", "unilm", "plm")
 
 
 def _activation_name(value, default: str = "softmax") -> str:
-    return default if value is True else value
+    """`with_mlm=True` (or an lm/unilm/plm head without `with_mlm`) → softmax; a string names the activation."""
+    return value if isinstance(value, str) else default
 
 
 @keras.saving.register_keras_serializable("bert4k")
