@@ -1,0 +1,406 @@
+"""BERT WordPiece tokenizer (bert4keras API), id-for-id equal to Hugging Face's `BertTokenizerFast`."""
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from .vocab import is_cjk, is_punctuation, load_vocab, stem
+
+# Character kinds after normalisation.
+_WORD, _ALONE, _SPACE = 0, 1, 2
+_WORD_CACHE_MAX = 1 << 17
+
+# Punctuation after which `decode` puts no space: full-width forms, CJK marks, dashes, quotes.
+_CJK_PUNCTUATION = (
+    "\uff02\uff03\uff04\uff05\uff06\uff07\uff08\uff09\uff0a\uff0b\uff0c\uff0d\uff0f\uff1a\uff1b"
+    "\uff1c\uff1d\uff1e\uff20\uff3b\uff3c\uff3d\uff3e\uff3f\uff40\uff5b\uff5c\uff5d\uff5e\uff5f"
+    "\uff60\uff62\uff63\uff64\u3000\u3001\u3003\u3008\u3009\u300a\u300b\u300c\u300d\u300e\u300f"
+    "\u3010\u3011\u3014\u3015\u3016\u3017\u3018\u3019\u301a\u301b\u301c\u301d\u301e\u301f\u3030"
+    "\u303e\u303f\u2013\u2014\u2018\u2019\u201b\u201c\u201d\u201e\u201f\u2026\u2027\ufe4f\ufe51"
+    "\ufe54\u00b7\uff01\uff1f\uff61\u3002"
+)
+_NO_SPACE_AFTER = re.compile("([" + re.escape(_CJK_PUNCTUATION + "+-/={(<[") + "]) ")
+_SPACES = re.compile(" +")
+_CONTRACTION = re.compile(r"' (re|m|s|t|ve|d|ll) ")
+_DECIMAL = re.compile(r"(\d\.) (\d)")
+
+
+def _truncate(maxlen: int, index: int, sequences: list[list[str]], keep: int) -> None:
+    """Pop items at `index` from the longest sequence (the first on ties) until all fit in `maxlen`."""
+    total = sum(len(s) for s in sequences)
+    while total > maxlen:
+        longest = max(sequences, key=len)
+        if len(longest) <= keep:
+            raise ValueError(f"maxlen={maxlen} leaves no room for the start/end tokens")
+        longest.pop(index)
+        total -= 1
+
+
+class TokenizerBase:
+    """bert4keras-style `tokenize`/`encode` on top of a subclass's `_tokenize` and vocabulary."""
+
+    _token_pad = "[PAD]"
+    _token_unk = "[UNK]"
+    _token_mask = "[MASK]"
+
+    def __init__(
+        self,
+        token_start: str | None = "[CLS]",
+        token_end: str | None = "[SEP]",
+        pre_tokenize: Callable[[str], Iterable[str]] | None = None,
+        token_translate: Mapping[str, str] | None = None,
+    ) -> None:
+        self._token_start = token_start
+        self._token_end = token_end
+        self._pre_tokenize = pre_tokenize
+        self._token_translate = dict(token_translate or {})
+        self._token_translate_inv = {v: k for k, v in self._token_translate.items()}
+        self._n_special = (token_start is not None) + (token_end is not None)
+
+    def _set_special_ids(self, source: str) -> None:
+        """Set `_token_{pad,unk,mask,start,end}_id`: None for a token not in the vocab,
+        which is an error for the start/end tokens."""
+        for name in ("pad", "unk", "mask", "start", "end"):
+            token = getattr(self, f"_token_{name}")
+            token_id = None if token is None else self._lookup(token)
+            if token_id is None and token is not None and name in ("start", "end"):
+                raise ValueError(f"token_{name}={token!r} is not in the vocabulary of {source}")
+            setattr(self, f"_token_{name}_id", token_id)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab_size
+
+    def tokenize(self, text: str, maxlen: int | None = None) -> list[str]:
+        """Tokens of `text`, with the start/end tokens; cut to `maxlen` keeping the end token."""
+        tokens = self._tokenize(text)
+        if self._token_translate:
+            tokens = [self._token_translate.get(t, t) for t in tokens]
+        if self._token_start is not None:
+            tokens.insert(0, self._token_start)
+        if self._token_end is not None:
+            tokens.append(self._token_end)
+        if maxlen is not None:
+            _truncate(maxlen, -int(self._token_end is not None) - 1, [tokens], self._n_special)
+        return tokens
+
+    def encode(
+        self,
+        first_text: str | list[str],
+        second_text: str | list[str] | None = None,
+        maxlen: int | None = None,
+        pattern: str = "S*E*E",
+        truncate_from: str | int = "right",
+    ) -> tuple[list[int], list[int]]:
+        """`(token_ids, segment_ids)` of one text or a pair (texts or token lists).
+
+        A pair is `[CLS] a [SEP] b [SEP]` (`pattern="S*E*E"`) or `[CLS] a [SEP] [CLS] b [SEP]`
+        (`"S*ES*E"`); segment ids are 0 for `a`, 1 for `b`.  With `maxlen`, tokens are popped
+        from the longer side, from the right end (before `[SEP]`), or from the left end
+        (after `[CLS]`) with `truncate_from="left"`, or at a given index.
+        """
+        if pattern not in ("S*E*E", "S*ES*E"):
+            raise ValueError(f"pattern must be 'S*E*E' or 'S*ES*E', got {pattern!r}")
+        first = self.tokenize(first_text) if isinstance(first_text, str) else list(first_text)
+        second = None
+        if second_text is not None:
+            second = self.tokenize(second_text) if isinstance(second_text, str) else list(second_text)
+        if maxlen is not None:
+            if truncate_from == "right":
+                index = -int(self._token_end is not None) - 1
+            elif truncate_from == "left":
+                index = int(self._token_start is not None)
+            else:
+                index = truncate_from
+            if second is not None and pattern == "S*E*E":
+                maxlen += int(self._token_start is not None)  # b's start token is dropped below
+            _truncate(maxlen, index, [first] if second is None else [first, second], self._n_special)
+        ids = self.tokens_to_ids(first)
+        segment_ids = [0] * len(ids)
+        if second is not None:
+            if pattern == "S*E*E" and self._token_start is not None:
+                second = second[1:]
+            ids += self.tokens_to_ids(second)
+            segment_ids += [1] * len(second)
+        return ids, segment_ids
+
+    def tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:
+        return [self.token_to_id(t) for t in tokens]
+
+    def ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
+        return [self.id_to_token(int(i)) for i in ids]
+
+
+class Tokenizer(TokenizerBase):
+    """BERT WordPiece tokenizer.
+
+    Text is cleaned (NUL, U+FFFD and control, format, private-use and surrogate chars
+    dropped; every whitespace char a separator), CJK ideographs and punctuation become
+    tokens of their own, and with `do_lower_case` each char is NFD-decomposed, stripped
+    of non-spacing marks and lower-cased.  Each remaining word is split by greedy
+    longest-match-first WordPiece (`##` continuations); a word that cannot be split, or
+    is longer than `word_maxlen` chars, becomes `[UNK]`.  `pre_tokenize(text)` (e.g.
+    `jieba.cut`), if given, runs first on the raw text: a piece whose normalised form is
+    in the vocab stays whole, the rest is tokenized as usual.  `token_translate` renames
+    tokens after tokenizing (and back in `decode`).
+
+    Ids and offsets equal Hugging Face's `BertTokenizerFast` (same `do_lower_case`) except
+    where its Rust code is wrong or outdated: it does not isolate CJK Extension E chars
+    U+2B820..U+2B91F (it starts that block at U+2B920; Google's BERT and we isolate them),
+    and its Unicode category tables are old (about Unicode 8), so it treats chars added
+    or re-categorised since as plain letters, where we use Python's `unicodedata`.  Unlike HF, `[CLS]`-like strings
+    inside the text are not special: they are tokenized as text, as in Google's BERT.
+    """
+
+    def __init__(
+        self,
+        token_dict: Mapping[str, int] | str | os.PathLike,
+        do_lower_case: bool = False,
+        token_start: str | None = "[CLS]",
+        token_end: str | None = "[SEP]",
+        pre_tokenize: Callable[[str], Iterable[str]] | None = None,
+        token_translate: Mapping[str, str] | None = None,
+        word_maxlen: int = 100,
+    ) -> None:
+        super().__init__(token_start, token_end, pre_tokenize, token_translate)
+        source = None
+        if not isinstance(token_dict, Mapping):
+            source, token_dict = repr(os.fspath(token_dict)), load_vocab(token_dict)
+        self._token_dict = dict(token_dict)
+        self._token_dict_inv = {i: t for t, i in self._token_dict.items()}
+        self._vocab_size = max(self._token_dict.values(), default=-1) + 1
+        self._do_lower_case = do_lower_case
+        self._word_maxlen = word_maxlen
+        self._max_token_chars = max((len(stem(t)) for t in self._token_dict), default=0)
+        self._chars: dict[str, tuple[tuple[str, int], ...]] = {}
+        self._spaced = _Table(self._spaced_form)  # str.translate table: char -> spaced normal form
+        self._plain = _Table(self._plain_form)  # char -> normal form, unspaced
+        self._word_cache: dict[str, tuple[str, ...]] = {}
+        self._set_special_ids(source or "the given token_dict")
+
+    # -- vocabulary --------------------------------------------------------------------
+    def _lookup(self, token: str) -> int | None:
+        return self._token_dict.get(token)
+
+    def token_to_id(self, token: str) -> int:
+        """Id of `token`; the `[UNK]` id for a token not in the vocab."""
+        return self._token_dict.get(token, self._token_unk_id)
+
+    def tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:
+        get, unk = self._token_dict.get, self._token_unk_id
+        return [get(t, unk) for t in tokens]
+
+    def id_to_token(self, i: int) -> str:
+        try:
+            return self._token_dict_inv[i]
+        except KeyError:
+            raise IndexError(f"token id {i} is not in the vocabulary (size {self._vocab_size})") from None
+
+    # -- normalisation: one cached entry per distinct char ---------------------------------
+    def _char_entry(self, ch: str) -> tuple[tuple[str, int], ...]:
+        """`((normal_char, kind), ...)` for one input char; empty when the char is dropped."""
+        entry = self._chars.get(ch)
+        if entry is not None:
+            return entry
+        if ch in "\t\n\r":
+            entry = ((" ", _SPACE),)
+        elif ch in "\x00\ufffd" or unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cs"):
+            entry = ()
+        elif ch.isspace():
+            entry = ((" ", _SPACE),)
+        else:
+            norm = ch
+            if self._do_lower_case:
+                norm = unicodedata.normalize("NFD", ch)
+                norm = "".join(c.lower() for c in norm if unicodedata.category(c) != "Mn")
+            if is_cjk(ch):
+                entry = tuple((c, _ALONE) for c in norm)
+            else:
+                entry = tuple((c, _ALONE if is_punctuation(c) else _WORD) for c in norm)
+        self._chars[ch] = entry
+        return entry
+
+    def _spaced_form(self, ch: str) -> str:
+        return "".join(f" {c} " if kind == _ALONE else c for c, kind in self._char_entry(ch))
+
+    def _plain_form(self, ch: str) -> str:
+        return "".join(c for c, _ in self._char_entry(ch))
+
+    # -- WordPiece ------------------------------------------------------------------------
+    def _word_pieces(self, word: str) -> tuple[str, ...]:
+        """WordPiece split of one normalised word (cached)."""
+        pieces = self._word_cache.get(word)
+        if pieces is None:
+            if len(self._word_cache) >= _WORD_CACHE_MAX:
+                self._word_cache.clear()
+            pieces = self._word_cache[word] = self._split_word(word)
+        return pieces
+
+    def _split_word(self, word: str) -> tuple[str, ...]:
+        if len(word) > self._word_maxlen:
+            return (self._token_unk,)
+        vocab, pieces, start, n = self._token_dict, [], 0, len(word)
+        while start < n:
+            prefix = "##" if start else ""
+            for end in range(min(n, start + self._max_token_chars), start, -1):
+                piece = prefix + word[start:end]
+                if piece in vocab:
+                    pieces.append(piece)
+                    start = end
+                    break
+            else:
+                return (self._token_unk,)
+        return tuple(pieces)
+
+    def _words_to_tokens(self, words: Iterable[str], out: list[str]) -> None:
+        vocab, maxlen = self._token_dict, self._word_maxlen
+        for word in words:
+            if word in vocab and len(word) <= maxlen:
+                out.append(word)
+            else:
+                out.extend(self._word_pieces(word))
+
+    def _whole_token(self, piece: str) -> str | None:
+        """The normalised `piece` if it is one vocab token with no whitespace, else None."""
+        whole = piece.translate(self._plain)
+        return whole if whole in self._token_dict and whole and " " not in whole else None
+
+    def _tokenize(self, text: str) -> list[str]:
+        tokens: list[str] = []
+        if self._pre_tokenize is None:
+            self._words_to_tokens(text.translate(self._spaced).split(), tokens)
+            return tokens
+        for piece in self._pre_tokenize(text):
+            whole = self._whole_token(piece)
+            if whole is not None:
+                tokens.append(whole)
+            else:
+                self._words_to_tokens(piece.translate(self._spaced).split(), tokens)
+        return tokens
+
+    # -- offsets ----------------------------------------------------------------------------
+    def _add_word(self, chars: list[str], where: list[int], tokens: list[str], spans: list[tuple[int, int]]) -> None:
+        """Append the WordPiece tokens of one word and their spans (`where` = char positions)."""
+        word = "".join(chars)
+        if word in self._token_dict and len(word) <= self._word_maxlen:
+            tokens.append(word)
+            spans.append((where[0], where[-1] + 1))
+            return
+        pieces = self._word_pieces(word)
+        if pieces == (self._token_unk,):
+            tokens.append(self._token_unk)
+            spans.append((where[0], where[-1] + 1))
+            return
+        start = 0
+        for piece in pieces:
+            end = start + len(piece) - (2 if start else 0)
+            tokens.append(piece)
+            spans.append((where[start], where[end - 1] + 1))
+            start = end
+
+    def _add_segment(self, text: str, offset: int, tokens: list[str], spans: list[tuple[int, int]]) -> None:
+        """Tokenize `text`, which starts at `offset` in the full text, appending tokens and spans."""
+        entries, vocab, unk = self._chars, self._token_dict, self._token_unk
+        chars: list[str] = []
+        where: list[int] = []
+        for i, ch in enumerate(text, offset):
+            entry = entries.get(ch)
+            if entry is None:
+                entry = self._char_entry(ch)
+            for c, kind in entry:
+                if kind == _WORD:
+                    chars.append(c)
+                    where.append(i)
+                    continue
+                if chars:
+                    self._add_word(chars, where, tokens, spans)
+                    chars, where = [], []
+                if kind == _ALONE:
+                    tokens.append(c if c in vocab else unk)
+                    spans.append((i, i + 1))
+        if chars:
+            self._add_word(chars, where, tokens, spans)
+
+    def _tokenize_with_spans(self, text: str) -> tuple[list[str], list[tuple[int, int]]]:
+        """Tokens of `text` (no start/end tokens) and each one's `(start, end)` in `text`."""
+        tokens: list[str] = []
+        spans: list[tuple[int, int]] = []
+        if self._pre_tokenize is None:
+            self._add_segment(text, 0, tokens, spans)
+        else:
+            pos = 0
+            for piece in self._pre_tokenize(text):
+                at = text.find(piece, pos)
+                if at < 0:
+                    raise ValueError(f"pre_tokenize returned {piece!r}, which is not a substring of the text")
+                pos = at + len(piece)
+                whole = self._whole_token(piece)
+                if whole is not None:
+                    tokens.append(whole)
+                    spans.append((at, pos))
+                else:
+                    self._add_segment(piece, at, tokens, spans)
+        if self._token_translate:
+            tokens = [self._token_translate.get(t, t) for t in tokens]
+        return tokens, spans
+
+    def rematch(self, text: str, tokens: Sequence[str]) -> list[list[int]]:
+        """For each token, the indices of the chars of `text` it covers (`[]` for tokens not from the text).
+
+        `tokens` is the output of `tokenize(text)`, possibly truncated.  A token's indices
+        run over its whole span in the original text, including chars that normalisation
+        dropped inside it; `[UNK]` covers the whole word it replaced; `[CLS]`, `[SEP]`
+        and other added tokens get `[]`.  These are Hugging Face's `offset_mapping` spans.
+        """
+        ref_tokens, spans = self._tokenize_with_spans(text)
+        mapping, j = [], 0
+        for token in tokens:
+            try:
+                k = ref_tokens.index(token, j)
+            except ValueError:
+                mapping.append([])
+                continue
+            mapping.append(list(range(*spans[k])))
+            j = k + 1
+        return mapping
+
+    # -- decoding -----------------------------------------------------------------------------
+    def decode(self, ids: Iterable[int], tokens: Sequence[str] | None = None) -> str:
+        """Readable text: `##` pieces joined, CJK chars unspaced, English words spaced, `[...]` specials dropped."""
+        if tokens is None:
+            tokens = self.ids_to_tokens(ids)
+        if self._token_translate_inv:
+            tokens = [self._token_translate_inv.get(t, t) for t in tokens]
+        text = ""
+        for token in tokens:
+            if token[:1] == "[" and token[-1:] == "]":
+                continue
+            if token.startswith("##"):
+                text += token[2:]
+            elif len(token) == 1 and is_cjk(token):
+                text += token
+            elif len(token) == 1 and is_punctuation(token):
+                text += token + " "
+            elif text and is_cjk(text[-1]):
+                text += token
+            else:
+                text += " " + token
+        text = _SPACES.sub(" ", text)
+        text = _CONTRACTION.sub(r"'\1 ", text)
+        text = _NO_SPACE_AFTER.sub(r"\1", text)
+        text = _DECIMAL.sub(r"\1\2", text)
+        return text.strip()
+
+
+class _Table(dict):
+    """`str.translate` table filled on first use of each char."""
+
+    def __init__(self, form: Callable[[str], str]) -> None:
+        super().__init__()
+        self._form = form
+
+    def __missing__(self, code: int) -> str:
+        value = self[code] = self._form(chr(code))
+        return value
