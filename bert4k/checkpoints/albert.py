@@ -1,0 +1,194 @@
+"""ALBERT checkpoints: the config files, Google TF names and Hugging Face names.
+
+Canonical names are Hugging Face's bare `AlbertModel` names (`embeddings.*`, `encoder.embedding_hidden_mapping_in.*`,
+`encoder.albert_layer_groups.{g}.albert_layers.{k}.*`, `pooler.*`) plus the `AlbertForMaskedLM` head
+(`predictions.{dense,LayerNorm,bias}`; `predictions.decoder` is tied to the word embeddings).
+Google names (google-research/albert `modeling.py` + `run_pretraining.py`) are converted to them by one table.
+
+GELU: google-research/albert `modeling.py` maps `"hidden_act": "gelu"` to its `gelu()`, which computes the tanh
+approximation `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`, used in the blocks and in the MLM transform
+(`cls/predictions/transform/dense`). So a Google `albert_config.json` saying "gelu" is read as `gelu_tanh`. A Hugging
+Face `config.json` (`model_type: albert`) keeps HF's meaning: `gelu` = exact erf GELU, `gelu_new` = tanh (HF's
+`AlbertConfig` defaults to `gelu_new`, and its albert-base-v2 config names it, matching the original code).
+"""
+from __future__ import annotations
+
+import re
+
+from bert4k.checkpoints.bert import embedding_specs, rows, strip_prefix
+from bert4k.checkpoints.specs import WeightSpec, linear_spec, norm_spec, transpose
+from bert4k.config import TransformerConfig, bert_config
+
+IGNORED = ("position_ids", "token_type_ids", "predictions.decoder.", "sop_classifier.")
+GROUP = "encoder.albert_layer_groups.{}.albert_layers.0"
+
+# (Google scope, canonical scope, kind): "dense" = kernel [in, out] / bias, "norm" = gamma / beta, "tensor" = as is.
+_SCOPES = [
+    ("bert/embeddings/word_embeddings", "embeddings.word_embeddings.weight", "tensor"),
+    ("bert/embeddings/position_embeddings", "embeddings.position_embeddings.weight", "tensor"),
+    ("bert/embeddings/token_type_embeddings", "embeddings.token_type_embeddings.weight", "tensor"),
+    ("bert/embeddings/LayerNorm", "embeddings.LayerNorm", "norm"),
+    ("bert/encoder/embedding_hidden_mapping_in", "encoder.embedding_hidden_mapping_in", "dense"),
+    ("bert/pooler/dense", "pooler", "dense"),
+    ("cls/predictions/transform/dense", "predictions.dense", "dense"),
+    ("cls/predictions/transform/LayerNorm", "predictions.LayerNorm", "norm"),
+    ("cls/predictions/output_bias", "predictions.bias", "tensor"),
+    ("cls/seq_relationship/output_weights", "sop_classifier.classifier.weight", "tensor"),  # [2, H], like HF
+    ("cls/seq_relationship/output_bias", "sop_classifier.classifier.bias", "tensor"),
+]
+# Inside `bert/encoder/transformer/group_{g}/inner_group_{k}/` ↔ `encoder.albert_layer_groups.{g}.albert_layers.{k}.`
+_LAYER_SCOPES = [
+    ("attention_1/self/query", "attention.query", "dense"),
+    ("attention_1/self/key", "attention.key", "dense"),
+    ("attention_1/self/value", "attention.value", "dense"),
+    ("attention_1/output/dense", "attention.dense", "dense"),
+    ("LayerNorm", "attention.LayerNorm", "norm"),  # after attention
+    ("ffn_1/intermediate/dense", "ffn", "dense"),
+    ("ffn_1/intermediate/output/dense", "ffn_output", "dense"),
+    ("LayerNorm_1", "full_layer_layer_norm", "norm"),  # after the feed-forward
+]
+_LEAVES = {"dense": (("kernel", "weight", True), ("bias", "bias", False)),
+           "norm": (("gamma", "weight", False), ("beta", "bias", False))}
+
+
+def _names(scopes) -> dict[str, tuple[str, bool]]:
+    """Google name → (canonical name, transpose?) for every tensor the scopes hold."""
+    table = {}
+    for google, canonical, kind in scopes:
+        if kind == "tensor":
+            table[google] = (canonical, False)
+            continue
+        for google_leaf, canonical_leaf, flip in _LEAVES[kind]:
+            table[f"{google}/{google_leaf}"] = (f"{canonical}.{canonical_leaf}", flip)
+    return table
+
+
+_FROM_GOOGLE = _names(_SCOPES)
+_LAYER_FROM_GOOGLE = _names(_LAYER_SCOPES)
+_TO_GOOGLE = {canonical: (google, flip) for google, (canonical, flip) in _FROM_GOOGLE.items()}
+_LAYER_TO_GOOGLE = {canonical: (google, flip) for google, (canonical, flip) in _LAYER_FROM_GOOGLE.items()}
+_GOOGLE_LAYER = re.compile(r"^bert/encoder/transformer/group_(\d+)/inner_group_(\d+)/(.+)$")
+_CANONICAL_LAYER = re.compile(r"^encoder\.albert_layer_groups\.(\d+)\.albert_layers\.(\d+)\.(.+)$")
+
+
+def albert_config(raw: dict, shared: bool = True) -> TransformerConfig:
+    """Google `albert_config.json` or HF `config.json` (`model_type: albert`) → config of the one stack.
+
+    `shared=True`: one block applied `num_hidden_layers` times (`model="albert"`); `False`: independent blocks
+    (`model="albert_unshared"`). Layer groups other than "one group" (or one per layer, unshared) are refused.
+    """
+    path = raw.get("__path__", "<config>")
+    is_hf = raw.get("model_type") == "albert"
+    act = raw.get("hidden_act", "gelu_new" if is_hf else "gelu")
+    if not is_hf and act == "gelu":
+        act = "gelu_tanh"  # what google-research/albert computes for "gelu" (see the module docstring)
+    layers = raw.get("num_hidden_layers")
+    groups, inner = raw.get("num_hidden_groups", 1), raw.get("inner_group_num", 1)
+    if inner != 1:
+        raise ValueError(f"{path}: inner_group_num={inner} is not supported (only 1, as in every released ALBERT)")
+    if groups != 1 and (shared or groups != layers):
+        raise ValueError(f"{path}: num_hidden_groups={groups} is not supported by model="
+                         f"{'albert' if shared else 'albert_unshared'!r}: 'albert' shares one group; "
+                         f"'albert_unshared' takes 1 or num_hidden_layers ({layers}) groups")
+    embedding_size = raw.get("embedding_size", 128)
+    if is_hf and embedding_size == raw.get("hidden_size"):
+        raise ValueError(f"{path}: embedding_size == hidden_size ({embedding_size}): Hugging Face ALBERT still applies "
+                         "embedding_hidden_mapping_in then, which this stack omits when the sizes are equal")
+    config = bert_config({**raw, "hidden_act": act, "embedding_size": embedding_size})
+    return config.replace(shared_layers=shared)
+
+
+def layer_specs(block, prefix: str) -> list[WeightSpec]:
+    """One ALBERT layer (`prefix` like `encoder.albert_layer_groups.0.albert_layers.0`)."""
+    attention = block.attention
+    return [
+        *linear_spec(attention.query, f"{prefix}.attention.query"),
+        *linear_spec(attention.key, f"{prefix}.attention.key"),
+        *linear_spec(attention.value, f"{prefix}.attention.value"),
+        *linear_spec(attention.attention_output, f"{prefix}.attention.dense"),
+        *norm_spec(block.attention_norm, f"{prefix}.attention.LayerNorm"),
+        *linear_spec(block.feed_forward.inner, f"{prefix}.ffn"),
+        *linear_spec(block.feed_forward.outer, f"{prefix}.ffn_output"),
+        *norm_spec(block.ffn_norm, f"{prefix}.full_layer_layer_norm"),
+    ]
+
+
+def albert_specs(model, keep_tokens=None) -> list[WeightSpec]:
+    """Shared model: its one block is group 0. Unshared model: block i is group i (see `GroupTensors`)."""
+    specs = embedding_specs(model, keep_tokens)
+    if model.embedding_mapping is not None:
+        specs += linear_spec(model.embedding_mapping, "encoder.embedding_hidden_mapping_in")
+    blocks = model.blocks[:1] if model.config.shared_layers else model.blocks
+    for group, block in enumerate(blocks):
+        specs += layer_specs(block, GROUP.format(group))
+    if model.pooler is not None:
+        specs += linear_spec(model.pooler, "pooler", required=False)
+    if model.mlm_dense is not None:
+        specs += linear_spec(model.mlm_dense, "predictions.dense")
+        specs += norm_spec(model.mlm_norm, "predictions.LayerNorm")
+        specs.append(WeightSpec(model.mlm_bias.bias, "predictions.bias", rows(keep_tokens)))
+    return specs
+
+
+class GroupTensors(dict):
+    """Canonical tensors in which, when the checkpoint has a single layer group, `albert_layer_groups.{i}` also
+    answers for every i by group 0: this is how `albert_unshared` expands one shared block into L independent ones
+    (and why its export, one group per layer, loads back)."""
+
+    _GROUP = re.compile(r"^encoder\.albert_layer_groups\.\d+\.")
+
+    def __init__(self, tensors: dict):
+        super().__init__(tensors)
+        groups = {m.group(1) for k in self if (m := _CANONICAL_LAYER.match(k))}
+        self.single_group = groups == {"0"}
+
+    def _fallback(self, key):
+        if self.single_group and isinstance(key, str) and self._GROUP.match(key):
+            fallback = self._GROUP.sub("encoder.albert_layer_groups.0.", key)
+            if dict.__contains__(self, fallback):
+                return fallback
+        return None
+
+    def __contains__(self, key) -> bool:
+        return dict.__contains__(self, key) or self._fallback(key) is not None
+
+    def __missing__(self, key):
+        fallback = self._fallback(key)
+        if fallback is None:
+            raise KeyError(key)
+        return dict.__getitem__(self, fallback)
+
+
+def hf_albert_names(tensors: dict) -> GroupTensors:
+    """HF `AlbertModel` / `AlbertForMaskedLM` / `AlbertForPreTraining` tensors → canonical names."""
+    return GroupTensors(strip_prefix(tensors, ("albert.",)))
+
+
+def google_albert_names(tensors: dict) -> GroupTensors:
+    """Google TF names → canonical names (kernels transposed); names outside the table are kept (reported unused)."""
+    out = {}
+    for name, value in tensors.items():
+        layer = _GOOGLE_LAYER.match(name)
+        if layer and layer.group(3) in _LAYER_FROM_GOOGLE:
+            canonical, flip = _LAYER_FROM_GOOGLE[layer.group(3)]
+            canonical = f"encoder.albert_layer_groups.{layer.group(1)}.albert_layers.{layer.group(2)}.{canonical}"
+        elif name in _FROM_GOOGLE:
+            canonical, flip = _FROM_GOOGLE[name]
+        else:
+            canonical, flip = name, False
+        out[canonical] = transpose(value) if flip else value
+    return GroupTensors(out)
+
+
+def to_google_albert(tensors: dict) -> dict:
+    """Canonical names → Google TF names, for export."""
+    out = {}
+    for name, value in tensors.items():
+        layer = _CANONICAL_LAYER.match(name)
+        if layer:
+            google, flip = _LAYER_TO_GOOGLE[layer.group(3)]
+            google = f"bert/encoder/transformer/group_{layer.group(1)}/inner_group_{layer.group(2)}/{google}"
+        else:
+            google, flip = _TO_GOOGLE[name]
+        out[google] = transpose(value) if flip else value
+    return out
