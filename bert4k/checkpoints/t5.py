@@ -1,0 +1,210 @@
+"""T5 / T5.1.1 / mT5: config readers and checkpoint name maps.
+
+Canonical names are Hugging Face's `T5ForConditionalGeneration` names (`shared.weight`,
+`encoder.block.0.layer.0.SelfAttention.q.weight`, ..., `lm_head.weight`). Mesh-TensorFlow checkpoints
+(`encoder/block_000/layer_000/SelfAttention/q`, ...) are converted to them: every 2-D tensor there except the
+embedding is stored `[in, out]` (`relative_attention_bias` `[heads, buckets]`) and is transposed, and the norms are
+`layer_norm/scale` (T5 1.0/1.1) or `rms_norm/scale` (mT5).
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from bert4k.checkpoints.bert import rows
+from bert4k.checkpoints.specs import WeightSpec, linear_spec, norm_spec, transpose
+from bert4k.config import ACTIVATIONS, TransformerConfig
+
+IGNORED = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+
+# --- config readers ---
+
+
+def _feed_forward(proj: str, path: str) -> tuple[str, str]:
+    """HF `feed_forward_proj` → (normalised proj, bert4k activation). `gated-gelu` means GELU-tanh (as in HF)."""
+    gated = proj.startswith("gated-")
+    act = proj[len("gated-"):] if gated else proj
+    act = "gelu_new" if proj == "gated-gelu" else act
+    if act not in ACTIVATIONS:
+        raise ValueError(f"{path}: unsupported feed_forward_proj {proj!r}; expected relu, gated-gelu or [gated-]<act> "
+                         f"with act in {sorted(ACTIVATIONS)}")
+    return ("gated-" if gated else "") + ACTIVATIONS[act], ACTIVATIONS[act]
+
+
+def _hf_t5_config(raw: dict, path: str, default_tied: bool) -> TransformerConfig:
+    for name in ("vocab_size", "d_model", "num_heads", "num_layers"):
+        if name not in raw:
+            raise ValueError(f"{path}: missing required T5 field {name!r}; got fields {sorted(raw)}")
+    proj, act = _feed_forward(raw.get("feed_forward_proj", "relu"), path)
+    tied = raw.get("tie_word_embeddings", default_tied)
+    # transformers ≥ 5 always writes tie_word_embeddings=true and keeps the rescale flag separately; the file then
+    # has no lm_head.weight and `from_hf` uses shared.weight for it.
+    tied = raw.get("scale_decoder_outputs", tied)
+    dropout = raw.get("dropout_rate", 0.1)
+    return TransformerConfig(
+        vocab_size=raw["vocab_size"], hidden_size=raw["d_model"], num_hidden_layers=raw["num_layers"],
+        num_attention_heads=raw["num_heads"], intermediate_size=raw.get("d_ff", 4 * raw["d_model"]),
+        hidden_act=act, type_vocab_size=0, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+        layer_norm_eps=raw.get("layer_norm_epsilon", 1e-6),
+        key_size=raw.get("d_kv", raw["d_model"] // raw["num_heads"]), norm_position="pre", embedding_norm=False,
+        final_norm=True, pad_token_id=raw.get("pad_token_id", 0) or 0,
+        relative_attention_num_buckets=raw.get("relative_attention_num_buckets", 32),
+        relative_attention_max_distance=raw.get("relative_attention_max_distance", 128),
+        num_decoder_layers=raw.get("num_decoder_layers") or raw["num_layers"], feed_forward_proj=proj,
+        tie_word_embeddings=bool(tied), decoder_start_token_id=raw.get("decoder_start_token_id", 0) or 0,
+        eos_token_id=raw.get("eos_token_id", 1))
+
+
+def _bert4keras_t5_config(raw: dict, path: str, default_tied: bool) -> TransformerConfig:
+    """bert4keras-style T5 json: `hidden_act` "relu" (1.0) or `["gelu", "linear"]` (gated, 1.1 / mT5)."""
+    for name in ("vocab_size", "hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size"):
+        if name not in raw:
+            raise ValueError(f"{path}: missing required field {name!r}; got fields {sorted(raw)}")
+    act = raw.get("hidden_act", "relu")
+    gated = isinstance(act, (list, tuple))
+    if gated:
+        if len(act) != 2 or act[1] != "linear":
+            raise ValueError(f"{path}: hidden_act {act!r}: a list must be [<act>, 'linear'] (gated feed-forward)")
+        act = act[0]
+    # mesh-TF's "gelu" is the tanh approximation.
+    act = "gelu_tanh" if act == "gelu" else ACTIVATIONS.get(act, act)
+    if act not in ACTIVATIONS:
+        raise ValueError(f"{path}: unsupported hidden_act {act!r}")
+    dropout = raw.get("hidden_dropout_prob", raw.get("dropout_rate", 0.1))
+    return TransformerConfig(
+        vocab_size=raw["vocab_size"], hidden_size=raw["hidden_size"], num_hidden_layers=raw["num_hidden_layers"],
+        num_attention_heads=raw["num_attention_heads"], intermediate_size=raw["intermediate_size"], hidden_act=act,
+        type_vocab_size=0, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+        layer_norm_eps=raw.get("layer_norm_eps", 1e-6), initializer_range=raw.get("initializer_range", 0.02),
+        key_size=raw.get("attention_head_size", raw.get("key_size")), norm_position="pre", embedding_norm=False,
+        final_norm=True, relative_attention_num_buckets=raw.get("relative_attention_num_buckets", 32),
+        relative_attention_max_distance=raw.get("relative_attention_max_distance", 128),
+        num_decoder_layers=raw.get("num_decoder_layers"), feed_forward_proj=("gated-" if gated else "") + act,
+        tie_word_embeddings=raw.get("tie_word_embeddings", default_tied), eos_token_id=raw.get("eos_token_id", 1))
+
+
+def t5_config_reader(default_tied: bool):
+    """Reader for HF T5 `config.json` (has `d_model`) or a bert4keras-style json (has `hidden_size`).
+
+    `default_tied`: whether the LM head is tied (with the `d_model**-0.5` rescale) when the file does not say:
+    True for T5 1.0, False for T5.1.1 / mT5.
+    """
+    def read(raw: dict) -> TransformerConfig:
+        path = raw.get("__path__", "<config>")
+        if "d_model" in raw:
+            return _hf_t5_config(raw, path, default_tied)
+        return _bert4keras_t5_config(raw, path, default_tied)
+
+    return read
+
+
+# --- weight specs (canonical HF names) ---
+
+
+def _attention_specs(attention, prefix: str) -> list[WeightSpec]:
+    return [*linear_spec(attention.query, f"{prefix}.q"), *linear_spec(attention.key, f"{prefix}.k"),
+            *linear_spec(attention.value, f"{prefix}.v"), *linear_spec(attention.attention_output, f"{prefix}.o")]
+
+
+def _ffn_specs(ffn, prefix: str) -> list[WeightSpec]:
+    if ffn.gated:
+        return [*linear_spec(ffn.inner, f"{prefix}.wi_0"), *linear_spec(ffn.gate, f"{prefix}.wi_1"),
+                *linear_spec(ffn.outer, f"{prefix}.wo")]
+    return [*linear_spec(ffn.inner, f"{prefix}.wi"), *linear_spec(ffn.outer, f"{prefix}.wo")]
+
+
+def block_specs(block, prefix: str) -> list[WeightSpec]:
+    """One T5 block; `prefix` like `decoder.block.3`."""
+    specs = [*_attention_specs(block.self_attention, f"{prefix}.layer.0.SelfAttention"),
+             *norm_spec(block.self_attention_norm, f"{prefix}.layer.0.layer_norm")]
+    ffn_index = 1
+    if block.cross_attention:
+        specs += _attention_specs(block.cross_attention_layer, f"{prefix}.layer.1.EncDecAttention")
+        specs += norm_spec(block.cross_attention_norm, f"{prefix}.layer.1.layer_norm")
+        ffn_index = 2
+    specs += _ffn_specs(block.feed_forward, f"{prefix}.layer.{ffn_index}.DenseReluDense")
+    specs += norm_spec(block.ffn_norm, f"{prefix}.layer.{ffn_index}.layer_norm")
+    return specs
+
+
+def t5_specs(model, keep_tokens=None) -> list[WeightSpec]:
+    """Every weight of a `bert4k.models.t5.T5` under its HF name; `keep_tokens` slices vocabulary rows."""
+    keep = rows(keep_tokens)
+    specs = [WeightSpec(model.token_embedding.embeddings, "shared.weight", keep)]
+    for stack, blocks, bias, norm in (("encoder", model.encoder_blocks, model.encoder_position_bias, model.encoder_norm),
+                                      ("decoder", model.decoder_blocks, model.decoder_position_bias, model.decoder_norm)):
+        specs.append(WeightSpec(bias.embeddings, f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"))
+        for i, block in enumerate(blocks):
+            specs += block_specs(block, f"{stack}.block.{i}")
+        specs += norm_spec(norm, f"{stack}.final_layer_norm")
+    if model.lm_head is not None:
+        load = transpose if keep is None else (lambda x: transpose(keep(x)))
+        specs.append(WeightSpec(model.lm_head.kernel, "lm_head.weight", load, transpose))
+    return specs
+
+
+# --- name conversions ---
+
+
+def hf_t5_names(tensors: dict) -> dict:
+    """HF T5 tensors → canonical names. A file without `lm_head.weight` ties it to `shared.weight` (as HF does)."""
+    out = dict(tensors)
+    if "lm_head.weight" not in out and "shared.weight" in out:
+        out["lm_head.weight"] = out["shared.weight"]
+    return out
+
+
+_TF_BLOCK = re.compile(r"^(encoder|decoder)/block_(\d+)/layer_(\d+)/(.+)$")
+_TF_FINAL_NORM = re.compile(r"^(encoder|decoder)/(?:final_layer_norm|rms_norm)/scale$")
+
+
+def mesh_tf_to_canonical(name: str, value: np.ndarray) -> tuple[str, np.ndarray]:
+    """`encoder/block_001/layer_000/SelfAttention/q` → `encoder.block.1.layer.0.SelfAttention.q.weight` (transposed).
+
+    Names that are not T5 weights come back unchanged (and are reported as unused).
+    """
+    if name == "shared/embedding":
+        return "shared.weight", value
+    if name == "decoder/logits/kernel":
+        return "lm_head.weight", transpose(value)
+    final = _TF_FINAL_NORM.match(name)
+    if final:
+        return f"{final.group(1)}.final_layer_norm.weight", value
+    block = _TF_BLOCK.match(name)
+    if not block:
+        return name, value
+    stack, index, layer, rest = block.groups()
+    prefix = f"{stack}.block.{int(index)}.layer.{int(layer)}"
+    if rest in ("layer_norm/scale", "rms_norm/scale"):
+        return f"{prefix}.layer_norm.weight", value
+    rest = rest.removesuffix("/kernel")
+    return f"{prefix}.{rest.replace('/', '.')}.weight", transpose(value)
+
+
+def canonical_to_mesh_tf(name: str, value: np.ndarray) -> tuple[str, np.ndarray]:
+    """Inverse of `mesh_tf_to_canonical`, writing T5 1.x names (`layer_norm/scale`, `final_layer_norm/scale`)."""
+    if name == "shared.weight":
+        return "shared/embedding", value
+    if name == "lm_head.weight":
+        return "decoder/logits/kernel", transpose(value)
+    match = re.match(r"^(encoder|decoder)\.final_layer_norm\.weight$", name)
+    if match:
+        return f"{match.group(1)}/final_layer_norm/scale", value
+    match = re.match(r"^(encoder|decoder)\.block\.(\d+)\.layer\.(\d+)\.(.+)\.weight$", name)
+    if not match:
+        raise ValueError(f"no mesh-TF name for T5 tensor {name!r}")
+    stack, index, layer, rest = match.groups()
+    prefix = f"{stack}/block_{int(index):03d}/layer_{int(layer):03d}"
+    if rest == "layer_norm":
+        return f"{prefix}/layer_norm/scale", value
+    suffix = "/kernel" if rest.startswith("DenseReluDense.") else ""
+    return f"{prefix}/{rest.replace('.', '/')}{suffix}", transpose(value)
+
+
+def mesh_tf_names(tensors: dict) -> dict:
+    return dict(mesh_tf_to_canonical(k, v) for k, v in tensors.items())
+
+
+def to_mesh_tf(tensors: dict) -> dict:
+    return dict(canonical_to_mesh_tf(k, v) for k, v in tensors.items())

@@ -1,0 +1,60 @@
+"""Decoding adapter for the T5 encoder–decoder (`bert4k.models.t5.T5`): the encoder and the cross-attention K/V run
+once per call; decoder self-attention uses a static cache written at the step index."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from keras import ops
+
+from bert4k.generation.adapters import DecodingAdapter, _rows_of
+
+
+class T5Adapter(DecodingAdapter):
+    """Decodes a `T5` model.
+
+    Inputs: encoder token ids — a 2-D array (0 = padding, wherever it stands, exactly as the model reads it), a list
+    of rows of any lengths (right-padded with 0), or one sequence. The decoder starts from the config's
+    `decoder_start_token_id` (0); the first logits are those after the start token. The state holds, per row, the
+    decoder self-attention caches `[rows, L, heads, d_kv]` (`L` = `max_new_tokens` rounded up to `cache_block`, so
+    nearby lengths reuse the compiled step), the cross-attention `(k, v)` of the encoder output and its padding mask.
+    """
+
+    def __init__(self, model, cache_block: int = 32):
+        self.model = model
+        self.pad_id = model.config.pad_token_id
+        self.start_id = model.config.decoder_start_token_id
+        self.cache_block = cache_block
+
+    def _encoder_ids(self, inputs) -> np.ndarray:
+        rows = _rows_of(inputs, "encoder token_ids")
+        if any(len(r) == 0 for r in rows):
+            raise ValueError("generate: every T5 input row needs at least one token")
+        ids = np.full((len(rows), max(len(r) for r in rows)), self.pad_id, "int32")
+        for i, r in enumerate(rows):
+            ids[i, :len(r)] = r
+        return ids
+
+    def context_ids(self, inputs) -> list:
+        """The decoder start token (what HF's repetition penalty counts as already generated)."""
+        return [np.array([self.start_id])] * len(self._encoder_ids(inputs))
+
+    def start(self, inputs, max_new_tokens: int):
+        m = self.model
+        encoder_ids = ops.convert_to_tensor(self._encoder_ids(inputs))
+        rows = int(encoder_ids.shape[0])
+        length = int(math.ceil(max_new_tokens / self.cache_block) * self.cache_block)
+        state = {"cache": m.init_cache(rows, length),
+                 "context_cache": m.context_cache(m.encode(encoder_ids)),
+                 "context_mask": m.encoder_mask(encoder_ids)}
+        start_ids = ops.full((rows, 1), self.start_id, "int32")
+        return self._decode(state, start_ids, 0)
+
+    def step(self, state, token_ids, index):
+        # The start token sits at decoder position 0, so the token generated at `index` goes to `index + 1`.
+        return self._decode(state, token_ids, index + 1)
+
+    def _decode(self, state, token_ids, position):
+        logits, cache = self.model.decode_step(token_ids, state["cache"], position, state["context_cache"],
+                                               state["context_mask"])
+        return ops.cast(logits[:, -1], "float32"), {**state, "cache": cache}

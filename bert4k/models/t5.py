@@ -1,0 +1,189 @@
+"""T5 (1.0), T5.1.1 and mT5: the encoder–decoder model, with serving sub-models and a cached decoding step."""
+from __future__ import annotations
+
+import functools
+
+import keras
+from keras import ops
+
+from bert4k.checkpoints import t5 as t5_ckpt
+from bert4k.config import TransformerConfig, register_config_reader
+from bert4k.layers.embeddings import TokenEmbedding
+from bert4k.layers.initializers import truncated_normal
+from bert4k.layers.norms import RMSNorm
+from bert4k.layers.t5 import RelativePositionBias, T5AttentionMask, T5Block
+from bert4k.models.families import Family, register_family
+
+APPLICATIONS = ("encoder", "seq2seq")
+
+
+@keras.saving.register_keras_serializable("bert4k")
+class T5(keras.Model):
+    """T5 encoder–decoder as one functional Keras model.
+
+    Inputs: `[encoder_token_ids, decoder_token_ids]` (`[batch, len]` int; 0 = padding in the encoder and the start
+    token of the decoder). Output: `[batch, dec_len, vocab]` next-token probabilities (`logits=True`: logits).
+    The decoder sees its own tokens causally (never masked as padding) and every non-padding encoder token.
+    `encoder_model` / `decoder_model` are serving models over the same weights; `context_cache`, `init_cache`
+    and `decode_step` run cached autoregressive decoding. `application` is accepted for the builder's sake:
+    "encoder" (its default) and "seq2seq" both mean the whole encoder–decoder.
+    """
+
+    def __init__(self, config: TransformerConfig | dict, application: str = "encoder", logits: bool = False,
+                 family: str = "t5", dtype=None, **kwargs):
+        if isinstance(config, dict):
+            config = TransformerConfig.from_dict(config)
+        if application not in APPLICATIONS:
+            raise ValueError(f"T5 is an encoder–decoder; application must be one of {APPLICATIONS}, got {application!r}")
+        cfg = config
+        heads, init, rate = cfg.num_attention_heads, cfg.initializer_range, cfg.hidden_dropout_prob
+        key_size = cfg.key_size or cfg.head_size
+        block_args = dict(heads=heads, key_size=key_size, intermediate_size=cfg.intermediate_size,
+                          activation=cfg.hidden_act, gated=cfg.feed_forward_proj.startswith("gated-"),
+                          layer_norm_eps=cfg.layer_norm_eps, dropout=rate, initializer_range=init, dtype=dtype)
+        bias_args = dict(heads=heads, num_buckets=cfg.relative_attention_num_buckets,
+                         max_distance=cfg.relative_attention_max_distance, initializer_range=init, dtype=dtype)
+
+        # === Layers ===
+        self.token_embedding = TokenEmbedding(cfg.vocab_size, cfg.hidden_size, name="Embedding-Token",
+                                              embeddings_initializer=truncated_normal(init), dtype=dtype)
+        self.embedding_dropout = keras.layers.Dropout(rate, name="Embedding-Dropout")
+        self.encoder_mask = T5AttentionMask(causal=False, pad_id=cfg.pad_token_id, name="Encoder-Attention-Mask")
+        self.decoder_mask = T5AttentionMask(causal=True, name="Decoder-Attention-Mask")
+        self.encoder_position_bias = RelativePositionBias(bidirectional=True, name="Encoder-Embedding-Relative-Position",
+                                                          **bias_args)
+        self.decoder_position_bias = RelativePositionBias(bidirectional=False,
+                                                          name="Decoder-Embedding-Relative-Position", **bias_args)
+        self.encoder_blocks = [T5Block(name=f"Encoder-Transformer-{i}", **block_args)
+                               for i in range(cfg.num_hidden_layers)]
+        self.decoder_blocks = [T5Block(cross_attention=True, name=f"Decoder-Transformer-{i}", **block_args)
+                               for i in range(cfg.num_decoder_layers or cfg.num_hidden_layers)]
+        self.encoder_norm = RMSNorm(cfg.layer_norm_eps, name="Encoder-Output-Norm", dtype=dtype)
+        self.decoder_norm = RMSNorm(cfg.layer_norm_eps, name="Decoder-Output-Norm", dtype=dtype)
+        self.output_dropout = keras.layers.Dropout(rate, name="Output-Dropout")
+        self.lm_head = (None if cfg.tie_word_embeddings else
+                        keras.layers.Dense(cfg.vocab_size, use_bias=False, kernel_initializer=truncated_normal(init),
+                                           name="Decoder-Output-LM", dtype=dtype))
+        self.head_activation = keras.layers.Activation("linear" if logits else "softmax",
+                                                       name="Decoder-Output-Activation", dtype="float32")
+
+        # === Functional model ===
+        encoder_ids = keras.Input(shape=(None,), dtype="int32", name="Encoder-Input-Token")
+        decoder_ids = keras.Input(shape=(None,), dtype="int32", name="Decoder-Input-Token")
+        context = self.encode(encoder_ids)
+        x = self.decode(decoder_ids, context, self.encoder_mask(encoder_ids))
+        super().__init__(inputs=[encoder_ids, decoder_ids], outputs=self.head_activation(self.lm_logits(x)), **kwargs)
+
+        # === Config ===
+        self.config = cfg
+        self.application = application
+        self.logits = logits
+        self.family = family
+        self.dtype_name = dtype
+
+    # --- pieces shared by the functional graph, the serving models and cached decoding ---
+    def encode(self, token_ids, training=None):
+        """Encoder output `[batch, len, d_model]` (after the final RMSNorm)."""
+        mask = self.encoder_mask(token_ids)
+        bias = self.encoder_position_bias(token_ids)
+        x = self.embedding_dropout(self.token_embedding(token_ids), training=training)
+        for block in self.encoder_blocks:
+            x = block(x, attention_mask=mask, position_bias=bias, training=training)
+        return self.output_dropout(self.encoder_norm(x), training=training)
+
+    def decode(self, token_ids, context, context_mask=None, training=None):
+        """Decoder output `[batch, dec_len, d_model]`; `context_mask` `[batch, 1, enc_len]` (None = all keys)."""
+        mask = self.decoder_mask(token_ids)
+        bias = self.decoder_position_bias(token_ids)
+        x = self.embedding_dropout(self.token_embedding(token_ids), training=training)
+        for block in self.decoder_blocks:
+            x = block(x, attention_mask=mask, position_bias=bias, context=context, context_mask=context_mask,
+                      training=training)
+        return self.output_dropout(self.decoder_norm(x), training=training)
+
+    def lm_logits(self, x):
+        """Vocabulary logits: the untied `lm_head`, or the tied embedding after the `d_model**-0.5` rescale."""
+        if self.lm_head is not None:
+            return self.lm_head(x)
+        return self.token_embedding(x * (self.token_embedding.output_dim ** -0.5), reverse=True)
+
+    # --- serving models over the same weights ---
+    @functools.cached_property
+    def encoder_model(self) -> keras.Model:
+        """`encoder_token_ids → encoder output`."""
+        ids = keras.Input(shape=(None,), dtype="int32", name="Encoder-Input-Token")
+        return keras.Model(ids, self.encode(ids), name=f"{self.name}-Encoder")
+
+    @functools.cached_property
+    def decoder_model(self) -> keras.Model:
+        """`[encoder_output, encoder_token_ids, decoder_token_ids] → probabilities` (logits if `logits=True`)."""
+        return self._decoder_serving_model(with_encoder_ids=True)
+
+    @functools.cached_property
+    def encoder(self) -> keras.Model:
+        """bert4keras' `t5.encoder`: the same model as `encoder_model`."""
+        return self.encoder_model
+
+    @functools.cached_property
+    def decoder(self) -> keras.Model:
+        """bert4keras' `t5.decoder`: `[encoder_output, decoder_token_ids]`, attending every encoder position
+        (exact for unpadded encoder inputs, as in bert4keras); use `decoder_model` for padded batches."""
+        return self._decoder_serving_model(with_encoder_ids=False)
+
+    def _decoder_serving_model(self, with_encoder_ids: bool) -> keras.Model:
+        context = keras.Input(shape=(None, self.config.hidden_size), name="Decoder-Input-Context")
+        decoder_ids = keras.Input(shape=(None,), dtype="int32", name="Decoder-Input-Token")
+        inputs, context_mask = [context, decoder_ids], None
+        if with_encoder_ids:
+            encoder_ids = keras.Input(shape=(None,), dtype="int32", name="Encoder-Input-Token")
+            inputs, context_mask = [context, encoder_ids, decoder_ids], self.encoder_mask(encoder_ids)
+        x = self.decode(decoder_ids, context, context_mask)
+        return keras.Model(inputs, self.head_activation(self.lm_logits(x)), name=f"{self.name}-Decoder")
+
+    # --- cached autoregressive decoding ---
+    def context_cache(self, context) -> list:
+        """Cross-attention `(k, v)` of the encoder output for every decoder block (computed once per input)."""
+        return [block.cross_attention_layer.project_key_value(context) for block in self.decoder_blocks]
+
+    def init_cache(self, batch: int, length: int) -> list:
+        """Zeroed static self-attention caches `[batch, length, heads, key_size]` for every decoder block."""
+        attention = self.decoder_blocks[0].self_attention
+        shapes = ((batch, length, attention.heads, attention.key_size), (batch, length, attention.heads,
+                                                                         attention.head_size))
+        dtype = self.decoder_blocks[0].compute_dtype
+        return [(ops.zeros(shapes[0], dtype), ops.zeros(shapes[1], dtype)) for _ in self.decoder_blocks]
+
+    def decode_step(self, token_ids, cache, cache_index, context_cache, context_mask=None):
+        """Decoder logits for `token_ids` `[batch, q]` placed at positions `cache_index ...`; returns
+        `(logits [batch, q, vocab], new_cache)`. `context_mask`: `[batch, 1, enc_len]` (encoder non-padding)."""
+        positions = cache_index + ops.arange(ops.shape(token_ids)[1], dtype="int32")
+        keys = ops.arange(ops.shape(cache[0][0])[1], dtype="int32")
+        mask = ops.expand_dims(keys[None, :] <= positions[:, None], 0)
+        bias = self.decoder_position_bias.bias(positions, keys)
+        x = self.token_embedding(token_ids)
+        new_cache = []
+        for block, layer_cache, layer_context in zip(self.decoder_blocks, cache, context_cache):
+            x, layer_cache = block(x, attention_mask=mask, position_bias=bias, context_mask=context_mask,
+                                   cache=layer_cache, cache_index=cache_index, context_cache=layer_context)
+            new_cache.append(layer_cache)
+        return self.lm_logits(self.decoder_norm(x)), new_cache
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable, "config": self.config.to_dict(),
+                "application": self.application, "logits": self.logits, "family": self.family,
+                "dtype": self.dtype_name}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return cls(**config)
+
+
+def _family(default_tied: bool) -> Family:
+    return Family(t5_ckpt.t5_config_reader(default_tied), T5, t5_ckpt.t5_specs, t5_ckpt.hf_t5_names,
+                  t5_ckpt.mesh_tf_names, t5_ckpt.to_mesh_tf, t5_ckpt.IGNORED)
+
+
+# "t5.1.0" and "mt5.1.1" are bert4keras' names for the same families.
+for _name, _tied in (("t5", True), ("t5.1.0", True), ("t5.1.1", False), ("mt5", False), ("mt5.1.1", False)):
+    register_family(_name, _family(_tied))
+    register_config_reader(_name, t5_ckpt.t5_config_reader(_tied))
