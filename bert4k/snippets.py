@@ -345,3 +345,9 @@ class ViterbiDecoder:
         for pointers in reversed(backpointers):
             path.append(int(pointers[path[-1]]))
         return np.array(path[::-1])
+
+
+# bert4keras' decoder base class, running on bert4k's decoding engine (see bert4k.generation.autoregressive).
+from bert4k.generation.autoregressive import AutoRegressiveDecoder
+
+__all__ += ["AutoRegressiveDecoder"]

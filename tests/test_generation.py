@@ -1,0 +1,249 @@
+"""Decoding: cached == uncached, beam search == exhaustive search, batch == rows one by one, sampling properties,
+stop ids / min_new_tokens / num_samples, unilm seq2seq and BERT lm, bert4keras' AutoRegressiveDecoder.
+
+References: Hugging Face GPT-2 (log-probabilities for the exhaustive search) and the models' full forward pass
+rerun over the whole prefix at every step (the uncached path)."""
+import functools
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from bert4k import build_transformer_model
+from bert4k.config import TransformerConfig
+from bert4k.generation import adapter_for, generate
+from bert4k.generation.processors import sample, warp
+from bert4k.models.transformer import Transformer
+from bert4k.snippets import AutoRegressiveDecoder
+from tests.oracles.hf import randomize, save_both
+
+VOCAB = 61
+
+
+def hf_gpt2(tmp_path_factory, vocab, seed, scale=0.2):
+    torch.manual_seed(seed)
+    config = transformers.GPT2Config(vocab_size=vocab, n_positions=48, n_embd=32, n_layer=2, n_head=4,
+                                     bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    model = transformers.GPT2LMHeadModel(config)
+    randomize(model, seed=seed, scale=scale)
+    st_dir, _ = save_both(model, str(tmp_path_factory.mktemp(f"gpt2v{vocab}")))
+    return model, build_transformer_model(st_dir, st_dir, model="gpt2")
+
+
+@pytest.fixture(scope="module")
+def gpt2(tmp_path_factory):
+    return hf_gpt2(tmp_path_factory, VOCAB, seed=0)[1]
+
+
+def random_weights(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        noise = rng.normal(0.0, 0.3, w.shape).astype("float32")
+        w.assign(1.0 + noise if w.path.endswith("gamma") else noise)
+    return model
+
+
+BERT = TransformerConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=48, max_position_embeddings=48, hidden_dropout_prob=0.0,
+                         attention_probs_dropout_prob=0.0)
+
+
+@pytest.fixture(scope="module")
+def bert_unilm():
+    return random_weights(Transformer(BERT, application="unilm"))
+
+
+def prompts(seed=0, lengths=(5, 2, 7)):
+    rng = np.random.default_rng(seed)
+    return [[int(t) for t in rng.integers(3, VOCAB, n)] for n in lengths]
+
+
+def uncached_greedy(model, prompt, steps, segments=None, target_segment=1):
+    """Rerun the whole prefix each step (what bert4keras does) and take the argmax of the last position."""
+    ids, out = list(prompt), []
+    segs = None if segments is None else list(segments)
+    for _ in range(steps):
+        x = np.array([ids], "int32")
+        inputs = x if segs is None else [x, np.array([segs], "int32")]
+        token = int(np.argmax(np.asarray(model(inputs, training=False))[0, -1]))
+        out.append(token)
+        ids.append(token)
+        if segs is not None:
+            segs.append(target_segment)
+    return out
+
+
+def test_gpt2_cached_equals_uncached_and_batch_equals_rows(gpt2):
+    rows = prompts()
+    batch = generate(gpt2, rows, 10)
+    assert batch.shape == (3, 10) and batch.dtype == np.int64
+    for prompt, tokens in zip(rows, batch):
+        np.testing.assert_array_equal(tokens, uncached_greedy(gpt2, prompt, 10))
+        np.testing.assert_array_equal(tokens, generate(gpt2, [prompt], 10)[0])
+    padded = np.zeros((3, 7), "int32")  # a right-padded array (pad id 0 in this config) gives the same result
+    for i, p in enumerate(rows):
+        padded[i, :len(p)] = p
+    np.testing.assert_array_equal(generate(gpt2, padded, 10), batch)
+
+
+def test_no_retrace_across_steps_and_calls(gpt2):
+    generate(gpt2, prompts(1), 12)
+    step = adapter_for(gpt2)._bert4k_compiled[("step", False)]
+    traces = step.experimental_get_tracing_count()
+    generate(gpt2, prompts(2), 11)  # other prompts, same rows and cache bucket
+    assert step.experimental_get_tracing_count() == traces
+
+
+def test_beam_width_one_equals_greedy(gpt2):
+    rows = prompts(3)
+    np.testing.assert_array_equal(generate(gpt2, rows, 8, method="beam", num_beams=1), generate(gpt2, rows, 8))
+
+
+def test_beam_batch_equals_rows(gpt2):
+    rows = prompts(4)
+    batch = generate(gpt2, rows, 8, method="beam", num_beams=3, num_samples=2, stop_ids=[5, 9])
+    for i, prompt in enumerate(rows):
+        alone = generate(gpt2, [prompt], 8, method="beam", num_beams=3, num_samples=2, stop_ids=[5, 9])
+        np.testing.assert_array_equal(batch[2 * i:2 * i + 2, :alone.shape[1]], alone)
+
+
+@pytest.fixture(scope="module")
+def tiny_vocab(tmp_path_factory):
+    return hf_gpt2(tmp_path_factory, 6, seed=3, scale=0.6)
+
+
+def test_beam_search_equals_exhaustive_search(tiny_vocab):
+    """Beams wide enough to prune nothing (vocab ** (steps - 1)) must return the exhaustive top 3 by
+    `sum log p / length ** alpha`, a stop id ending a hypothesis early."""
+    hf, ours = tiny_vocab
+    vocab, stop, steps = 6, 5, 3
+
+    @functools.cache
+    def log_probs(ids):
+        with torch.no_grad():
+            return torch.log_softmax(hf(torch.tensor([list(ids)])).logits[0, -1].double(), -1).numpy()
+
+    batch = [[1, 3, 4], [2]]
+    candidates = [seq for length in range(1, steps + 1) for seq in itertools.product(range(vocab), repeat=length)
+                  if stop not in seq[:-1] and (length == steps or seq[-1] == stop)]
+    for alpha in (1.0, 0.0, 2.0):
+        found = generate(ours, batch, steps, method="beam", num_beams=vocab ** (steps - 1), num_samples=3,
+                         length_penalty=alpha, stop_ids=[stop], pad_id=-1)
+        for row, prompt in enumerate(batch):
+            scored = [(sum(log_probs(tuple(prompt) + seq[:i])[t] for i, t in enumerate(seq)) / len(seq) ** alpha,
+                       list(seq)) for seq in candidates]
+            best = [seq for _, seq in sorted(scored, key=lambda s: -s[0])[:3]]
+            got = [[int(t) for t in r if t != -1] for r in found[3 * row:3 * row + 3]]
+            assert got == best, (alpha, row)
+
+
+def test_sampling_reproducible_and_limits(gpt2):
+    rows = prompts(5)
+    a = generate(gpt2, rows, 10, method="sample", seed=11, temperature=2.0, num_samples=2)
+    assert a.shape == (6, 10)
+    np.testing.assert_array_equal(a, generate(gpt2, rows, 10, method="sample", seed=11, temperature=2.0,
+                                              num_samples=2))
+    assert not np.array_equal(a, generate(gpt2, rows, 10, method="sample", seed=12, temperature=2.0, num_samples=2))
+    greedy = np.repeat(generate(gpt2, rows, 10), 2, axis=0)
+    np.testing.assert_array_equal(generate(gpt2, rows, 10, method="sample", top_k=1, num_samples=2, seed=1), greedy)
+    np.testing.assert_array_equal(generate(gpt2, rows, 10, method="sample", top_p=1e-6, num_samples=2, seed=1),
+                                  greedy)
+
+
+def test_warp_and_sample_by_hand():
+    logits = np.log(np.array([[0.5, 0.2, 0.15, 0.1, 0.05]]))
+    kept = np.isfinite(warp(logits, top_p=0.8))[0]
+    np.testing.assert_array_equal(kept, [True, True, True, False, False])  # 0.5+0.2 < 0.8 ≤ 0.5+0.2+0.15
+    np.testing.assert_array_equal(np.isfinite(warp(logits, top_k=2))[0], [True, True, False, False, False])
+    np.testing.assert_allclose(warp(logits, temperature=2.0), logits / 2.0)
+    rng = np.random.default_rng(0)
+    draws = sample(np.repeat(logits, 40000, axis=0), rng)
+    np.testing.assert_allclose(np.bincount(draws, minlength=5) / 40000, [0.5, 0.2, 0.15, 0.1, 0.05], atol=0.01)
+
+
+def test_stop_ids_min_new_tokens_num_samples_streamer(gpt2):
+    rows = prompts(6)
+    free = generate(gpt2, rows, 9)
+    stop = int(free[0, 3])
+    first = int(np.flatnonzero(free[0] == stop)[0])
+    seen = []
+    out = generate(gpt2, rows, 9, stop_ids=[stop, 60], pad_id=-1, streamer=seen.append)
+    np.testing.assert_array_equal(np.stack(seen, axis=1), out)
+    np.testing.assert_array_equal(out[0, :first + 1], free[0, :first + 1])
+    assert (out[0, first + 1:] == -1).all()
+    for i in range(1, 3):  # rows keep the free run up to their own first stop id
+        hits = np.flatnonzero(np.isin(free[i], [stop, 60]))
+        end = hits[0] + 1 if len(hits) else 9
+        np.testing.assert_array_equal(out[i, :end], free[i, :end])
+        assert (out[i, end:] == -1).all()
+    late = generate(gpt2, rows, 9, stop_ids=[stop], min_new_tokens=first + 2, pad_id=-1)
+    assert not np.isin(late[:, :first + 2], [stop]).any()
+    twice = generate(gpt2, rows, 9, num_samples=2)
+    np.testing.assert_array_equal(twice, np.repeat(free, 2, axis=0))
+
+
+def test_unilm_seq2seq_cached_equals_uncached(bert_unilm):
+    sources = prompts(7, lengths=(6, 3))
+    segments = [[0] * len(s) for s in sources]
+    out = generate(bert_unilm, (sources, segments), 8)
+    for source, tokens in zip(sources, out):
+        np.testing.assert_array_equal(tokens, uncached_greedy(bert_unilm, source, 8, segments=[0] * len(source)))
+    np.testing.assert_array_equal(generate(bert_unilm, sources, 8), out)  # segment ids may be left out
+
+
+def test_bert_lm_generation_cached_equals_uncached():
+    model = random_weights(Transformer(BERT, application="lm"), seed=1)
+    rows = prompts(8, lengths=(4, 6))
+    out = generate(model, rows, 7)
+    for prompt, tokens in zip(rows, out):
+        np.testing.assert_array_equal(tokens, uncached_greedy(model, prompt, 7, [0] * len(prompt), target_segment=0))
+
+
+class Seq2Seq(AutoRegressiveDecoder):
+    """A bert4keras-style decoder: rerun the whole prefix through `last_token(model)` each step."""
+
+    def __init__(self, model, **kwargs):
+        super().__init__(**kwargs)
+        self.model = model
+
+    @AutoRegressiveDecoder.wraps(default_rtype="probas")
+    def predict(self, inputs, output_ids, states):
+        token_ids, segment_ids = inputs
+        token_ids = np.concatenate([token_ids, output_ids], 1)
+        segment_ids = np.concatenate([segment_ids, np.ones_like(output_ids)], 1)
+        return np.asarray(self.last_token(self.model)([token_ids, segment_ids], training=False))
+
+
+def test_autoregressive_decoder_runs_on_the_engine(bert_unilm):
+    source = prompts(9, lengths=(5,))[0]
+    segments = [0] * len(source)
+    free = generate(bert_unilm, ([source], [segments]), 6)[0]
+    end = int(free[2])
+    decoder = Seq2Seq(bert_unilm, start_id=None, end_id=end, maxlen=6)
+    best = decoder.beam_search([source, segments], topk=3)
+    cached = generate(bert_unilm, ([source], [segments]), 6, method="beam", num_beams=3, length_penalty=0.0,
+                      stop_ids=[end], pad_id=-1)[0]
+    np.testing.assert_array_equal(best, cached[cached != -1])
+    greedy_like = decoder.random_sample([source, segments], n=2, topk=1)
+    stop = int(np.flatnonzero(free == end)[0])
+    for seq in greedy_like:
+        np.testing.assert_array_equal(seq, free[:stop + 1])
+    np.random.seed(0)
+    a = decoder.random_sample([source, segments], n=3, topp=0.9)
+    np.random.seed(0)
+    b = decoder.random_sample([source, segments], n=3, topp=0.9)
+    assert len(a) == 3 and all(np.array_equal(x, y) for x, y in zip(a, b))
+    with_start = Seq2Seq(bert_unilm, start_id=7, end_id=None, maxlen=3).beam_search([source, segments], topk=2)
+    assert with_start[0] == 7 and len(with_start) == 4
+
+
+def test_jit_compile_and_bfloat16(gpt2, tmp_path):
+    rows = prompts(10)
+    np.testing.assert_array_equal(generate(gpt2, rows, 6, jit_compile=True), generate(gpt2, rows, 6))
+    config = gpt2.config
+    bf16 = Transformer(config, application="lm", family="gpt2", dtype="bfloat16")
+    bf16.set_weights(gpt2.get_weights())
+    out = generate(bf16, rows, 6)
+    assert out.shape == (3, 6) and ((out >= 0) & (out < VOCAB)).all()
