@@ -18,6 +18,7 @@ tensors).
 
 Every call also takes and returns the running state `(S, Z) = (Σ φk vᵀ [b, h, dk, dv], Σ φk [b, h, dk])` over the
 keys seen so far, so decoding one token costs O(d²) per head and constant memory, whatever the prefix length.
+There are no attention probabilities, so attention dropout does not apply in this mode.
 """
 from __future__ import annotations
 
