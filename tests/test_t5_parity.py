@@ -268,3 +268,15 @@ def test_keras_round_trip(v11_model, tmp_path):
     restored = keras.models.load_model(tmp_path / "t5.keras")
     assert max_diff(restored([enc, dec], training=False), expected) <= 1e-6
     assert max_diff(restored.encoder_model(enc, training=False), v11_model.encoder_model(enc, training=False)) == 0
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "mixed_bfloat16"])
+def test_bf16_runs_close_to_float32(v11, v11_model, dtype):
+    _, st_dir, _ = v11
+    enc, dec = batch(seed=14)
+    expected = np.asarray(v11_model([enc, dec], training=False))
+    t5 = build_transformer_model(st_dir, st_dir, model="t5.1.1", logits=True, dtype=dtype)
+    out = np.asarray(t5([enc, dec], training=False), dtype=np.float32)
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+    assert max_diff(out, expected) <= 0.2 * float(np.sqrt(np.mean(np.square(expected))))
+    assert generate(t5, enc, 3).shape == (3, 3)

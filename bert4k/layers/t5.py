@@ -150,7 +150,7 @@ class T5Block(keras.layers.Layer):
                                         dtype=self.dtype_policy)
         self.feed_forward.build(input_shape)
         self.ffn_norm = self._norm("FeedForward-Norm", input_shape)
-        self.residual_dropout = keras.layers.Dropout(self.dropout)
+        self.residual_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
 
     def call(self, x, attention_mask=None, position_bias=None, context=None, context_mask=None, cache=None,
              cache_index=None, context_cache=None, training=None):

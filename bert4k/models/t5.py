@@ -47,7 +47,7 @@ class T5(keras.Model):
         # === Layers ===
         self.token_embedding = TokenEmbedding(cfg.vocab_size, cfg.hidden_size, name="Embedding-Token",
                                               embeddings_initializer=truncated_normal(init), dtype=dtype)
-        self.embedding_dropout = keras.layers.Dropout(rate, name="Embedding-Dropout")
+        self.embedding_dropout = keras.layers.Dropout(rate, name="Embedding-Dropout", dtype=dtype)
         self.encoder_mask = T5AttentionMask(causal=False, pad_id=cfg.pad_token_id, name="Encoder-Attention-Mask")
         self.decoder_mask = T5AttentionMask(causal=True, name="Decoder-Attention-Mask")
         self.encoder_position_bias = RelativePositionBias(bidirectional=True, name="Encoder-Embedding-Relative-Position",
@@ -60,7 +60,7 @@ class T5(keras.Model):
                                for i in range(cfg.num_decoder_layers or cfg.num_hidden_layers)]
         self.encoder_norm = RMSNorm(cfg.layer_norm_eps, name="Encoder-Output-Norm", dtype=dtype)
         self.decoder_norm = RMSNorm(cfg.layer_norm_eps, name="Decoder-Output-Norm", dtype=dtype)
-        self.output_dropout = keras.layers.Dropout(rate, name="Output-Dropout")
+        self.output_dropout = keras.layers.Dropout(rate, name="Output-Dropout", dtype=dtype)
         self.lm_head = (None if cfg.tie_word_embeddings else
                         keras.layers.Dense(cfg.vocab_size, use_bias=False, kernel_initializer=truncated_normal(init),
                                            name="Decoder-Output-LM", dtype=dtype))
