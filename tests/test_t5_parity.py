@@ -172,6 +172,23 @@ def test_mesh_tf_checkpoint_matches_reference(v11, tmp_path, family, norm):
     assert max_diff(t5([enc, dec], training=False), logits_ref) <= TOL
 
 
+def test_bert4keras_style_json_with_mt5_mesh_tf_checkpoint(v11, tmp_path):
+    """The config bert4keras users pass for mT5 (`hidden_act: ["gelu", "linear"]`, `attention_head_size`)."""
+    model, _, _ = v11
+    save_tf_checkpoint(mesh_tf_names(model.state_dict(), "rms_norm"), tmp_path / "model.ckpt-1000")
+    config = {"vocab_size": VOCAB, "hidden_size": 16, "num_hidden_layers": 2, "num_decoder_layers": 3,
+              "num_attention_heads": 3, "attention_head_size": 6, "intermediate_size": 20,
+              "hidden_act": ["gelu", "linear"], "hidden_dropout_prob": 0.1, "relative_attention_num_buckets": 8,
+              "relative_attention_max_distance": 20, "attention_scale": False}
+    with open(tmp_path / "mt5_config.json", "w") as f:
+        json.dump(config, f)
+    enc, dec = batch(seed=15)
+    _, logits_ref = hf_outputs(model, enc, dec)
+    t5 = build_transformer_model(tmp_path / "mt5_config.json", tmp_path / "model.ckpt-1000", model="mt5.1.1",
+                                 logits=True)
+    assert max_diff(t5([enc, dec], training=False), logits_ref) <= TOL
+
+
 def test_mesh_tf_t5_v10_tied_checkpoint_matches_reference(v10, tmp_path):
     model, st_dir, _ = v10
     save_tf_checkpoint(mesh_tf_names(model.state_dict(), tied=True), tmp_path / "model.ckpt-1")
