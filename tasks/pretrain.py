@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import re
@@ -107,8 +108,7 @@ def pieces_of(doc: str, size: int) -> list[str]:
 def examples_of(docs: list[str], objective: str, maxlen: int) -> list:
     """Texts (or (source, target) pairs for unilm) sized to fit `maxlen` tokens."""
     if objective == "unilm":
-        half = (maxlen - 3) // 2
-        return [pair for doc in docs for pair in zip(pieces_of(doc, half)[:-1], pieces_of(doc, half)[1:])]
+        return [pair for doc in docs for pair in itertools.pairwise(pieces_of(doc, (maxlen - 3) // 2))]
     return [piece for doc in docs for piece in pieces_of(doc, maxlen - 2)]
 
 
