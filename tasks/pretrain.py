@@ -67,6 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--heldout-docs", type=int, default=50, help="last N documents are held out for evaluation")
     p.add_argument("--eval-batches", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run-eagerly", action="store_true", help="no graph tracing (debugging, tiny smoke runs)")
     return p.parse_args(argv)
 
 
@@ -238,7 +239,8 @@ def run(args) -> dict:
     cfg = model_config(args, tokenizer.vocab_size)
     model = build_transformer_model(cfg, application=args.objective, logits=True,
                                     mask_token_id=tokenizer.token_to_id("[MASK]"))
-    model.compile(optimizer(args), **objectives.compile_kwargs(args.objective, from_logits=True))
+    model.compile(optimizer(args), run_eagerly=args.run_eagerly,
+                  **objectives.compile_kwargs(args.objective, from_logits=True))
 
     def evaluate() -> tuple[float, float]:
         """Held-out loss and accuracy over the same fixed batches (fixed masks and orders)."""

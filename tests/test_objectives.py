@@ -155,9 +155,11 @@ def fit_data(objective: str, rng: np.random.Generator):
 def test_fit_lowers_the_loss(objective):
     keras.utils.set_random_seed(0)
     model = Transformer(CONFIG, application=objective, logits=True, mask_token_id=4)
-    model.compile(keras.optimizers.AdamW(1e-2), **objectives.compile_kwargs(objective, from_logits=True))
+    # Tracing costs more than these steps: run eagerly, except one objective that checks the compiled train step.
+    model.compile(keras.optimizers.AdamW(1e-2), run_eagerly=objective != "unilm",
+                  **objectives.compile_kwargs(objective, from_logits=True))
     x, y = fit_data(objective, np.random.default_rng(0))
-    history = model.fit(x, y, batch_size=8, epochs=10, verbose=0).history
+    history = model.fit(x, y, batch_size=8, epochs=6, verbose=0).history
     assert np.all(np.isfinite(history["loss"]))
     assert history["loss"][-1] < 0.8 * history["loss"][0], history["loss"]
     assert 0.0 <= history["accuracy"][-1] <= 1.0
