@@ -1,0 +1,325 @@
+"""Plumbing shared by the task scripts: arguments, data paths, deterministic splits, which model to start from,
+length-bucketed batches, training with bert4k.training, and the output files (predictions, metrics.json).
+
+Importing this module puts the repository root on `sys.path`, so `python tasks/<script>.py` runs uninstalled.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras
+import numpy as np
+
+from bert4k import build_transformer_model, training
+from bert4k.tokenizers import Tokenizer
+
+DATA = Path(os.environ.get("BERT4K_DATA", REPO.parent / "shared" / "data"))
+FULL_VOCAB = ("bert-chinese-vocab", "vocab.txt")
+# Our own small pretrained checkpoint (pretrained/README.md); scripts start from it when it is present.
+PRETRAINED = REPO / "pretrained" / "bert4k-small-zh"
+# From-scratch architectures: `small` matches our pretrained model, `tiny` is for smoke tests.
+SMALL = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
+             max_position_embeddings=512, type_vocab_size=2)
+# Fractions held out for evaluation where the data has no usable official split (by `held_out(key, fraction)`);
+# pretrained/train_small_bert.py leaves these texts out of pretraining.
+SPLITS = {"chnsenticorp": 0.2, "csl-title": 0.2, "tang-poems": 0.05}
+TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+            max_position_embeddings=512, type_vocab_size=2)
+
+
+# === arguments ===
+
+def task_parser(doc: str, *, out: str, epochs: int, batch_size: int, maxlen: int, lr: float) -> argparse.ArgumentParser:
+    """The arguments every task script takes; a script adds its own."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("model")
+    g.add_argument("--config", help="config json (or directory) of a checkpoint to start from")
+    g.add_argument("--checkpoint", help="checkpoint (TF prefix, .safetensors/.bin, or directory) to start from")
+    g.add_argument("--vocab", help="WordPiece vocab.txt (default: the checkpoint's, else the Chinese BERT vocab)")
+    g.add_argument("--model", default="bert", help="model family passed to build_transformer_model (bert, "
+                   "albert, albert_unshared, ...)")
+    g.add_argument("--from-scratch", action="store_true",
+                   help=f"random initialisation (default: start from {PRETRAINED.relative_to(REPO)} if present)")
+    g.add_argument("--tiny", action="store_true", help="a tiny random model (smoke tests)")
+    g = p.add_argument_group("training")
+    g.add_argument("--out", default=str(REPO / "runs" / out), help="output folder (default: %(default)s)")
+    g.add_argument("--epochs", type=int, default=epochs, help="default: %(default)s")
+    g.add_argument("--batch-size", type=int, default=batch_size, help="default: %(default)s")
+    g.add_argument("--maxlen", type=int, default=maxlen, help="max tokens per example (default: %(default)s)")
+    g.add_argument("--lr", type=float, default=lr, help="peak learning rate (default: %(default)s)")
+    g.add_argument("--warmup", type=float, default=0.1, help="warmup fraction of the steps (default: %(default)s)")
+    g.add_argument("--weight-decay", type=float, default=0.01, help="AdamW decay, not on norms/biases")
+    g.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer update (default: %(default)s)")
+    g.add_argument("--ema", action="store_true", help="keep an EMA of the weights and evaluate with it")
+    g.add_argument("--bf16", action="store_true", help="mixed_bfloat16 precision")
+    g.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    g.add_argument("--limit", type=int, default=0, help="use at most N training and N evaluation examples (0: all)")
+    g.add_argument("--no-resume", action="store_true", help="do not resume from --out/backup")
+    g.add_argument("--data-dir", default=str(DATA), help="the shared data folder (default: %(default)s)")
+    return p
+
+
+def setup(args: argparse.Namespace) -> Path:
+    """Seed, precision and the output folder; returns the output folder."""
+    global DATA
+    DATA = Path(args.data_dir)
+    training.set_seed(args.seed)
+    if args.bf16:
+        training.use_mixed_precision("mixed_bfloat16")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def data_path(*parts: str) -> Path:
+    """A file under the shared data folder, with an error naming it when absent."""
+    path = DATA.joinpath(*parts)
+    if not path.exists():
+        raise FileNotFoundError(f"data file not found: {path} (set --data-dir or BERT4K_DATA)")
+    return path
+
+
+def held_out(key: str, fraction: float) -> bool:
+    """Deterministic split: True for about `fraction` of keys, decided by the MD5 of the key alone (so the
+    split does not depend on file order, --limit or the seed)."""
+    digest = hashlib.md5(key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0 ** 64 < fraction
+
+
+def limited(items: list, limit: int) -> list:
+    return items[:limit] if limit else items
+
+
+# === which model to start from ===
+
+@dataclasses.dataclass
+class ModelSource:
+    """Where the weights come from: `config` (path or dict), `checkpoint` (None = random init), `vocab`."""
+
+    name: str
+    config: str | dict
+    checkpoint: str | None
+    vocab: str
+
+    def tokenizer(self) -> Tokenizer:
+        return Tokenizer(self.vocab, do_lower_case=True)
+
+    def build(self, model: str = "bert", application: str = "encoder", keep_tokens=None, **kwargs):
+        config = self.config
+        if isinstance(config, dict) and "vocab_size" not in config:
+            config = {**config, "vocab_size": len(keep_tokens) if keep_tokens is not None else _vocab_size(self.vocab)}
+        return build_transformer_model(config, self.checkpoint, model=model, application=application,
+                                       keep_tokens=keep_tokens, **kwargs)
+
+
+def _vocab_size(path: str) -> int:
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for _ in f)
+
+
+def pretrained_available() -> bool:
+    return all((PRETRAINED / name).exists() for name in ("config.json", "vocab.txt", "model.safetensors"))
+
+
+def model_source(args: argparse.Namespace) -> ModelSource:
+    """`--config/--checkpoint/--vocab` if given; else `--tiny`; else our pretrained checkpoint unless
+    `--from-scratch`; else a small random model of the pretrained model's shape and vocabulary."""
+    full_vocab = str(data_path(*FULL_VOCAB))
+    if args.config or args.checkpoint:
+        checkpoint = args.checkpoint
+        config = args.config or checkpoint
+        if not os.path.isdir(config) and not str(config).endswith(".json"):
+            raise ValueError(f"--config must be a json file or a checkpoint directory, got {config!r}")
+        vocab = args.vocab
+        if vocab is None:
+            folder = config if os.path.isdir(config) else os.path.dirname(config)
+            vocab = os.path.join(folder, "vocab.txt") if os.path.exists(os.path.join(folder, "vocab.txt")) else None
+        if vocab is None:
+            raise ValueError("--vocab is required: no vocab.txt beside --config")
+        if args.from_scratch:
+            checkpoint = None
+        return ModelSource(f"checkpoint:{checkpoint}" if checkpoint else f"scratch:{config}", config, checkpoint, vocab)
+    have_pretrained = pretrained_available()
+    vocab = args.vocab or (str(PRETRAINED / "vocab.txt") if have_pretrained else full_vocab)
+    if args.tiny:
+        return ModelSource("scratch:tiny", dict(TINY), None, vocab)
+    if have_pretrained and not args.from_scratch:
+        return ModelSource(f"pretrained:{PRETRAINED.name}", str(PRETRAINED / "config.json"),
+                           str(PRETRAINED / "model.safetensors"), vocab)
+    config = str(PRETRAINED / "config.json") if have_pretrained else dict(SMALL)
+    return ModelSource("scratch:small", config, None, vocab)
+
+
+# === batches ===
+
+def _pad(rows: Sequence[Sequence[int]], value: int = 0) -> np.ndarray:
+    out = np.full((len(rows), max(len(r) for r in rows)), value, dtype="int32")
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return out
+
+
+def _take(y, index: np.ndarray):
+    if y is None:
+        return None
+    if isinstance(y, tuple):
+        return tuple(_take(v, index) for v in y)
+    if isinstance(y, np.ndarray):
+        return y[index]
+    return _pad([y[i] for i in index])  # a column of sequences (token labels)
+
+
+def batch_order(lengths: Sequence[int], batch_size: int, shuffle: bool, rng: np.random.Generator | None,
+                window: int = 64) -> list[np.ndarray]:
+    """Batches of indices. Shuffled: random order, then examples sorted by length inside windows of
+    `window` batches (little padding), then the batches shuffled. Not shuffled: sorted by length."""
+    lengths = np.asarray(lengths)
+    if not shuffle:
+        order = np.argsort(lengths, kind="stable")
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    order = rng.permutation(len(lengths))
+    chunk = batch_size * window
+    order = np.concatenate([c[np.argsort(lengths[c], kind="stable")] for c in np.split(order, range(chunk,
+                            len(order), chunk))]) if len(order) else order
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def dataset(columns: Sequence[Sequence[Sequence[int]]], y=None, batch_size: int = 32, shuffle: bool = False,
+            seed: int = 0):
+    """A `tf.data.Dataset` of `(x, y)` batches (or `x` alone): `x` is the tuple of `columns` (lists of id
+    sequences: token ids, segment ids, ...) padded with 0 to the longest row of the batch; `y` is None, an array
+    indexed per example, a tuple of arrays, or a list of id sequences (padded). Shuffled datasets draw a new
+    length-bucketed order on every pass (seeded by `seed` and the pass number)."""
+    import tensorflow as tf
+
+    lengths = [len(r) for r in columns[0]]
+    passes = [0]
+
+    def generate():
+        rng = np.random.default_rng([seed, passes[0]])
+        passes[0] += 1
+        for index in batch_order(lengths, batch_size, shuffle, rng):
+            x = tuple(_pad([col[i] for i in index]) for col in columns)
+            target = _take(y, index)
+            yield x if y is None else (x, target)
+
+    ids = tf.TensorSpec([None, None], tf.int32)
+    x_spec = tuple(ids for _ in columns)
+
+    def spec_of(v):
+        if isinstance(v, tuple):
+            return tuple(spec_of(u) for u in v)
+        if isinstance(v, np.ndarray):
+            return tf.TensorSpec([None, *v.shape[1:]], tf.as_dtype(v.dtype))
+        return ids
+
+    signature = x_spec if y is None else (x_spec, spec_of(y))
+    data = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    n_batches = -(-len(lengths) // batch_size)
+    return data.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(2)
+
+
+def predict_in_order(model, columns: Sequence[Sequence[Sequence[int]]], batch_size: int = 64):
+    """`model.predict` over length-sorted batches, returned in the original order (array or list of arrays)."""
+    order = np.argsort([len(r) for r in columns[0]], kind="stable")
+    outputs = None
+    for start in range(0, len(order), batch_size):
+        index = order[start:start + batch_size]
+        x = tuple(_pad([col[i] for i in index]) for col in columns)
+        y = model.predict_on_batch(x)
+        y = [np.asarray(v) for v in y] if isinstance(y, (list, tuple)) else [np.asarray(y)]
+        if outputs is None:
+            outputs = [[] for _ in y]
+        for acc, v in zip(outputs, y):
+            acc.extend(list(v))
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    result = [[acc[i] for i in inverse] for acc in outputs]
+    result = [np.stack(r) if all(np.shape(v) == np.shape(r[0]) for v in r) else r for r in result]
+    return result[0] if len(result) == 1 else result
+
+
+# === training ===
+
+def fit(model, args: argparse.Namespace, out: Path, train_data, n_train: int, loss, metrics=None, val_data=None,
+        before: Sequence[keras.callbacks.Callback] = (), title: str | None = None):
+    """Compile with `bert4k.training.create_optimizer` (AdamW, warmup + linear decay, decay exclusions, optional
+    accumulation and EMA) and fit with resume, CSV log and learning-curve callbacks. Returns the History."""
+    steps = training.steps_per_epoch(n_train, args.batch_size) * args.epochs
+    optimizer = training.create_optimizer(model, args.lr, total_steps=steps, warmup=args.warmup,
+                                          weight_decay=args.weight_decay, grad_accum_steps=args.grad_accum,
+                                          use_ema=args.ema)
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    callbacks = training.training_callbacks(str(out), resume=not args.no_resume, swap_ema=args.ema and val_data
+                                            is not None, title=title, before=before)
+    verbose = 1 if sys.stdout.isatty() else 2
+    return model.fit(train_data, validation_data=val_data, epochs=args.epochs, callbacks=callbacks, verbose=verbose,
+                     shuffle=False)
+
+
+class CompactVocab:
+    """The tokens a corpus uses (plus specials), as `keep_tokens` for `build_transformer_model`, and the id maps
+    between the full vocabulary and the compact one (unseen tokens → `[UNK]`)."""
+
+    SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+    def __init__(self, tokenizer: Tokenizer, id_rows: Sequence[Sequence[int]], min_count: int = 1):
+        counts = Counter(i for row in id_rows for i in row)
+        specials = tokenizer.tokens_to_ids(self.SPECIALS)
+        self.keep_tokens = specials + sorted(i for i, c in counts.items() if c >= min_count and i not in specials)
+        self.to_compact = np.full(tokenizer.vocab_size, specials[1], dtype="int32")
+        self.to_compact[self.keep_tokens] = np.arange(len(self.keep_tokens))
+        self.to_full = np.asarray(self.keep_tokens, dtype="int32")
+
+    def __len__(self) -> int:
+        return len(self.keep_tokens)
+
+
+# === outputs ===
+
+def write_json(path: Path, value) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(value, f, ensure_ascii=False, indent=2, default=_json_default)
+        f.write("\n")
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def finish(out: Path, metrics: dict, args: argparse.Namespace, started: float, source: ModelSource | None) -> dict:
+    """Write `metrics.json` (metrics + settings + model source + wall time) and print a summary line."""
+    record = {**metrics, "model_source": source.name if source else None, "settings": vars(args),
+              "wall_seconds": round(time.time() - started, 1)}
+    write_json(out / "metrics.json", record)
+    shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()
+             if isinstance(v, (int, float, str))}
+    print(json.dumps(shown, ensure_ascii=False))
+    print(f"wrote {out / 'metrics.json'} ({record['wall_seconds']} s)")
+    return record
+
+
+def timed(fn: Callable, *args, **kwargs):
+    """`(fn(*args, **kwargs), seconds)`."""
+    start = time.time()
+    value = fn(*args, **kwargs)
+    return value, round(time.time() - start, 1)

@@ -1,0 +1,129 @@
+"""GPT-style language model on Tang poems: one Transformer with the causal (`lm`) mask.
+
+Each poem is `[CLS] poem [SEP]` (its lines joined; Traditional script as stored). The model learns next-token
+prediction; the script reports the per-token perplexity on held-out poems (a deterministic 5% by MD5 of the poem
+id, [SEP] included, [CLS] not predicted) beside an add-one-smoothed unigram model, and writes samples from the
+shared KV-cached decoder (`bert4k.generation.generate`, nucleus sampling) for prompts taken from held-out poems.
+
+The vocabulary is cut to the tokens seen in the training poems (`keep_tokens`), so a checkpoint with a large
+vocabulary (ours, or a public BERT/GPT-2 with a BERT vocab) is trimmed on load.
+
+    python tasks/lm.py                               # from our pretrained model, 8000 training poems
+    python tasks/lm.py --from-scratch --train-poems 0 --epochs 2
+    python tasks/lm.py --config C --checkpoint K --vocab V --model gpt2
+
+Writes to --out: samples.txt, metrics.json, log.csv, learning_curve.png.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+
+import common
+import numpy as np
+
+from bert4k import objectives
+from bert4k.generation import generate
+
+HELD_OUT = common.SPLITS["tang-poems"]
+
+
+def parse_args(argv=None):
+    p = common.task_parser(__doc__, out="lm", epochs=1, batch_size=32, maxlen=80, lr=5e-4)
+    p.add_argument("--train-poems", type=int, default=8000, help="training poems (0: all; default: %(default)s)")
+    p.add_argument("--samples", type=int, default=20, help="poems to sample (default: %(default)s)")
+    p.add_argument("--prompt-chars", type=int, default=2, help="chars of a held-out poem used as prompt")
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--min-count", type=int, default=1, help="keep tokens seen this often in training poems")
+    return p.parse_args(argv)
+
+
+def load(train_poems: int, limit: int = 0):
+    """`(train, test)` poem texts."""
+    path = common.data_path("tang-poems", "tang_poems_train.jsonl")
+    train, test = [], []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            record = json.loads(line)
+            if "paragraphs" not in record or "id" not in record:
+                raise ValueError(f"{path}:{n}: expected a record with 'paragraphs' and 'id'")
+            (test if common.held_out(record["id"], HELD_OUT) else train).append("".join(record["paragraphs"]))
+    train = common.limited(train, limit or train_poems)
+    return train, common.limited(test, limit)
+
+
+def perplexity(model, rows: list[list[int]], batch_size: int) -> float:
+    """exp(mean next-token negative log-likelihood) over every token after the first of each row."""
+    total, count = 0.0, 0
+    order = np.argsort([len(r) for r in rows], kind="stable")
+    for start in range(0, len(order), batch_size):
+        batch = [rows[i] for i in order[start:start + batch_size]]
+        ids = np.zeros((len(batch), max(len(r) for r in batch)), "int32")
+        for i, r in enumerate(batch):
+            ids[i, :len(r)] = r
+        logits = np.asarray(model.predict_on_batch(ids if len(model.inputs) == 1 else [ids, np.zeros_like(ids)]),
+                            dtype=np.float64)[:, :-1]
+        targets = ids[:, 1:]
+        log_z = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+        nll = log_z - np.take_along_axis(logits, targets[..., None], -1)[..., 0]
+        real = targets != 0
+        total += float(nll[real].sum())
+        count += int(real.sum())
+    return math.exp(total / count)
+
+
+def unigram_perplexity(train_rows: list[list[int]], test_rows: list[list[int]], vocab_size: int) -> float:
+    """The same quantity for an add-one-smoothed unigram model of the training tokens."""
+    counts = Counter(i for r in train_rows for i in r[1:])
+    total = sum(counts.values())
+    nll = [-math.log((counts[i] + 1) / (total + vocab_size)) for r in test_rows for i in r[1:]]
+    return math.exp(sum(nll) / len(nll))
+
+
+def main(argv=None) -> dict:
+    started = time.time()
+    args = parse_args(argv)
+    out = common.setup(args)
+    train, test = load(args.train_poems, args.limit)
+    source = common.model_source(args)
+    tokenizer = source.tokenizer()
+    full_train = [tokenizer.encode(p, maxlen=args.maxlen)[0] for p in train]
+    vocab = common.CompactVocab(tokenizer, full_train, args.min_count)
+    train_rows = [vocab.to_compact[r].tolist() for r in full_train]
+    test_rows = [vocab.to_compact[tokenizer.encode(p, maxlen=args.maxlen)[0]].tolist() for p in test]
+    unk = vocab.to_compact[tokenizer.token_to_id("[UNK]")]
+    unk_rate = float(np.mean([i == unk for r in test_rows for i in r]))
+    print(f"tang poems: {len(train)} train, {len(test)} held-out; vocab {len(vocab)} "
+          f"(held-out [UNK] rate {unk_rate:.3%})")
+
+    model = source.build(args.model, application="lm", logits=True, keep_tokens=vocab.keep_tokens)
+    print(f"model: {source.name}, {model.count_params():,} parameters")
+    columns = [train_rows] if len(model.inputs) == 1 else [train_rows, [[0] * len(r) for r in train_rows]]
+    data = common.dataset(columns, train_rows, args.batch_size, shuffle=True, seed=args.seed)
+    _, train_seconds = common.timed(common.fit, model, args, out, data, len(train_rows),
+                                    **objectives.compile_kwargs("lm", from_logits=True),
+                                    title=f"Tang poems LM ({source.name})")
+
+    ppl, eval_seconds = common.timed(perplexity, model, test_rows, 2 * args.batch_size)
+    prompts = [r[:1 + args.prompt_chars] for r in test_rows[:args.samples]]
+    sep = int(vocab.to_compact[tokenizer.token_to_id("[SEP]")])
+    new = generate(model, prompts, args.maxlen - 1 - args.prompt_chars, method="sample", top_p=args.top_p,
+                   stop_ids=sep, seed=args.seed)
+    with open(out / "samples.txt", "w", encoding="utf-8") as f:
+        for prompt, row in zip(prompts, new):
+            row = [int(i) for i in row]
+            row = row[:row.index(sep)] if sep in row else row
+            text = tokenizer.decode(vocab.to_full[prompt + row].tolist())
+            f.write(text + "\n")
+    metrics = {"task": "lm", "dataset": "tang-poems", "perplexity": ppl,
+               "baselines": {"unigram_perplexity": unigram_perplexity(train_rows, test_rows, len(vocab))},
+               "train_poems": len(train_rows), "eval_poems": len(test_rows), "vocab_size": len(vocab),
+               "eval_unk_rate": unk_rate, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
+               "parameters": model.count_params()}
+    return common.finish(out, metrics, args, started, source)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Extractive question answering (CMRC 2018 format): fine-tune a span extractor, evaluate EM/F1.
+
+Training data: the CMRC 2018 train sample plus DRCD dev + test (Traditional Chinese; the official CMRC and DRCD
+train sets are not available here). Evaluation: the CMRC 2018 trial set, scored with the official character-level
+EM/F1 rules (`bert4k.metrics.cmrc2018_corpus_score`).
+
+Each context is cut into windows of `--maxlen` tokens (`[CLS] question [SEP] context piece [SEP]`) every
+`--stride` context tokens. Training uses the windows that contain the whole answer; at evaluation the best span
+(start logit + end logit, at most `--max-answer-tokens` long, inside the context) over all windows of a question
+is mapped back to the original characters through `Tokenizer.rematch` offsets.
+
+    python tasks/qa.py                                   # from our pretrained model, 2000 training questions
+    python tasks/qa.py --train-questions 0 --epochs 2    # all 7042 training questions
+    python tasks/qa.py --config C --checkpoint K --vocab V
+
+Writes to --out: predictions.json ({question id: answer}), metrics.json, log.csv, learning_curve.png.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import common
+import keras
+import numpy as np
+
+from bert4k import heads
+from bert4k.metrics import cmrc2018_corpus_score
+
+TRAIN_FILES = (("cmrc2018", "cmrc2018_train_sample.json"), ("drcd", "DRCD_dev.json"), ("drcd", "DRCD_test.json"))
+EVAL_FILE = ("cmrc2018", "cmrc2018_trial.json")
+
+
+def parse_args(argv=None):
+    p = common.task_parser(__doc__, out="qa", epochs=1, batch_size=16, maxlen=192, lr=2e-4)
+    p.add_argument("--stride", type=int, default=96, help="context tokens between window starts (default: 96)")
+    p.add_argument("--max-question-tokens", type=int, default=32)
+    p.add_argument("--max-answer-tokens", type=int, default=40)
+    p.add_argument("--train-questions", type=int, default=2000,
+                   help="use this many training questions, evenly spread (0: all; default: %(default)s)")
+    return p.parse_args(argv)
+
+
+@dataclasses.dataclass
+class Question:
+    qid: str
+    question: str
+    context: str
+    answers: list[str]
+    start: int  # char offset of the first answer in the context (-1 if unknown)
+
+
+def read_squad(path) -> list[Question]:
+    """Questions of a CMRC/DRCD (SQuAD-style) file; the first answer is the training target."""
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    out = []
+    for article in data["data"]:
+        for paragraph in article["paragraphs"]:
+            context = paragraph["context"]
+            for qa in paragraph["qas"]:
+                answers = [a["text"] for a in qa["answers"]]
+                if not answers:
+                    raise ValueError(f"{path}: question {qa['id']} has no answer")
+                first = qa["answers"][0]
+                start = first.get("answer_start", -1)
+                if context[start:start + len(first["text"])] != first["text"]:
+                    start = context.find(first["text"])
+                out.append(Question(str(qa["id"]).strip(), qa["question"], context, answers, start))
+    return out
+
+
+@dataclasses.dataclass
+class Window:
+    question: int  # index into the question list
+    token_ids: list[int]
+    segment_ids: list[int]
+    chars: list[list[int]]  # per position: the context chars it covers ([] outside the context)
+    start: int  # answer start/end token positions (0, 0 when the answer is not inside)
+    end: int
+
+
+class Featurizer:
+    """Question + context → windows, with char offsets from `Tokenizer.rematch`."""
+
+    def __init__(self, tokenizer, maxlen: int, stride: int, max_question_tokens: int):
+        self.tokenizer, self.maxlen, self.stride = tokenizer, maxlen, stride
+        self.max_question_tokens = max_question_tokens
+        self._context_cache: dict[str, tuple[list[str], list[list[int]]]] = {}
+
+    def context_tokens(self, context: str):
+        if context not in self._context_cache:
+            tokens = self.tokenizer.tokenize(context)
+            mapping = self.tokenizer.rematch(context, tokens)
+            self._context_cache[context] = (tokens[1:-1], mapping[1:-1])
+        return self._context_cache[context]
+
+    def windows(self, index: int, q: Question, answer_text: str | None = None) -> list[Window]:
+        t = self.tokenizer
+        question = t.tokenize(q.question)[1:-1][:self.max_question_tokens]
+        tokens, mapping = self.context_tokens(q.context)
+        room = self.maxlen - len(question) - 3
+        if room < 1:
+            raise ValueError(f"--maxlen {self.maxlen} leaves no room for the context after a "
+                             f"{len(question)}-token question")
+        answer = None
+        if answer_text is not None and q.start >= 0:
+            first, last = q.start, q.start + len(answer_text) - 1
+            covered = [i for i, chars in enumerate(mapping) if chars and chars[-1] >= first and chars[0] <= last]
+            answer = (covered[0], covered[-1]) if covered else None
+        head = [t.token_to_id("[CLS]"), *t.tokens_to_ids(question), t.token_to_id("[SEP]")]
+        starts = list(range(0, max(len(tokens) - room, 0) + 1, self.stride))
+        if starts[-1] + room < len(tokens):
+            starts.append(len(tokens) - room)
+        out = []
+        for s in starts:
+            piece = tokens[s:s + room]
+            ids = head + t.tokens_to_ids(piece) + [t.token_to_id("[SEP]")]
+            segments = [0] * len(head) + [1] * (len(piece) + 1)
+            chars = [[] for _ in head] + [list(c) for c in mapping[s:s + room]] + [[]]
+            a, b = 0, 0
+            if answer is not None and s <= answer[0] and answer[1] < s + room:
+                a, b = len(head) + answer[0] - s, len(head) + answer[1] - s
+            out.append(Window(index, ids, segments, chars, a, b))
+        return out
+
+
+def spread(items: list, n: int) -> list:
+    """`n` items evenly spread over the list (all if n is 0 or too large)."""
+    if not n or n >= len(items):
+        return items
+    return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
+
+
+def predict_answers(model, windows: list[Window], questions: list[Question], max_answer_tokens: int,
+                    batch_size: int) -> dict[str, str]:
+    """Best valid span across each question's windows → answer text (from the original context chars)."""
+    start, end = common.predict_in_order(model, [[w.token_ids for w in windows], [w.segment_ids for w in windows]],
+                                         batch_size)
+    by_question: dict[int, list] = {}
+    for w, s, e in zip(windows, start, end):
+        allowed = np.array([bool(c) for c in w.chars])
+        by_question.setdefault(w.question, []).append((w, s[:len(w.chars)], e[:len(w.chars)], allowed))
+    answers = {}
+    for qi, items in by_question.items():
+        span = heads.best_span_in_windows([(s, e, a) for _, s, e, a in items], max_answer_tokens)
+        q = questions[qi]
+        if span is None:
+            answers[q.qid] = ""
+            continue
+        chars = items[span.window][0].chars
+        answers[q.qid] = q.context[chars[span.start][0]:chars[span.end][-1] + 1]
+    return answers
+
+
+def main(argv=None) -> dict:
+    started = time.time()
+    args = parse_args(argv)
+    out = common.setup(args)
+    train_questions = [q for parts in TRAIN_FILES for q in read_squad(common.data_path(*parts))]
+    unusable = sum(q.start < 0 for q in train_questions)
+    train_questions = [q for q in train_questions if q.start >= 0]
+    train_questions = spread(train_questions, args.limit or args.train_questions)
+    eval_path = common.data_path(*EVAL_FILE)
+    eval_questions = common.limited(read_squad(eval_path), args.limit)
+
+    source = common.model_source(args)
+    featurizer = Featurizer(source.tokenizer(), args.maxlen, args.stride, args.max_question_tokens)
+    train_windows = [w for i, q in enumerate(train_questions) for w in featurizer.windows(i, q, q.answers[0])
+                     if w.end > 0]
+    eval_windows = [w for i, q in enumerate(eval_questions) for w in featurizer.windows(i, q)]
+    print(f"train: {len(train_questions)} questions → {len(train_windows)} windows with the answer "
+          f"({unusable} questions skipped: answer not found in context); "
+          f"eval: {len(eval_questions)} questions → {len(eval_windows)} windows")
+
+    model = heads.build_span_extractor(source.build(args.model))
+    print(f"model: {source.name}, {model.count_params():,} parameters")
+    cols = [[w.token_ids for w in train_windows], [w.segment_ids for w in train_windows]]
+    targets = (np.array([w.start for w in train_windows], "int32"), np.array([w.end for w in train_windows], "int32"))
+    data = common.dataset(cols, targets, args.batch_size, shuffle=True, seed=args.seed)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    _, train_seconds = common.timed(common.fit, model, args, out, data, len(train_windows), loss=[ce, ce],
+                                    title=f"CMRC 2018 span extraction ({source.name})")
+
+    answers, eval_seconds = common.timed(predict_answers, model, eval_windows, eval_questions,
+                                         args.max_answer_tokens, 2 * args.batch_size)
+    common.write_json(out / "predictions.json", answers)
+    with open(eval_path, encoding="utf-8") as f:
+        dataset = json.load(f)
+    keep = {q.qid for q in eval_questions}
+    for article in dataset["data"]:
+        for paragraph in article["paragraphs"]:
+            paragraph["qas"] = [qa for qa in paragraph["qas"] if qa["id"].strip() in keep]
+    score = cmrc2018_corpus_score(answers, dataset)
+    metrics = {"task": "qa", "dataset": "cmrc2018_trial", "em": score["em"], "f1": score["f1"],
+               "eval_questions": score["total"], "train_questions": len(train_questions),
+               "train_windows": len(train_windows), "train_seconds": train_seconds, "eval_seconds": eval_seconds,
+               "parameters": model.count_params()}
+    return common.finish(out, metrics, args, started, source)
+
+
+if __name__ == "__main__":
+    main()

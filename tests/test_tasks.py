@@ -1,0 +1,76 @@
+"""Each task script runs end to end on a slice of the real data (tiny random model, one epoch) and writes its
+predictions, a metrics JSON with sane values, the CSV log and the PNG learning curve."""
+import importlib
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DATA
+
+TASKS = Path(__file__).resolve().parents[1] / "tasks"
+pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data folder {DATA} is absent")
+
+
+def run_task(name: str, tmp_path: Path, *extra: str) -> dict:
+    if str(TASKS) not in sys.path:
+        sys.path.insert(0, str(TASKS))
+    module = importlib.import_module(name)
+    out = tmp_path / name
+    module.main(["--tiny", "--epochs", "1", "--batch-size", "8", "--out", str(out), "--data-dir", str(DATA),
+                 *extra])
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert (out / "log.csv").read_text().startswith("epoch,")
+    assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert metrics["settings"]["tiny"] and metrics["model_source"] == "scratch:tiny"
+    return out, metrics
+
+
+def test_classification(tmp_path):
+    out, m = run_task("classification", tmp_path, "--limit", "48", "--maxlen", "48")
+    assert m["train_examples"] == m["eval_examples"] == 48
+    assert 0.0 <= m["accuracy"] <= 1.0
+    assert 0.0 <= m["baselines"]["majority"] <= 1.0 and 0.0 <= m["baselines"]["tfidf_logreg"] <= 1.0
+    rows = (out / "predictions.tsv").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 1 + 48 and rows[1].split("\t")[0] in ("negative", "positive")
+
+
+def test_classification_csl(tmp_path):
+    _, m = run_task("classification", tmp_path, "--dataset", "csl", "--limit", "32", "--maxlen", "32",
+                    "--pooling", "mean", "--no-baseline")
+    assert len(m["labels"]) == 13 and 0.0 <= m["accuracy"] <= 1.0
+
+
+def test_qa(tmp_path):
+    out, m = run_task("qa", tmp_path, "--limit", "12", "--maxlen", "128", "--stride", "64")
+    assert m["eval_questions"] == 12 and m["train_windows"] >= 12
+    assert 0.0 <= m["em"] <= m["f1"] <= 100.0
+    answers = json.loads((out / "predictions.json").read_text(encoding="utf-8"))
+    assert len(answers) == 12 and all(isinstance(a, str) for a in answers.values())
+
+
+def test_seq2seq(tmp_path):
+    out, m = run_task("seq2seq", tmp_path, "--limit", "8", "--maxlen", "96", "--max-title-tokens", "6",
+                      "--beams", "2")
+    assert 0.0 <= m["rouge_l"] <= 1.0 and 0.0 <= m["bleu"] <= 1.0
+    assert 0.2 < m["baselines"]["lead20"]["rouge_l"] < 0.6  # DESIGN: ≈ 0.32 on a larger split
+    assert len((out / "predictions.tsv").read_text(encoding="utf-8").splitlines()) == 1 + 8
+
+
+def test_lm(tmp_path):
+    out, m = run_task("lm", tmp_path, "--limit", "48", "--maxlen", "40", "--samples", "2")
+    assert 1.0 < m["perplexity"] < 10 * m["vocab_size"] and math.isfinite(m["perplexity"])
+    assert len((out / "samples.txt").read_text(encoding="utf-8").splitlines()) == 2
+
+
+@pytest.mark.parametrize("name", ["classification", "qa", "seq2seq", "lm"])
+def test_help(name, capsys):
+    if str(TASKS) not in sys.path:
+        sys.path.insert(0, str(TASKS))
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(name).parse_args(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert all(flag in text for flag in ("--config", "--checkpoint", "--vocab", "--out", "--epochs", "--limit"))
