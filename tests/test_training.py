@@ -153,3 +153,72 @@ def test_set_seed_repeats_initialisation():
     training.set_seed(3)
     b = build_transformer_model(TINY).get_weights()
     assert all(np.array_equal(u, v) for u, v in zip(a, b))
+
+
+# === bert4k.optimizers: bert4keras names on Keras built-ins ===
+
+def test_bert4keras_weight_decay_patterns_match_variable_paths():
+    from bert4k import optimizers
+
+    model = _classifier()
+    AdamW = optimizers.extend_with_weight_decay(optimizers.Adam, "AdamWTest")
+    lr, wd = 0.1, 0.5
+    optimizer = AdamW(learning_rate=lr, weight_decay_rate=wd, exclude_from_weight_decay=["Norm", "bias"])
+    variables = model.trainable_variables
+    before = [v.numpy().copy() for v in variables]
+    optimizer.apply_gradients([(np.zeros(v.shape, "float32"), v) for v in variables])
+    for v, old in zip(variables, before):
+        skip = "Norm" in v.path or "bias" in v.path
+        np.testing.assert_allclose(v.numpy(), old if skip else old * (1 - lr * wd), rtol=1e-6, err_msg=v.path)
+    assert optimizer.epsilon == 1e-6 and isinstance(optimizer, keras.optimizers.Adam)
+
+
+def test_bert4keras_extensions_compose_and_round_trip():
+    from bert4k import optimizers
+
+    AdamWLR = optimizers.extend_with_piecewise_linear_lr(optimizers.AdamW, "AdamWLRTest")
+    Extended = optimizers.extend_with_gradient_accumulation(AdamWLR, "AdamWLRGTest")
+    optimizer = Extended(learning_rate=1.0, lr_schedule={10: 1.0, 20: 0.5}, grad_accum_steps=4,
+                         weight_decay_rate=0.02, exclude_from_weight_decay=["Norm"])
+    assert optimizer.gradient_accumulation_steps == 4 and optimizer.weight_decay == 0.02
+    assert float(optimizer.learning_rate) == 0.0  # step 0 of the warmup
+    restored = Extended.from_config(optimizer.get_config())
+    assert restored.gradient_accumulation_steps == 4 and restored.weight_decay_patterns == ["Norm"]
+    plain = AdamWLR(learning_rate=1.0, lr_schedule={10: 1.0, 20: 0.5})
+    for step, value in {5: 0.5, 15: 0.75, 40: 0.5}.items():
+        plain.iterations.assign(step)
+        assert float(plain.learning_rate) == pytest.approx(value)
+
+
+def test_bert4keras_ema_apply_and_reset():
+    from bert4k import optimizers
+
+    AdamEMA = optimizers.extend_with_exponential_moving_average(optimizers.Adam, "AdamEMATest")
+    model = _small_model()
+    optimizer = AdamEMA(learning_rate=0.1, ema_momentum=0.5)
+    model.compile(optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = _small_data()
+    model.train_on_batch(x, y)
+    model.train_on_batch(x, y)
+    trained = [v.numpy().copy() for v in model.trainable_variables]
+    averages = [a.numpy().copy() for a in optimizer._model_variables_moving_average]
+    optimizer.apply_ema_weights()
+    for v, a in zip(model.trainable_variables, averages):
+        np.testing.assert_array_equal(v.numpy(), a)
+    optimizer.reset_old_weights()
+    for v, t in zip(model.trainable_variables, trained):
+        np.testing.assert_array_equal(v.numpy(), t)
+    assert not np.allclose(trained[0], averages[0])
+
+
+def test_bert4keras_unavailable_options_raise():
+    from bert4k import optimizers
+
+    with pytest.raises(NotImplementedError, match="beta1"):
+        optimizers.AdaFactor(beta1=0.9)
+    with pytest.raises(NotImplementedError, match="bias"):
+        optimizers.Adam(bias_correction=False)
+    with pytest.raises(NotImplementedError, match="lookahead"):
+        optimizers.extend_with_lookahead(optimizers.Adam)
+    assert isinstance(optimizers.extend_with_layer_adaptation(optimizers.Adam)(), keras.optimizers.Lamb)
+    assert optimizers.AdaFactor(learning_rate=None).relative_step
