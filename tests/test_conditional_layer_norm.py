@@ -8,6 +8,7 @@ import transformers
 from keras import ops
 
 from bert4k import TransformerConfig, build_transformer_model
+from bert4k.generation import generate
 from bert4k.layers.norms import LayerNorm
 from tests.oracles.hf import max_diff, random_ids, randomize, save_both
 
@@ -82,6 +83,26 @@ def test_condition_is_exact_identity_at_initialisation(hf_bert, form):
     assert max_diff(expected, reference) <= 1e-4
     for seed in (0, 1):
         assert max_diff(conditioned([ids, segments, make_cond(seed)]), expected) <= 1e-6
+
+
+@pytest.mark.parametrize("form", ["int", "tensor"])
+def test_gpt2_condition_is_exact_identity_at_initialisation(tmp_path, form):
+    torch.manual_seed(0)
+    hf_model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=61, n_positions=24, n_embd=32, n_layer=2, n_head=4, n_inner=40, pad_token_id=0))
+    randomize(hf_model, seed=5)
+    st_dir, _ = save_both(hf_model, str(tmp_path))
+    ids = np.random.default_rng(3).integers(1, 61, size=(2, 9)).astype("int32")
+    with torch.no_grad():
+        reference = hf_model(input_ids=torch.tensor(ids, dtype=torch.long)).logits.numpy()
+    kwargs, make_cond = condition_kwargs(form)
+    plain = build_transformer_model(f"{st_dir}/config.json", st_dir, model="gpt2", logits=True)
+    conditioned = build_transformer_model(f"{st_dir}/config.json", st_dir, model="gpt2", logits=True, **kwargs)
+    assert len(layer_norms(conditioned)) == 2 * 2 + 1 and all(n.cond_size for n in layer_norms(conditioned))
+    expected = plain(ids)
+    assert max_diff(expected, reference) <= 1e-4
+    for seed in (0, 1):
+        assert max_diff(conditioned([ids, make_cond(seed)]), expected) <= 1e-6
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
@@ -169,3 +190,26 @@ def test_cached_decoding_with_condition_equals_full_forward(form):
         positions = np.full((2, 1), step, "int32")
         logits, cache = model.call_with_cache(ids[:, step:step + 1], mask, cache, step, positions=positions, cond=cond)
         assert max_diff(logits[:, 0], full[:, step]) <= 1e-4
+
+
+@pytest.mark.parametrize("form", ["int_hidden", "tensor"])
+def test_shared_decoder_follows_the_condition(form):
+    overrides, _ = LAYOUTS["gpt2"]
+    config = TransformerConfig(**{**TINY, **overrides})
+    kwargs, make_cond = condition_kwargs(form)
+    model = build_transformer_model(config, application="lm", logits=True, **kwargs)
+    randomize_condition_weights(model, seed=11)
+    for weight in model.weights:  # make the label embedding / hidden condition Dense matter too
+        if "Label-Embedding" in weight.path or "LayerNorm-Condition-Dense" in weight.path:
+            weight.assign(np.random.default_rng(12).normal(size=weight.shape).astype("float32"))
+    prompt = np.array([[5, 9, 3], [5, 9, 3]], "int32")  # the same prompt under the two conditions of make_cond(0)
+    cond = make_cond(0)
+    ids = prompt
+    for _ in range(6):  # greedy decoding by full forward passes over the growing sequence
+        next_ids = np.argmax(np.asarray(model([ids, cond]))[:, -1], axis=-1).astype("int32")
+        ids = np.concatenate([ids, next_ids[:, None]], axis=1)
+    cached = generate(model, (prompt, cond), 6, method="greedy")
+    np.testing.assert_array_equal(cached, ids[:, 3:])
+    assert (ids[0] != ids[1]).any()  # the two conditions lead to different continuations
+    logits_a = np.asarray(model([prompt, cond]))[:, -1]
+    assert max_diff(logits_a[0], logits_a[1]) > 1e-3  # the two conditions really disagree at the first step
