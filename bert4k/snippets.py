@@ -189,6 +189,17 @@ class open:
         self.file.close()
 
 
+def _keras_batch(batch):
+    """Nested lists → tuples; a trailing `None` (no targets) removed."""
+    def as_tuples(x):
+        return tuple(as_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+    batch = as_tuples(batch)
+    if isinstance(batch, tuple) and len(batch) > 1 and batch[-1] is None:
+        batch = batch[:-1]
+    return batch
+
+
 class DataGenerator:
     """Template for batch generators, as in bert4keras.
 
@@ -240,12 +251,15 @@ class DataGenerator:
         raise NotImplementedError("subclasses of DataGenerator implement __iter__(self, random)")
 
     def forfit(self, random: bool = True) -> Iterator:
-        """Repeat `__iter__(random)` forever, e.g. for `model.fit(..., steps_per_epoch=len(g))`."""
+        """Repeat `__iter__(random)` forever, e.g. for `model.fit(..., steps_per_epoch=len(g))`.
+
+        Batches are made Keras-3-ready: lists become tuples (Keras 3 reads a list as one tensor spec) and a
+        `None` target is dropped (bert4keras' `yield [x1, x2], None` for models whose loss is a `Loss` layer)."""
         while True:
             empty = True
             for batch in self.__iter__(random):
                 empty = False
-                yield batch
+                yield _keras_batch(batch)
             if empty:
                 raise ValueError(f"{type(self).__name__}.__iter__ yielded nothing")
 

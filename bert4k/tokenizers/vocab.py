@@ -40,7 +40,7 @@ def stem(token: str) -> str:
 
 
 def load_vocab(
-    path: str | os.PathLike,
+    dict_path: str | os.PathLike,
     encoding: str = "utf-8",
     simplified: bool = False,
     startswith: Iterable[str] | None = None,
@@ -56,6 +56,7 @@ def load_vocab(
     listed in `startswith` go too.  `keep_tokens[new_id]` is the token's original id,
     the row to keep from a checkpoint's embedding matrix.
     """
+    path = dict_path
     if not os.path.isfile(path):
         raise FileNotFoundError(f"vocab file not found: {os.fspath(path)!r}")
     with open(path, encoding=encoding) as f:
