@@ -62,6 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--heldout", type=float, default=0.1, help="fraction of reviews held out")
     p.add_argument("--limit", type=int, default=0, help="use only the first N reviews (0 = all)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eager", action="store_true", help="train without graph tracing (quick smoke runs)")
     return p.parse_args(argv)
 
 
@@ -111,13 +112,15 @@ class Vocab:
 
 
 class Batches(keras.utils.PyDataset):
-    """Random LM batches `((ids[:-1], label), ids[1:])`, padded to a multiple of 16 (few traced shapes)."""
+    """LM batches `([ids[:-1], (segments,) (label)], ids[1:])`, padded to a multiple of 16 (few traced shapes);
+    random with `shuffle`, else in order."""
 
-    def __init__(self, rows: list[np.ndarray], labels: np.ndarray, batch_size: int, steps: int, conditioned: bool,
+    def __init__(self, rows: list[np.ndarray], labels: np.ndarray, batch_size: int, steps: int, model,
                  seed: int, shuffle: bool = True):
         super().__init__()
         self.rows, self.labels, self.batch_size, self.steps = rows, labels, batch_size, steps
-        self.conditioned, self.shuffle, self.seed = conditioned, shuffle, seed
+        self.segments, self.conditioned = model.use_segments, model.layer_norm_cond is not None
+        self.shuffle, self.seed = shuffle, seed
 
     def __len__(self) -> int:
         return self.steps
@@ -131,9 +134,9 @@ class Batches(keras.utils.PyDataset):
         ids = np.zeros((len(pick), -(-length // 16) * 16 + 1), "int32")
         for row, i in enumerate(pick):
             ids[row, :len(self.rows[i])] = self.rows[i]
-        x = ids[:, :-1]
-        x = (x, self.labels[pick][:, None]) if self.conditioned else x
-        return x, ids[:, 1:]
+        x = [ids[:, :-1]] + [np.zeros_like(ids[:, :-1])] * self.segments
+        x += [self.labels[pick][:, None]] * self.conditioned
+        return tuple(x) if len(x) > 1 else x[0], ids[:, 1:]
 
 
 def masked_lm_loss(y_true, y_pred):
@@ -174,15 +177,15 @@ def copy_shared_weights(source, target) -> None:
         by_path[weight.path].assign(weight)
 
 
-def train(model, args, train_data, heldout_data, conditioned: bool) -> list[dict]:
+def train(model, args, train_data, heldout_data, name: str) -> list[dict]:
     """Fit for `args.steps` steps; returns the loss curve (training and held-out, per `eval_every` steps)."""
-    model.compile(optimizer=keras.optimizers.AdamW(args.lr, weight_decay=0.01, clipnorm=1.0), loss=masked_lm_loss)
+    model.compile(optimizer=keras.optimizers.AdamW(args.lr, weight_decay=0.01, clipnorm=1.0), loss=masked_lm_loss,
+                  run_eagerly=args.eager)
     rounds = max(1, args.steps // args.eval_every)
     per_round = max(1, args.steps // rounds)
-    batches = Batches(*train_data, args.batch_size, per_round * rounds, conditioned, args.seed)
-    heldout = Batches(*heldout_data, 64, -(-len(heldout_data[0]) // 64), conditioned, args.seed, shuffle=False)
+    batches = Batches(*train_data, args.batch_size, per_round * rounds, model, args.seed)
+    heldout = Batches(*heldout_data, 64, -(-len(heldout_data[0]) // 64), model, args.seed, shuffle=False)
     history = model.fit(batches, steps_per_epoch=per_round, epochs=rounds, validation_data=heldout, verbose=0)
-    name = "conditioned" if conditioned else "baseline"
     return [{"model": name, "step": (r + 1) * per_round, "train_loss": history.history["loss"][r],
              "heldout_loss": history.history["val_loss"][r]} for r in range(rounds)]
 
@@ -258,7 +261,7 @@ def main(argv=None) -> dict:
     for name in ("conditioned", "baseline"):
         conditioned, model = name == "conditioned", models[name]
         keras.utils.set_random_seed(args.seed)
-        curve += train(model, args, train_data, heldout_data, conditioned)
+        curve += train(model, args, train_data, heldout_data, name)
         print(f"{name}: {args.steps} steps, held-out loss {curve[-1]['heldout_loss']:.3f} "
               f"({time.time() - started:.0f}s)", flush=True)
         generated = sample_texts(model, vocab, requested if conditioned else None, args)
