@@ -190,9 +190,11 @@ class open:
 
 
 def _keras_batch(batch):
-    """Nested lists → tuples; a trailing `None` (no targets) removed."""
+    """Lists of arrays → tuples (Keras 3 reads a list as one tensor); a trailing `None` (no targets) removed."""
     def as_tuples(x):
-        return tuple(as_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+        if isinstance(x, (list, tuple)) and x and all(np.ndim(v) > 0 or v is None for v in x):
+            return tuple(as_tuples(v) for v in x)
+        return x
 
     batch = as_tuples(batch)
     if isinstance(batch, tuple) and len(batch) > 1 and batch[-1] is None:

@@ -54,7 +54,7 @@ def test_bert4keras_classification_script(google_checkpoint, data_dir):
     set_gelu("erf")
     tokenizer = Tokenizer(dict_path, do_lower_case=True)
 
-    class data_generator(DataGenerator):  # noqa: N801 - bert4keras naming
+    class data_generator(DataGenerator):
         def __iter__(self, random=False):
             batch_token_ids, batch_segment_ids, batch_labels = [], [], []
             for is_end, (text, label) in self.sample(random):
@@ -100,7 +100,7 @@ def test_bert4keras_unilm_seq2seq_script(google_checkpoint, data_dir):
                                          startswith=["[PAD]", "[UNK]", "[CLS]", "[SEP]"])
     tokenizer = Tokenizer(token_dict, do_lower_case=True)
 
-    class data_generator(DataGenerator):  # noqa: N801
+    class data_generator(DataGenerator):
         def __iter__(self, random=False):
             batch_token_ids, batch_segment_ids = [], []
             for is_end, (title, content) in self.sample(random):
