@@ -35,16 +35,18 @@ class LayerNorm(keras.layers.Layer):
 
     def call(self, x, cond=None):
         dtype = x.dtype
-        x = ops.cast(x, "float32")
-        mean = ops.mean(x, axis=-1, keepdims=True)
-        var = ops.mean(ops.square(x - mean), axis=-1, keepdims=True)
-        y = (x - mean) * ops.rsqrt(var + self.epsilon)
+        y = self._normalize(ops.cast(x, "float32"))
         gamma, beta = self._affine(cond)
         if gamma is not None:
             y = y * gamma
         if beta is not None:
             y = y + beta
         return ops.cast(y, dtype)
+
+    def _normalize(self, x):
+        mean = ops.mean(x, axis=-1, keepdims=True)
+        var = ops.mean(ops.square(x - mean), axis=-1, keepdims=True)
+        return (x - mean) * ops.rsqrt(var + self.epsilon)
 
     def _affine(self, cond):
         gamma = ops.cast(self.gamma, "float32") if self.scale else None
@@ -73,13 +75,5 @@ class RMSNorm(LayerNorm):
         kwargs.setdefault("center", False)
         super().__init__(epsilon=epsilon, **kwargs)
 
-    def call(self, x, cond=None):
-        dtype = x.dtype
-        x = ops.cast(x, "float32")
-        y = x * ops.rsqrt(ops.mean(ops.square(x), axis=-1, keepdims=True) + self.epsilon)
-        gamma, beta = self._affine(cond)
-        if gamma is not None:
-            y = y * gamma
-        if beta is not None:
-            y = y + beta
-        return ops.cast(y, dtype)
+    def _normalize(self, x):
+        return x * ops.rsqrt(ops.mean(ops.square(x), axis=-1, keepdims=True) + self.epsilon)
