@@ -14,10 +14,13 @@ class T5Adapter(DecodingAdapter):
     """Decodes a `T5` model.
 
     Inputs: encoder token ids — a 2-D array (0 = padding, wherever it stands, exactly as the model reads it), a list
-    of rows of any lengths (right-padded with 0), or one sequence. The decoder starts from the config's
-    `decoder_start_token_id` (0); the first logits are those after the start token. The state holds, per row, the
-    decoder self-attention caches `[rows, L, heads, d_kv]` (`L` = `max_new_tokens` rounded up to `cache_block`, so
-    nearby lengths reuse the compiled step), the cross-attention `(k, v)` of the encoder output and its padding mask.
+    of rows of any lengths (right-padded with 0), or one sequence; a model with a LayerNorm condition takes
+    `(encoder_ids, cond)` (or a dict with keys `token_ids`, `cond`), `cond` as the model's condition input(s), one row
+    per input row. The decoder starts from the config's `decoder_start_token_id` (0); the first logits are those
+    after the start token. The state holds, per row, the decoder self-attention caches `[rows, L, heads, d_kv]`
+    (`L` = `max_new_tokens` rounded up to `cache_block`, so nearby lengths reuse the compiled step), the
+    cross-attention `(k, v)` of the encoder output, its padding mask and the condition input(s), so beams and samples
+    reorder them with the rest.
     """
 
     def __init__(self, model, cache_block: int = 32):
@@ -25,6 +28,30 @@ class T5Adapter(DecodingAdapter):
         self.pad_id = model.config.pad_token_id
         self.start_id = model.config.decoder_start_token_id
         self.cache_block = cache_block
+
+    def _parse(self, inputs):
+        """`(encoder ids [rows, len], condition input tensor(s) or None)`."""
+        sources = self.model.inputs[2:]  # the condition inputs, after the encoder and decoder ids
+        if not sources:
+            return self._encoder_ids(inputs), None
+        if isinstance(inputs, dict) and set(inputs) == {"token_ids", "cond"}:
+            inputs = (inputs["token_ids"], inputs["cond"])
+        if not (isinstance(inputs, tuple) and len(inputs) == 2):
+            raise ValueError("generate: this T5 has a LayerNorm condition; pass (encoder_ids, cond) or "
+                             "{'token_ids': ..., 'cond': ...}")
+        ids, cond = self._encoder_ids(inputs[0]), inputs[1]
+        values = [cond] if len(sources) == 1 else list(cond)
+        if len(values) != len(sources):
+            raise ValueError(f"generate: cond must hold {len(sources)} arrays (the condition model's inputs "
+                             f"{[t.name for t in sources]}), got {len(values)}")
+        tensors = []
+        for value, source in zip(values, sources):
+            value = np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+            if value.shape[:1] != (len(ids),) or value.shape[1:] != tuple(source.shape[1:]):
+                raise ValueError(f"generate: condition input {source.name} must have shape "
+                                 f"{(len(ids), *source.shape[1:])}, got {value.shape}")
+            tensors.append(ops.convert_to_tensor(value, dtype=source.dtype))
+        return ids, tensors[0] if len(sources) == 1 else tensors
 
     def _encoder_ids(self, inputs) -> np.ndarray:
         rows = _rows_of(inputs, "encoder token_ids")
@@ -37,16 +64,19 @@ class T5Adapter(DecodingAdapter):
 
     def context_ids(self, inputs) -> list:
         """The decoder start token (what HF's repetition penalty counts as already generated)."""
-        return [np.array([self.start_id])] * len(self._encoder_ids(inputs))
+        return [np.array([self.start_id])] * len(self._parse(inputs)[0])
 
     def start(self, inputs, max_new_tokens: int):
         m = self.model
-        encoder_ids = ops.convert_to_tensor(self._encoder_ids(inputs))
+        encoder_ids, cond = self._parse(inputs)
+        encoder_ids = ops.convert_to_tensor(encoder_ids)
         rows = int(encoder_ids.shape[0])
         length = int(math.ceil(max_new_tokens / self.cache_block) * self.cache_block)
         state = {"cache": m.init_cache(rows, length),
-                 "context_cache": m.context_cache(m.encode(encoder_ids)),
+                 "context_cache": m.context_cache(m.encode(encoder_ids, cond=m.condition_vector(cond))),
                  "context_mask": m.encoder_mask(encoder_ids)}
+        if cond is not None:
+            state["cond"] = cond
         start_ids = ops.full((rows, 1), self.start_id, "int32")
         return self._decode(state, start_ids, 0)
 
@@ -56,5 +86,5 @@ class T5Adapter(DecodingAdapter):
 
     def _decode(self, state, token_ids, position):
         logits, cache = self.model.decode_step(token_ids, state["cache"], position, state["context_cache"],
-                                               state["context_mask"])
+                                               state["context_mask"], cond=state.get("cond"))
         return ops.cast(logits[:, -1], "float32"), {**state, "cache": cache}

@@ -111,11 +111,12 @@ class T5Block(keras.layers.Layer):
 
     Attention has no biases and no 1/√d scaling; queries/keys/values have `key_size` (T5's `d_kv`) per head,
     independent of the model width. The FFN is `relu` (T5 1.0) or gated (`act(wi_0 x) * wi_1 x`, T5.1.1 / mT5).
+    With `cond_size`, every norm is conditional (`γ + cond·W_γ`, W zero-initialised) and `call` takes `cond`.
     """
 
     def __init__(self, heads: int, key_size: int, intermediate_size: int, activation: str = "relu",
                  gated: bool = False, cross_attention: bool = False, layer_norm_eps: float = 1e-6,
-                 dropout: float = 0.1, initializer_range: float = 0.02, **kwargs):
+                 dropout: float = 0.1, initializer_range: float = 0.02, cond_size: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.heads = heads
         self.key_size = key_size
@@ -126,6 +127,7 @@ class T5Block(keras.layers.Layer):
         self.layer_norm_eps = layer_norm_eps
         self.dropout = dropout
         self.initializer_range = initializer_range
+        self.cond_size = cond_size
 
     def _attention(self, name, input_shape):
         layer = MultiHeadAttention(self.heads, self.key_size, key_size=self.key_size, use_bias=False, scale=False,
@@ -135,7 +137,7 @@ class T5Block(keras.layers.Layer):
         return layer
 
     def _norm(self, name, input_shape):
-        layer = RMSNorm(self.layer_norm_eps, name=name, dtype=self.dtype_policy)
+        layer = RMSNorm(self.layer_norm_eps, cond_size=self.cond_size, name=name, dtype=self.dtype_policy)
         layer.build(input_shape)
         return layer
 
@@ -153,26 +155,26 @@ class T5Block(keras.layers.Layer):
         self.residual_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
 
     def call(self, x, attention_mask=None, position_bias=None, context=None, context_mask=None, cache=None,
-             cache_index=None, context_cache=None, training=None):
+             cache_index=None, context_cache=None, cond=None, training=None):
         """Returns the block output, and with `cache` also the updated self-attention `(k, v)` cache.
 
         `context`: encoder output (decoder blocks); `context_cache`: its pre-computed cross-attention `(k, v)`,
-        used instead of `context` when given.
+        used instead of `context` when given; `cond`: `[batch, cond_size]` for the conditional norms.
         """
         drop = lambda h: self.residual_dropout(h, training=training)
-        a = self.self_attention(self.self_attention_norm(x), attention_mask=attention_mask,
+        a = self.self_attention(self.self_attention_norm(x, cond=cond), attention_mask=attention_mask,
                                 position_bias=position_bias, cache=cache, cache_index=cache_index, training=training)
         new_cache = None
         if cache is not None:
             a, new_cache = a
         x = x + drop(a)
         if self.cross_attention:
-            a = self.cross_attention_layer(self.cross_attention_norm(x), key_value=context,
+            a = self.cross_attention_layer(self.cross_attention_norm(x, cond=cond), key_value=context,
                                            attention_mask=context_mask, cache=context_cache, training=training)
             if context_cache is not None:
                 a = a[0]
             x = x + drop(a)
-        x = x + drop(self.feed_forward(self.ffn_norm(x)))
+        x = x + drop(self.feed_forward(self.ffn_norm(x, cond=cond)))
         return x if cache is None else (x, new_cache)
 
     def compute_output_shape(self, input_shape):
@@ -182,4 +184,4 @@ class T5Block(keras.layers.Layer):
         return {**super().get_config(), "heads": self.heads, "key_size": self.key_size,
                 "intermediate_size": self.intermediate_size, "activation": self.activation, "gated": self.gated,
                 "cross_attention": self.cross_attention, "layer_norm_eps": self.layer_norm_eps,
-                "dropout": self.dropout, "initializer_range": self.initializer_range}
+                "dropout": self.dropout, "initializer_range": self.initializer_range, "cond_size": self.cond_size}

@@ -12,6 +12,7 @@ from bert4k.layers.embeddings import TokenEmbedding
 from bert4k.layers.initializers import truncated_normal
 from bert4k.layers.norms import RMSNorm
 from bert4k.layers.t5 import RelativePositionBias, T5AttentionMask, T5Block
+from bert4k.models import condition
 from bert4k.models.families import Family, register_family
 
 APPLICATIONS = ("encoder", "seq2seq")
@@ -22,7 +23,10 @@ class T5(keras.Model):
     """T5 encoder–decoder as one functional Keras model.
 
     Inputs: `[encoder_token_ids, decoder_token_ids]` (`[batch, len]` int; 0 = padding in the encoder and the start
-    token of the decoder). Output: `[batch, dec_len, vocab]` next-token probabilities (`logits=True`: logits).
+    token of the decoder), then the condition of the conditional norms as in `Transformer`: with
+    `layer_norm_cond=k` a vector `[batch, k]`, with a condition model its inputs. Only γ is conditioned (RMSNorm has
+    no β); every norm of both stacks, final norms included, receives the condition (after the optional hidden Dense).
+    Output: `[batch, dec_len, vocab]` next-token probabilities (`logits=True`: logits).
     The decoder sees its own tokens causally (never masked as padding) and every non-padding encoder token.
     `encoder_model` / `decoder_model` are serving models over the same weights; `context_cache`, `init_cache`
     and `decode_step` run cached autoregressive decoding. `application` is accepted for the builder's sake:
@@ -30,17 +34,22 @@ class T5(keras.Model):
     """
 
     def __init__(self, config: TransformerConfig | dict, application: str = "encoder", logits: bool = False,
-                 family: str = "t5", dtype=None, **kwargs):
+                 layer_norm_cond: int | keras.Model | None = None, layer_norm_cond_hidden_size: int | None = None,
+                 layer_norm_cond_hidden_act: str = "linear", family: str = "t5", dtype=None, **kwargs):
         if isinstance(config, dict):
             config = TransformerConfig.from_dict(config)
         if application not in APPLICATIONS:
             raise ValueError(f"T5 is an encoder–decoder; application must be one of {APPLICATIONS}, got {application!r}")
+        condition.check_model_kwargs(type(self).__name__, kwargs)
+        layer_norm_cond, self.condition_model, cond_dim, cond_size = condition.resolve(layer_norm_cond,
+                                                                                       layer_norm_cond_hidden_size)
         cfg = config
         heads, init, rate = cfg.num_attention_heads, cfg.initializer_range, cfg.hidden_dropout_prob
         key_size = cfg.key_size or cfg.head_size
         block_args = dict(heads=heads, key_size=key_size, intermediate_size=cfg.intermediate_size,
                           activation=cfg.hidden_act, gated=cfg.feed_forward_proj.startswith("gated-"),
-                          layer_norm_eps=cfg.layer_norm_eps, dropout=rate, initializer_range=init, dtype=dtype)
+                          layer_norm_eps=cfg.layer_norm_eps, dropout=rate, initializer_range=init,
+                          cond_size=cond_size, dtype=dtype)
         bias_args = dict(heads=heads, num_buckets=cfg.relative_attention_num_buckets,
                          max_distance=cfg.relative_attention_max_distance, initializer_range=init, dtype=dtype)
 
@@ -58,48 +67,61 @@ class T5(keras.Model):
                                for i in range(cfg.num_hidden_layers)]
         self.decoder_blocks = [T5Block(cross_attention=True, name=f"Decoder-Transformer-{i}", **block_args)
                                for i in range(cfg.num_decoder_layers or cfg.num_hidden_layers)]
-        self.encoder_norm = RMSNorm(cfg.layer_norm_eps, name="Encoder-Output-Norm", dtype=dtype)
-        self.decoder_norm = RMSNorm(cfg.layer_norm_eps, name="Decoder-Output-Norm", dtype=dtype)
+        self.encoder_norm = RMSNorm(cfg.layer_norm_eps, cond_size=cond_size, name="Encoder-Output-Norm", dtype=dtype)
+        self.decoder_norm = RMSNorm(cfg.layer_norm_eps, cond_size=cond_size, name="Decoder-Output-Norm", dtype=dtype)
         self.output_dropout = keras.layers.Dropout(rate, name="Output-Dropout", dtype=dtype)
         self.lm_head = (None if cfg.tie_word_embeddings else
                         keras.layers.Dense(cfg.vocab_size, use_bias=False, kernel_initializer=truncated_normal(init),
                                            name="Decoder-Output-LM", dtype=dtype))
         self.head_activation = keras.layers.Activation("linear" if logits else "softmax",
                                                        name="Decoder-Output-Activation", dtype="float32")
+        self.cond_dense = condition.dense(cond_dim, layer_norm_cond_hidden_size, layer_norm_cond_hidden_act, init,
+                                          dtype)
+        self._cond_dim = cond_dim
 
         # === Functional model ===
         encoder_ids = keras.Input(shape=(None,), dtype="int32", name="Encoder-Input-Token")
         decoder_ids = keras.Input(shape=(None,), dtype="int32", name="Decoder-Input-Token")
-        context = self.encode(encoder_ids)
-        x = self.decode(decoder_ids, context, self.encoder_mask(encoder_ids))
-        super().__init__(inputs=[encoder_ids, decoder_ids], outputs=self.head_activation(self.lm_logits(x)), **kwargs)
+        cond_sources, cond = condition.inputs(self.condition_model, cond_dim, self.cond_dense)
+        context = self.encode(encoder_ids, cond=cond)
+        x = self.decode(decoder_ids, context, self.encoder_mask(encoder_ids), cond=cond)
+        super().__init__(inputs=[encoder_ids, decoder_ids, *cond_sources],
+                         outputs=self.head_activation(self.lm_logits(x)), **kwargs)
 
         # === Config ===
         self.config = cfg
         self.application = application
         self.logits = logits
+        self.layer_norm_cond = layer_norm_cond
+        self.layer_norm_cond_hidden_size = layer_norm_cond_hidden_size
+        self.layer_norm_cond_hidden_act = layer_norm_cond_hidden_act
         self.family = family
         self.dtype_name = dtype
 
     # --- pieces shared by the functional graph, the serving models and cached decoding ---
-    def encode(self, token_ids, training=None):
-        """Encoder output `[batch, len, d_model]` (after the final RMSNorm)."""
+    def condition_vector(self, cond):
+        """The model's condition input(s) → the `[batch, cond_size]` vector the norms receive (None stays None)."""
+        return condition.vector(self.condition_model, self.cond_dense, cond)
+
+    def encode(self, token_ids, cond=None, training=None):
+        """Encoder output `[batch, len, d_model]` (after the final RMSNorm); `cond`: the condition vector."""
         mask = self.encoder_mask(token_ids)
         bias = self.encoder_position_bias(token_ids)
         x = self.embedding_dropout(self.token_embedding(token_ids), training=training)
         for block in self.encoder_blocks:
-            x = block(x, attention_mask=mask, position_bias=bias, training=training)
-        return self.output_dropout(self.encoder_norm(x), training=training)
+            x = block(x, attention_mask=mask, position_bias=bias, cond=cond, training=training)
+        return self.output_dropout(self.encoder_norm(x, cond=cond), training=training)
 
-    def decode(self, token_ids, context, context_mask=None, training=None):
-        """Decoder output `[batch, dec_len, d_model]`; `context_mask` `[batch, 1, enc_len]` (None = all keys)."""
+    def decode(self, token_ids, context, context_mask=None, cond=None, training=None):
+        """Decoder output `[batch, dec_len, d_model]`; `context_mask` `[batch, 1, enc_len]` (None = all keys);
+        `cond`: the condition vector."""
         mask = self.decoder_mask(token_ids)
         bias = self.decoder_position_bias(token_ids)
         x = self.embedding_dropout(self.token_embedding(token_ids), training=training)
         for block in self.decoder_blocks:
             x = block(x, attention_mask=mask, position_bias=bias, context=context, context_mask=context_mask,
-                      training=training)
-        return self.output_dropout(self.decoder_norm(x), training=training)
+                      cond=cond, training=training)
+        return self.output_dropout(self.decoder_norm(x, cond=cond), training=training)
 
     def lm_logits(self, x):
         """Vocabulary logits: the untied `lm_head`, or the tied embedding after the `d_model**-0.5` rescale."""
@@ -110,13 +132,16 @@ class T5(keras.Model):
     # --- serving models over the same weights ---
     @functools.cached_property
     def encoder_model(self) -> keras.Model:
-        """`encoder_token_ids → encoder output`."""
+        """`encoder_token_ids → encoder output` (`[encoder_token_ids, *condition inputs]` with a condition)."""
         ids = keras.Input(shape=(None,), dtype="int32", name="Encoder-Input-Token")
-        return keras.Model(ids, self.encode(ids), name=f"{self.name}-Encoder")
+        cond_sources, cond = condition.inputs(self.condition_model, self._cond_dim, self.cond_dense)
+        inputs = [ids, *cond_sources] if cond_sources else ids
+        return keras.Model(inputs, self.encode(ids, cond=cond), name=f"{self.name}-Encoder")
 
     @functools.cached_property
     def decoder_model(self) -> keras.Model:
-        """`[encoder_output, encoder_token_ids, decoder_token_ids] → probabilities` (logits if `logits=True`)."""
+        """`[encoder_output, encoder_token_ids, decoder_token_ids, *condition inputs] → probabilities` (logits if
+        `logits=True`)."""
         return self._decoder_serving_model(with_encoder_ids=True)
 
     @functools.cached_property
@@ -126,8 +151,9 @@ class T5(keras.Model):
 
     @functools.cached_property
     def decoder(self) -> keras.Model:
-        """bert4keras' `t5.decoder`: `[encoder_output, decoder_token_ids]`, attending every encoder position
-        (exact for unpadded encoder inputs, as in bert4keras); use `decoder_model` for padded batches."""
+        """bert4keras' `t5.decoder`: `[encoder_output, decoder_token_ids, *condition inputs]`, attending every
+        encoder position (exact for unpadded encoder inputs, as in bert4keras); use `decoder_model` for padded
+        batches."""
         return self._decoder_serving_model(with_encoder_ids=False)
 
     def _decoder_serving_model(self, with_encoder_ids: bool) -> keras.Model:
@@ -137,7 +163,9 @@ class T5(keras.Model):
         if with_encoder_ids:
             encoder_ids = keras.Input(shape=(None,), dtype="int32", name="Encoder-Input-Token")
             inputs, context_mask = [context, encoder_ids, decoder_ids], self.encoder_mask(encoder_ids)
-        x = self.decode(decoder_ids, context, context_mask)
+        cond_sources, cond = condition.inputs(self.condition_model, self._cond_dim, self.cond_dense)
+        x = self.decode(decoder_ids, context, context_mask, cond=cond)
+        inputs += cond_sources
         return keras.Model(inputs, self.head_activation(self.lm_logits(x)), name=f"{self.name}-Decoder")
 
     # --- cached autoregressive decoding ---
@@ -153,9 +181,11 @@ class T5(keras.Model):
         dtype = self.decoder_blocks[0].compute_dtype
         return [(ops.zeros(shapes[0], dtype), ops.zeros(shapes[1], dtype)) for _ in self.decoder_blocks]
 
-    def decode_step(self, token_ids, cache, cache_index, context_cache, context_mask=None):
+    def decode_step(self, token_ids, cache, cache_index, context_cache, context_mask=None, cond=None):
         """Decoder logits for `token_ids` `[batch, q]` placed at positions `cache_index ...`; returns
-        `(logits [batch, q, vocab], new_cache)`. `context_mask`: `[batch, 1, enc_len]` (encoder non-padding)."""
+        `(logits [batch, q, vocab], new_cache)`. `context_mask`: `[batch, 1, enc_len]` (encoder non-padding);
+        `cond`: the model's condition input(s) (the vector, or the condition model's inputs), as in `call`."""
+        cond = self.condition_vector(cond)
         positions = cache_index + ops.arange(ops.shape(token_ids)[1], dtype="int32")
         keys = ops.arange(ops.shape(cache[0][0])[1], dtype="int32")
         mask = ops.expand_dims(keys[None, :] <= positions[:, None], 0)
@@ -164,14 +194,17 @@ class T5(keras.Model):
         new_cache = []
         for block, layer_cache, layer_context in zip(self.decoder_blocks, cache, context_cache):
             x, layer_cache = block(x, attention_mask=mask, position_bias=bias, context_mask=context_mask,
-                                   cache=layer_cache, cache_index=cache_index, context_cache=layer_context)
+                                   cache=layer_cache, cache_index=cache_index, context_cache=layer_context, cond=cond)
             new_cache.append(layer_cache)
-        return self.lm_logits(self.decoder_norm(x)), new_cache
+        return self.lm_logits(self.decoder_norm(x, cond=cond)), new_cache
 
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable, "config": self.config.to_dict(),
-                "application": self.application, "logits": self.logits, "family": self.family,
-                "dtype": self.dtype_name}
+                "application": self.application, "logits": self.logits,
+                "layer_norm_cond": condition.config(self.layer_norm_cond, self.condition_model),
+                "layer_norm_cond_hidden_size": self.layer_norm_cond_hidden_size,
+                "layer_norm_cond_hidden_act": self.layer_norm_cond_hidden_act,
+                "family": self.family, "dtype": self.dtype_name}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):

@@ -14,6 +14,7 @@ from bert4k.layers.initializers import truncated_normal
 from bert4k.layers.linear_attention import application_kind, linear_mask
 from bert4k.layers.norms import LayerNorm
 from bert4k.layers.structural import AttentionMask, PositionIds, QueryStream
+from bert4k.models import condition
 
 HEAD_APPLICATIONS = ("mlm", "lm", "unilm", "plm")
 
@@ -50,12 +51,9 @@ class Transformer(keras.Model):
         head_activation = "linear" if logits else _activation_name(with_mlm)
         has_head = bool(with_mlm) or application in HEAD_APPLICATIONS
         use_segments = cfg.type_vocab_size > 0 or application == "unilm"
-        if isinstance(layer_norm_cond, dict):  # a serialised condition model (from `get_config`)
-            layer_norm_cond = keras.saving.deserialize_keras_object(layer_norm_cond)
-        self.condition_model = layer_norm_cond if isinstance(layer_norm_cond, keras.Model) else None
-        cond_dim = (self.condition_model.outputs[0].shape[-1] if self.condition_model is not None
-                    else layer_norm_cond)
-        cond_size = layer_norm_cond_hidden_size or cond_dim
+        condition.check_model_kwargs(type(self).__name__, kwargs)
+        layer_norm_cond, self.condition_model, cond_dim, cond_size = condition.resolve(layer_norm_cond,
+                                                                                       layer_norm_cond_hidden_size)
 
         # === Layers ===
         embed_dim = cfg.embedding_size or cfg.hidden_size
@@ -99,29 +97,21 @@ class Transformer(keras.Model):
         self.mlm_bias = BiasAdd(name="MLM-Bias", dtype=dtype) if mlm_style else None
         self.head_activation = (keras.layers.Activation(head_activation, name="MLM-Activation", dtype="float32")
                                 if has_head else None)
-        self.cond_dense = (keras.layers.Dense(layer_norm_cond_hidden_size, activation=layer_norm_cond_hidden_act,
-                                              kernel_initializer=truncated_normal(init),
-                                              name="LayerNorm-Condition-Dense", dtype=dtype)
-                           if cond_dim and layer_norm_cond_hidden_size else None)
+        self.cond_dense = condition.dense(cond_dim, layer_norm_cond_hidden_size, layer_norm_cond_hidden_act, init,
+                                          dtype)
 
         # === Functional model ===
         token_ids = keras.Input(shape=(None,), dtype="int32", name="Input-Token")
         inputs = [token_ids]
-        segment_ids = perm_ranks = cond = None
+        segment_ids = perm_ranks = None
         if use_segments:
             segment_ids = keras.Input(shape=(None,), dtype="int32", name="Input-Segment")
             inputs.append(segment_ids)
         if application == "plm":
             perm_ranks = keras.Input(shape=(None,), dtype="int32", name="Input-PermRanks")
             inputs.append(perm_ranks)
-        if self.condition_model is not None:
-            sources = [keras.Input(shape=t.shape[1:], dtype=t.dtype, name=t.name) for t in self.condition_model.inputs]
-            inputs.extend(sources)
-            cond = self.condition_model(sources[0] if len(sources) == 1 else sources)
-        elif cond_dim:
-            cond = keras.Input(shape=(cond_dim,), name="Input-LayerNorm-Condition")
-            inputs.append(cond)
-        cond = self.cond_dense(cond) if self.cond_dense is not None else cond
+        cond_sources, cond = condition.inputs(self.condition_model, cond_dim, self.cond_dense)
+        inputs.extend(cond_sources)
 
         x = self.embed(token_ids, segment_ids, cond=cond)
         if application == "plm":
@@ -195,10 +185,7 @@ class Transformer(keras.Model):
         of shape `[batch, cache_len, heads, size]`; the new K/V are written at `cache_index`; `cond`: the model's
         condition input(s) (the vector, or the condition model's inputs). Returns `(head_output, new_cache)`.
         """
-        if self.condition_model is not None and cond is not None:
-            cond = self.condition_model(cond)
-        if self.cond_dense is not None and cond is not None:
-            cond = self.cond_dense(cond)
+        cond = condition.vector(self.condition_model, self.cond_dense, cond)
         x = self.embed(token_ids, segment_ids, positions, cond=cond)
         new_cache = []
         for block, layer_cache in zip(self.blocks, cache):
@@ -218,8 +205,7 @@ class Transformer(keras.Model):
             "with_mlm": self.with_mlm,
             "logits": self.logits,
             "mask_token_id": self.mask_token_id,
-            "layer_norm_cond": (keras.saving.serialize_keras_object(self.condition_model)
-                                if self.condition_model is not None else self.layer_norm_cond),
+            "layer_norm_cond": condition.config(self.layer_norm_cond, self.condition_model),
             "layer_norm_cond_hidden_size": self.layer_norm_cond_hidden_size,
             "layer_norm_cond_hidden_act": self.layer_norm_cond_hidden_act,
             "family": self.family,
