@@ -1,20 +1,19 @@
 """Activation functions by the exact name the config resolved to (see `config.ACTIVATIONS`)."""
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 from keras import ops
 
 
 def gelu_erf(x):
-    """Exact GELU, x·Φ(x) (HF `gelu`, Google BERT)."""
-    return 0.5 * x * (1.0 + ops.erf(x / math.sqrt(2.0)))
+    """Exact GELU, x·Φ(x) (HF `gelu`), on the backend's fused kernel."""
+    return ops.gelu(x, approximate=False)
 
 
 def gelu_tanh(x):
-    """Tanh approximation of GELU (GPT-2 `gelu_new`, T5.1.1 gated-gelu)."""
-    return 0.5 * x * (1.0 + ops.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * ops.power(x, 3))))
+    """Tanh approximation 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))) (GPT-2 `gelu_new`, T5.1.1 gated-gelu)."""
+    return ops.gelu(x, approximate=True)
 
 
 def linear(x):

@@ -44,8 +44,7 @@ class LayerNorm(keras.layers.Layer):
         return ops.cast(y, dtype)
 
     def _normalize(self, x):
-        mean = ops.mean(x, axis=-1, keepdims=True)
-        var = ops.mean(ops.square(x - mean), axis=-1, keepdims=True)
+        mean, var = ops.moments(x, axes=[-1], keepdims=True)
         return (x - mean) * ops.rsqrt(var + self.epsilon)
 
     def _affine(self, cond):
