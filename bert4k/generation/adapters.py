@@ -17,7 +17,7 @@ Protocol (subclass `DecodingAdapter`, or provide the same methods):
   of a causal LM), or None.
 - `pad_id`: the id written after a row stops, unless `generate(pad_id=...)` says otherwise.
 - `compile`: False when `step` is plain Python/numpy (nothing is traced then); `jit_compile`: XLA for the step
-  (None: the engine's measured default).
+  (None: the engine's measured default for `compute_dtype`).
 
 Registry: `register_adapter(model_class, factory)`; `factory(model) -> adapter`. Keys may be classes or dotted
 names (`"bert4k.models.t5.T5"`) and factories may be `"module:attribute"` strings, so a model module never has to
@@ -41,7 +41,8 @@ class DecodingAdapter:
 
     pad_id: int = 0
     compile: bool = True
-    jit_compile: bool | None = None  # None: the engine's default
+    jit_compile: bool | None = None  # None: the engine's default (by `compute_dtype`)
+    compute_dtype: str = "float32"
 
     def start(self, inputs, max_new_tokens: int):
         raise NotImplementedError
@@ -134,11 +135,19 @@ class TransformerAdapter(DecodingAdapter):
                              "cannot decode; build it with application='lm' or 'unilm'")
         if getattr(model, "attention", "softmax") != "softmax":
             raise ValueError(f"generate: the KV-cache decoder needs softmax attention, got {model.attention!r}")
-        self.model = model
+        self._model = weakref.ref(model)  # the registry maps model → adapter weakly: no reference cycle
         self.input_pad_id = model.config.pad_token_id
         self.pad_id = max(model.config.pad_token_id, 0)
         self.unilm = model.application == "unilm"
         self.cache_block = cache_block
+        self.compute_dtype = model.compute_dtype
+
+    @property
+    def model(self):
+        model = self._model()
+        if model is None:
+            raise ReferenceError("generate: the model of this adapter has been deleted")
+        return model
 
     # --- inputs ---
     def _parse(self, inputs):

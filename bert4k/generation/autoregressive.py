@@ -19,7 +19,11 @@ import numpy as np
 
 from bert4k.generation.adapters import DecodingAdapter
 from bert4k.generation.engine import generate
-from bert4k.generation.processors import softmax
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 class _PredictAdapter(DecodingAdapter):
@@ -70,7 +74,7 @@ class AutoRegressiveDecoder:
                 scores, states = prediction if use_states else (prediction, None)
                 scores = np.asarray(scores, dtype=np.float64)
                 if default_rtype == "logits":
-                    probas = softmax(scores / temperature)
+                    probas = _softmax(scores / temperature)
                 else:
                     probas = np.power(scores, 1.0 / temperature) if temperature != 1 else scores
                     probas = probas / probas.sum(axis=-1, keepdims=True)
@@ -111,4 +115,4 @@ class AutoRegressiveDecoder:
                       temperature: float = 1, min_ends: int = 1) -> list[np.ndarray]:
         """`n` sampled sequences, each restricted to the `topk` best / the `topp` nucleus at every step."""
         return self._run(inputs, states, temperature, min_ends, method="sample", num_samples=n, top_k=topk,
-                         top_p=topp, seed=int(np.random.randint(2 ** 31 - 1)))
+                         top_p=topp)

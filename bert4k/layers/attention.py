@@ -5,6 +5,7 @@ import keras
 from keras import ops
 
 from bert4k.layers.initializers import truncated_normal
+from bert4k.layers.kv_cache import write_cache
 from bert4k.layers.linear_attention import linear_attention
 
 NEG_INF = -1e9
@@ -78,9 +79,8 @@ class MultiHeadAttention(keras.layers.Layer):
         else:
             k, v = self.project_key_value(key_value)
             if cache is not None:
-                start = [0, cache_index, 0, 0]
-                k = ops.slice_update(cache[0], start, ops.cast(k, cache[0].dtype))
-                v = ops.slice_update(cache[1], start, ops.cast(v, cache[1].dtype))
+                k = write_cache(cache[0], k, cache_index)
+                v = write_cache(cache[1], v, cache_index)
         out = self.attend(q, k, v, attention_mask, position_bias, training)
         out = self.attention_output(out)
         return (out, (k, v)) if cache is not None else out
