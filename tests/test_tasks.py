@@ -74,3 +74,38 @@ def test_help(name, capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     assert all(flag in text for flag in ("--config", "--checkpoint", "--vocab", "--out", "--epochs", "--limit"))
+
+
+PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
+
+
+def test_registry_entries_name_known_families():
+    from bert4k.models.families import get_family
+
+    registry = json.loads((PRETRAINED / "registry.json").read_text(encoding="utf-8"))["checkpoints"]
+    assert {"bert-base-chinese", "hfl/chinese-roberta-wwm-ext", "uer/gpt2-chinese-cluecorpussmall",
+            "google/mt5-small", "voidful/albert_chinese_tiny"} <= set(registry)
+    for name, entry in registry.items():
+        get_family(entry["model"])  # raises for an unknown family
+        assert entry["files"] and entry["config"] and ("source" in entry or "local" in entry), name
+
+
+def test_our_pretrained_checkpoint_loads_in_bert4k_and_transformers():
+    """The committed small checkpoint is a real HF BERT: transformers' BertForMaskedLM gives the same MLM logits."""
+    import numpy as np
+    import torch
+    from transformers import BertForMaskedLM
+
+    from bert4k import Tokenizer, build_transformer_model
+
+    folder = PRETRAINED / "bert4k-small-zh"
+    tokenizer = Tokenizer(str(folder / "vocab.txt"), do_lower_case=True)
+    ids, segments = tokenizer.encode("这家酒店的服务很好，房间也干净。")
+    assert tokenizer.token_to_id("[UNK]") not in ids
+    ours = build_transformer_model(str(folder / "config.json"), str(folder / "model.safetensors"),
+                                   application="mlm", logits=True)
+    got = ours.predict([np.array([ids]), np.array([segments])], verbose=0)
+    reference = BertForMaskedLM.from_pretrained(str(folder)).eval()
+    with torch.no_grad():
+        expected = reference(input_ids=torch.tensor([ids]), token_type_ids=torch.tensor([segments])).logits.numpy()
+    assert np.abs(got - expected).max() < 1e-4
