@@ -14,6 +14,7 @@ import transformers
 from bert4k import build_transformer_model
 from bert4k.config import TransformerConfig
 from bert4k.generation import adapter_for, generate
+from bert4k.generation.engine import default_jit_compile
 from bert4k.generation.processors import sample, warp
 from bert4k.models.transformer import Transformer
 from bert4k.snippets import AutoRegressiveDecoder
@@ -256,3 +257,6 @@ def test_loops_agree_with_and_without_xla_and_bfloat16_runs(gpt2):
     bf16.set_weights(gpt2.get_weights())
     out = generate(bf16, rows, 6)
     assert out.shape == (3, 6) and ((out >= 0) & (out < VOCAB)).all()
+    adapter = adapter_for(bf16)  # bf16 caches, and no XLA by default (XLA's CPU bf16 matmuls are slow)
+    assert adapter.compute_dtype == "bfloat16" and not default_jit_compile(adapter)
+    assert default_jit_compile(adapter_for(gpt2))

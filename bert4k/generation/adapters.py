@@ -140,7 +140,8 @@ class TransformerAdapter(DecodingAdapter):
         self.pad_id = max(model.config.pad_token_id, 0)
         self.unilm = model.application == "unilm"
         self.cache_block = cache_block
-        self.compute_dtype = model.compute_dtype
+        # the layers carry the dtype policy (`dtype="bfloat16"`), not the functional model itself
+        self.compute_dtype = model.blocks[0].compute_dtype
 
     @property
     def model(self):
@@ -209,7 +210,7 @@ class TransformerAdapter(DecodingAdapter):
             allowed = np.tril(np.ones((prompt, prompt), bool))[None]
         mask = np.zeros((rows, prompt, total), bool)
         mask[:, :, :prompt] = allowed & valid[:, None, :]
-        dtype = m.compute_dtype
+        dtype = self.compute_dtype
         cache = []
         for block in m.blocks:
             att = block.attention
