@@ -79,8 +79,8 @@ class SpanLogits(keras.layers.Layer):
         return start, end
 
     def compute_output_spec(self, x, token_ids, segment_ids):
-        spec = keras.KerasTensor(tuple(x.shape[:2]), dtype="float32")
-        return spec, spec
+        shape = tuple(x.shape[:2])  # two distinct tensors: one shared object would alias the two outputs
+        return keras.KerasTensor(shape, dtype="float32"), keras.KerasTensor(shape, dtype="float32")
 
     def get_config(self):
         return {**super().get_config(), "pad_id": self.pad_id, "initializer_range": self.initializer_range}

@@ -131,15 +131,17 @@ def test_span_extractor_masks_non_context_positions():
         assert np.all(np.abs(logits[allowed]) < 1e3)
 
 
-def test_span_extractor_trains():
+def test_span_extractor_trains_start_and_end_separately():
     keras.utils.set_random_seed(0)
     model = build_span_extractor(build_transformer_model(TINY))
     ids, segments = _inputs(8, 7)
     ids[ids == 0] = 3
     targets = (np.full(8, 4), np.full(8, 5))
     model.compile(keras.optimizers.Adam(1e-2), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    history = model.fit([ids, segments], targets, epochs=15, verbose=0)
-    assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
+    model.fit([ids, segments], targets, epochs=15, verbose=0)
+    start, end = model.predict([ids, segments], verbose=0)
+    # Start and end are two outputs, not one tensor seen twice: each learns its own position.
+    assert np.all(start.argmax(-1) == 4) and np.all(end.argmax(-1) == 5)
 
 
 def test_token_classifier_shapes():
