@@ -16,6 +16,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -151,8 +152,11 @@ def main() -> None:
                and not (args.no_bf16 and c[1] == "bfloat16")
                and not (c[0] == "bert4k" and args.variants and c[2] not in args.variants)]
     results = {}
-    for impl, dtype, variant in configs:
-        results[(impl, dtype, variant)] = run_worker(args, impl, dtype, variant)
+    try:
+        for impl, dtype, variant in configs:
+            results[(impl, dtype, variant)] = run_worker(args, impl, dtype, variant)
+    finally:
+        shutil.rmtree(args.weights, ignore_errors=True)
 
     def tps(key, batch):
         return batch * args.new / results[key][batch]["seconds"] if key in results else None
