@@ -27,6 +27,8 @@ setup(
             "nltk",
             "rouge-score",
             "ruff",
+            "sklearn-crfsuite",
+            "pytorch-crf",
         ],
     },
     entry_points={"console_scripts": ["bert4k=bert4k.cli:main"]},
