@@ -27,6 +27,7 @@ setup(
             "nltk",
             "rouge-score",
             "ruff",
+            "lightgbm",
         ],
     },
     entry_points={"console_scripts": ["bert4k=bert4k.cli:main"]},
