@@ -29,6 +29,7 @@ setup(
             "ruff",
             "sklearn-crfsuite",
             "pytorch-crf",
+            "lightgbm",
         ],
     },
     entry_points={"console_scripts": ["bert4k=bert4k.cli:main"]},
