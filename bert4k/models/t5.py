@@ -14,12 +14,13 @@ from bert4k.layers.norms import RMSNorm
 from bert4k.layers.t5 import RelativePositionBias, T5AttentionMask, T5Block
 from bert4k.models import condition
 from bert4k.models.families import Family, register_family
+from bert4k.models.functional import FunctionalModel
 
 APPLICATIONS = ("encoder", "seq2seq")
 
 
 @keras.saving.register_keras_serializable("bert4k")
-class T5(keras.Model):
+class T5(FunctionalModel):
     """T5 encoder–decoder as one functional Keras model.
 
     Inputs: `[encoder_token_ids, decoder_token_ids]` (`[batch, len]` int; 0 = padding in the encoder and the start

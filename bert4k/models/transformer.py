@@ -15,6 +15,7 @@ from bert4k.layers.linear_attention import application_kind, linear_mask
 from bert4k.layers.norms import LayerNorm
 from bert4k.layers.structural import AttentionMask, PositionIds, QueryStream
 from bert4k.models import condition
+from bert4k.models.functional import FunctionalModel
 
 HEAD_APPLICATIONS = ("mlm", "lm", "unilm", "plm")
 
@@ -25,7 +26,7 @@ def _activation_name(value, default: str = "softmax") -> str:
 
 
 @keras.saving.register_keras_serializable("bert4k")
-class Transformer(keras.Model):
+class Transformer(FunctionalModel):
     """A functional Keras model over one Transformer stack.
 
     Inputs: `token_ids` (`[batch, seq]`, `pad_token_id` = padding), then `segment_ids` when the config has token
