@@ -182,11 +182,14 @@ class T5(FunctionalModel):
         dtype = self.decoder_blocks[0].compute_dtype
         return [(ops.zeros(shapes[0], dtype), ops.zeros(shapes[1], dtype)) for _ in self.decoder_blocks]
 
-    def decode_step(self, token_ids, cache, cache_index, context_cache, context_mask=None, cond=None):
+    def decode_step(self, token_ids, cache, cache_index, context_cache, context_mask=None, cond=None, *,
+                    condition_vector=None, cache_in_place: bool = False):
         """Decoder logits for `token_ids` `[batch, q]` placed at positions `cache_index ...`; returns
-        `(logits [batch, q, vocab], new_cache)`. `context_mask`: `[batch, 1, enc_len]` (encoder non-padding);
-        `cond`: the model's condition input(s) (the vector, or the condition model's inputs), as in `call`."""
-        cond = self.condition_vector(cond)
+        `(logits [batch, q, vocab], new_cache)`; the cache passed in is not modified unless `cache_in_place` (only
+        for a cache the caller owns, see `bert4k.layers.kv_cache.write_cache`). `context_mask`: `[batch, 1,
+        enc_len]` (encoder non-padding); `cond`: the model's condition input(s) (the vector, or the condition
+        model's inputs), as in `call`, or `condition_vector`: the vector already computed from them."""
+        cond = self.condition_vector(cond) if condition_vector is None else condition_vector
         positions = cache_index + ops.arange(ops.shape(token_ids)[1], dtype="int32")
         keys = ops.arange(ops.shape(cache[0][0])[1], dtype="int32")
         mask = ops.expand_dims(keys[None, :] <= positions[:, None], 0)
@@ -195,7 +198,8 @@ class T5(FunctionalModel):
         new_cache = []
         for block, layer_cache, layer_context in zip(self.decoder_blocks, cache, context_cache):
             x, layer_cache = block(x, attention_mask=mask, position_bias=bias, context_mask=context_mask,
-                                   cache=layer_cache, cache_index=cache_index, context_cache=layer_context, cond=cond)
+                                   cache=layer_cache, cache_index=cache_index, context_cache=layer_context, cond=cond,
+                                   cache_in_place=cache_in_place)
             new_cache.append(layer_cache)
         return self.lm_logits(self.decoder_norm(x, cond=cond)), new_cache
 
