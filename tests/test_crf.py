@@ -227,3 +227,26 @@ def test_viterbi_decoder_starts_ends_and_errors():
         best_path(np.zeros((2, 4)), trans)
     with pytest.raises(ValueError, match="every path is forbidden"):
         best_path(np.full((2, 3), -np.inf), trans)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_graph_mode_with_unknown_length(steps):
+    """Inside a traced function with an unknown sequence length (as under model.fit), including one step."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(8)
+    nodes, trans, _, tags = random_batch(rng, batch=2, steps=steps, lengths=(steps, steps))
+    crf = crf_with(trans)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 3]), tf.TensorSpec([None, None], tf.int32)])
+    def loss_and_paths(x, y):
+        out = crf(x)
+        return crf.sparse_loss(y, out), crf.decode(out)
+
+    loss, paths = loss_and_paths(nodes, tags)
+    for b in range(2):
+        log_z, path, _, _ = brute_force(nodes[b].astype(np.float64), trans.astype(np.float64))
+        y = tags[b]
+        gold = nodes[b, np.arange(steps), y].sum() + sum(trans[y[t - 1], y[t]] for t in range(1, steps))
+        np.testing.assert_allclose(loss.numpy()[b], log_z - gold, rtol=1e-5)
+        assert paths.numpy()[b].tolist() == path.tolist()
