@@ -27,6 +27,8 @@ setup(
             "nltk",
             "rouge-score",
             "ruff",
+            "sklearn-crfsuite",
+            "pytorch-crf",
             "lightgbm",
         ],
     },
