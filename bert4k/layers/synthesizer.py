@@ -69,7 +69,7 @@ class SynthesizerAttention(MultiHeadAttention):
         return ops.einsum("hir,hjr->hij", a, b)[None]
 
     def call(self, query, key_value=None, attention_mask=None, position_bias=None, cache=None, cache_index=None,
-             training=None):
+             cache_in_place=False, training=None):
         """Self-attention only: `key_value`, `cache` and `position_bias` raise."""
         name = f"attention='synthesizer_{self.synthesizer}'"
         if cache is not None:

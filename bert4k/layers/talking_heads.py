@@ -55,7 +55,7 @@ class TalkingHeadsAttention(MultiHeadAttention):
         return k, v
 
     def call(self, query, key_value=None, attention_mask=None, position_bias=None, cache=None, cache_index=None,
-             training=None):
+             cache_in_place=False, training=None):
         """As `MultiHeadAttention.call` (static `(k, v)` cache written at `cache_index`, or used as-is without it)."""
         key_value = query if key_value is None else key_value
         q = self._split_heads(self.query(query), self.key_size)
@@ -64,7 +64,8 @@ class TalkingHeadsAttention(MultiHeadAttention):
         else:
             k, v = self.project_key_value(key_value)
             if cache is not None:
-                k, v = write_cache(cache[0], k, cache_index), write_cache(cache[1], v, cache_index)
+                k = write_cache(cache[0], k, cache_index, in_place=cache_in_place)
+                v = write_cache(cache[1], v, cache_index, in_place=cache_in_place)
         out = self.attention_output(self.attend(q, k, v, attention_mask, position_bias, training))
         return (out, (k, v)) if cache is not None else out
 
