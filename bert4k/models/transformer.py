@@ -25,6 +25,13 @@ def _activation_name(value, default: str = "softmax") -> str:
     return value if isinstance(value, str) else default
 
 
+def _attention_options(attention: str, options: dict | None, cfg: TransformerConfig) -> dict | None:
+    """The synthesizers' fixed length defaults to the model's maximum position."""
+    if attention.startswith("synthesizer_"):
+        return {"max_length": cfg.max_position_embeddings, **(options or {})}
+    return options
+
+
 @keras.saving.register_keras_serializable("bert4k")
 class Transformer(FunctionalModel):
     """A functional Keras model over one Transformer stack.
@@ -36,13 +43,16 @@ class Transformer(FunctionalModel):
     Outputs follow bert4keras: the sequence output; with `with_pool` only the pooled output; with an MLM/LM head only
     the head's distribution; with both `[pooled, head]`. `logits=True` returns head logits instead of probabilities.
     `attention="linear"` uses linear attention (φ = elu + 1, never n×n) in every block: encoder, mlm, lm, unilm.
+    `attention="talking_heads"` / `"synthesizer_dense" | "synthesizer_random" | "synthesizer_factorized"`: see
+    `bert4k.layers.talking_heads` / `bert4k.layers.synthesizer`, settings in `attention_options` (the synthesizers'
+    fixed `max_length` defaults to `max_position_embeddings`).
     """
 
     def __init__(self, config: TransformerConfig | dict, application: str = "encoder", with_pool: bool = False,
                  with_mlm: bool | str = False, logits: bool = False, mask_token_id: int = 103,
                  layer_norm_cond: int | keras.Model | None = None, layer_norm_cond_hidden_size: int | None = None,
                  layer_norm_cond_hidden_act: str = "linear", family: str = "bert", dtype=None, attention: str = "softmax",
-                 **kwargs):
+                 attention_options: dict | None = None, **kwargs):
         if isinstance(config, dict):
             config = TransformerConfig.from_dict(config)
         if application not in masks.APPLICATIONS:
@@ -78,7 +88,8 @@ class Transformer(FunctionalModel):
                           intermediate_size=cfg.intermediate_size, key_size=cfg.key_size, activation=cfg.hidden_act,
                           norm_position=cfg.norm_position, layer_norm_eps=cfg.layer_norm_eps,
                           dropout=cfg.hidden_dropout_prob, attention_dropout=cfg.attention_probs_dropout_prob,
-                          initializer_range=init, cond_size=cond_size, attention=attention, dtype=dtype)
+                          initializer_range=init, cond_size=cond_size, attention=attention,
+                          attention_options=_attention_options(attention, attention_options, cfg), dtype=dtype)
         if cfg.shared_layers:
             shared = TransformerBlock(name="Transformer", **block_args)
             self.blocks = [shared] * cfg.num_hidden_layers
@@ -151,6 +162,7 @@ class Transformer(FunctionalModel):
         self.dtype_name = dtype
         self.family = family
         self.attention = attention
+        self.attention_options = attention_options
 
     # --- pieces shared by the functional graph and the cached decoding step ---
     def embed(self, token_ids, segment_ids=None, positions=None, cond=None, training=None):
@@ -224,6 +236,7 @@ class Transformer(FunctionalModel):
             "layer_norm_cond_hidden_act": self.layer_norm_cond_hidden_act,
             "family": self.family,
             "attention": self.attention,
+            "attention_options": self.attention_options,
             "dtype": self.dtype_name,
         }
 
