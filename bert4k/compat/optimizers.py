@@ -1,4 +1,4 @@
-"""bert4keras' optimizer names, mapped onto Keras 3's built-in optimizers (a migration entry point).
+"""bert4keras' optimizer names, mapped onto Keras 3's built-in optimizers (`bert4k.optimizers` re-exports them).
 
 `extend_with_*` take an optimizer class and return a subclass that accepts bert4keras' keyword arguments and
 passes Keras' equivalents on; they compose (`extend_with_piecewise_linear_lr(extend_with_weight_decay(Adam))`).
@@ -213,3 +213,5 @@ AdaFactorV2 = AdaFactor
 LionV2 = Lion
 
 AdamW = extend_with_weight_decay(Adam, "AdamW")
+
+__all__ += [name for name in dir() if name.endswith(("_v2", "V2"))]
