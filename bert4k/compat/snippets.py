@@ -1,7 +1,7 @@
 """bert4keras' `snippets` on Keras 3: data generators, text splitting, file access, Viterbi decoding.
 
 Scripts written for `bert4keras.snippets` keep working after `bert4keras` -> `bert4k` (`bert4k.snippets` re-exports
-this module). Padding and truncation are the native `bert4k.padding` functions.
+this module). Padding, truncation (`bert4k.padding`) and `ViterbiDecoder` (`bert4k.viterbi`) are the native ones.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 
 from bert4k.compat.decoder import AutoRegressiveDecoder
 from bert4k.padding import sequence_padding, truncate_sequences
+from bert4k.viterbi import ViterbiDecoder
 
 __all__ = [
     "AutoRegressiveDecoder",
@@ -365,35 +366,6 @@ def _conform(structure, value):
             raise ValueError(f"expected {len(structure)} parts, got {len(value)}: {value!r}")
         return tuple(_conform(s, v) for s, v in zip(structure, value))
     return value
-
-
-class ViterbiDecoder:
-    """Best label path under transition scores, for CRF-style sequence labelling.
-
-    `trans[i, j]` scores moving from label i to label j; `starts` / `ends` optionally restrict
-    which labels may begin or end a path.
-    """
-
-    def __init__(self, trans, starts: Sequence[int] | None = None, ends: Sequence[int] | None = None):
-        self.trans = np.asarray(trans, dtype=float)
-        labels = range(len(self.trans))
-        self.non_starts = [i for i in labels if starts is not None and i not in starts]
-        self.non_ends = [i for i in labels if ends is not None and i not in ends]
-
-    def decode(self, nodes) -> np.ndarray:
-        """Label ids maximising the sum of `nodes[t, label]` and transitions; nodes: [steps, labels]."""
-        nodes = np.array(nodes, dtype=float)
-        nodes[0, self.non_starts] = -np.inf
-        nodes[-1, self.non_ends] = -np.inf
-        scores, backpointers = nodes[0], []
-        for emission in nodes[1:]:
-            total = scores[:, None] + self.trans + emission[None, :]
-            backpointers.append(total.argmax(axis=0))
-            scores = total.max(axis=0)
-        path = [int(scores.argmax())]
-        for pointers in reversed(backpointers):
-            path.append(int(pointers[path[-1]]))
-        return np.array(path[::-1])
 
 
 _WORKER_FUNC: Callable | None = None

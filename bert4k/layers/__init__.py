@@ -4,6 +4,7 @@ bert4keras' layer names (`Loss`, `LayerNormalization`) resolve lazily to `bert4k
 native layers never imports the compatibility layer."""
 from bert4k.layers.attention import MultiHeadAttention
 from bert4k.layers.block import TransformerBlock
+from bert4k.layers.crf import ConditionalRandomField
 from bert4k.layers.embeddings import BiasAdd, TokenEmbedding
 from bert4k.layers.feed_forward import FeedForward
 from bert4k.layers.norms import LayerNorm, RMSNorm
@@ -11,6 +12,7 @@ from bert4k.layers.structural import AttentionMask, PositionIds, QueryStream
 
 __all__ = ["AttentionMask", "BiasAdd", "FeedForward", "LayerNorm", "MultiHeadAttention", "PositionIds",
            "QueryStream", "RMSNorm", "TokenEmbedding", "TransformerBlock"]
+__all__ += ["ConditionalRandomField"]
 
 _COMPAT = ("LayerNormalization", "Loss")
 
