@@ -8,6 +8,8 @@ import bert4k
 
 PACKAGE = Path(bert4k.__file__).parent
 COMPAT_MODULES = ("bert4k.compat", "bert4k.snippets", "bert4k.backend", "bert4k.optimizers")
+# bert4keras names that package __init__s resolve to the compatibility layer.
+COMPAT_NAMES = ("bert4k.models.build_transformer_model", "bert4k.layers.Loss", "bert4k.layers.LayerNormalization")
 # The bert4keras module names: thin re-exports of bert4k.compat.
 SHIMS = {"snippets.py", "backend.py", "optimizers.py"}
 # Package __init__s that resolve bert4keras names lazily, inside a module-level __getattr__.
@@ -39,7 +41,7 @@ def compat_imports(tree: ast.AST, allow_in_getattr: bool):
         else:
             continue
         for name in names:
-            if name.startswith(COMPAT_MODULES):
+            if name.startswith(COMPAT_MODULES) or name in COMPAT_NAMES:
                 yield node.lineno, name
 
 
@@ -50,9 +52,11 @@ def test_native_modules_never_import_the_compatibility_layer():
 
 
 def test_the_scan_finds_a_compat_import():
-    tree = ast.parse("import os\nfrom bert4k.snippets import DataGenerator\ndef f():\n    import bert4k.compat.models\n")
-    assert [name for _, name in compat_imports(tree, False)] == ["bert4k.snippets", "bert4k.snippets.DataGenerator",
-                                                                 "bert4k.compat.models"]
+    tree = ast.parse("import os\nfrom bert4k.snippets import DataGenerator\ndef f():\n    import bert4k.compat.models\n"
+                     "    from bert4k.models import Transformer, build_transformer_model\n")
+    assert [name for _, name in compat_imports(tree, False)] == [
+        "bert4k.snippets", "bert4k.snippets.DataGenerator", "bert4k.compat.models",
+        "bert4k.models.build_transformer_model"]
     lazy = ast.parse("def __getattr__(name):\n    from bert4k.compat import layers\n")
     assert list(compat_imports(lazy, True)) == []
 
