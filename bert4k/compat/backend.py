@@ -120,10 +120,9 @@ for _name, _function in dict(
     gather=ops.take, one_hot=ops.one_hot, arange=ops.arange, zeros_like=ops.zeros_like, ones_like=ops.ones_like,
     zeros=ops.zeros, ones=ops.ones, switch=ops.where, dot=ops.matmul, batch_dot=_batch_dot,
     random_binomial=_random_binomial, random_uniform=keras.random.uniform, random_normal=keras.random.normal,
-    # losses
-    sparse_categorical_crossentropy=keras.losses.sparse_categorical_crossentropy,
-    categorical_crossentropy=keras.losses.categorical_crossentropy,
-    binary_crossentropy=keras.losses.binary_crossentropy,
+    # losses: Keras 2 backend semantics (binary cross-entropy element-wise, the others over the last axis)
+    sparse_categorical_crossentropy=ops.sparse_categorical_crossentropy,
+    categorical_crossentropy=ops.categorical_crossentropy, binary_crossentropy=ops.binary_crossentropy,
     # variables
     variable=lambda value, dtype=None, name=None: keras.Variable(value, dtype=dtype, name=name),
     constant=lambda value, dtype=None: ops.convert_to_tensor(value, dtype=dtype),
