@@ -14,18 +14,6 @@ from bert4k.models.families import get_family
 # bert4keras keyword names → TransformerConfig fields
 _BERT4KERAS_ALIASES = {"dropout_rate": ("hidden_dropout_prob", "attention_probs_dropout_prob"),
                        "segment_vocab_size": ("type_vocab_size",), "max_position": ("max_position_embeddings",)}
-_IGNORED_BERT4KERAS = ("sequence_length", "compound_tokens", "prefix", "name")
-
-
-class ModelHandle:
-    """What bert4keras returns for `return_keras_model=False`: an object whose `.model` is the Keras model."""
-
-    def __init__(self, model):
-        self.model = model
-        self.initializer = keras.initializers.TruncatedNormal(stddev=model.config.initializer_range)
-
-    def __getattr__(self, name):
-        return getattr(self.model, name)
 
 
 def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict, dict]:
@@ -37,7 +25,7 @@ def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict, dict]:
                 overrides[field] = value
         elif key in fields:
             overrides[key] = value
-        elif key not in _IGNORED_BERT4KERAS:
+        else:
             model_kwargs[key] = value
     return overrides, model_kwargs
 
@@ -79,8 +67,7 @@ def _condition_model(cond, additional_input_layers=None):
 
 def build_transformer_model(config_path: str | os.PathLike | dict | TransformerConfig | None = None,
                             checkpoint_path: str | os.PathLike | None = None, model: str = "bert",
-                            application: str = "encoder", keep_tokens=None, return_keras_model: bool = True,
-                            **kwargs):
+                            application: str = "encoder", keep_tokens=None, **kwargs):
     """Build a model of family `model` for `application` and load `checkpoint_path` if given.
 
     `config_path`: a config json file or directory (Google `bert_config.json`, HF `config.json`, ...), a dict, or a
@@ -109,4 +96,4 @@ def build_transformer_model(config_path: str | os.PathLike | dict | TransformerC
     built = family.model_class(config, application=application, family=model, **model_kwargs)
     if checkpoint_path is not None:
         load_checkpoint(built, checkpoint_path, keep_tokens=keep_tokens)
-    return built if return_keras_model else ModelHandle(built)
+    return built

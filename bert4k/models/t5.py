@@ -15,6 +15,7 @@ from bert4k.layers.t5 import RelativePositionBias, T5AttentionMask, T5Block
 from bert4k.models import condition
 from bert4k.models.families import Family, register_family
 from bert4k.models.functional import FunctionalModel
+from bert4k.models.python_inputs import as_input_arrays
 
 APPLICATIONS = ("encoder", "seq2seq")
 
@@ -214,6 +215,10 @@ class T5(FunctionalModel):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         return cls(**config)
+
+    def predict(self, x, *args, **kwargs):
+        """Keras' `predict`; inputs may also be nested Python lists (`[[token_ids], [segment_ids]]`)."""
+        return super().predict(as_input_arrays(x, len(self.inputs)), *args, **kwargs)
 
 
 def _family(default_tied: bool) -> Family:

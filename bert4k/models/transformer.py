@@ -16,6 +16,7 @@ from bert4k.layers.norms import LayerNorm
 from bert4k.layers.structural import AttentionMask, PositionIds, QueryStream
 from bert4k.models import condition
 from bert4k.models.functional import FunctionalModel
+from bert4k.models.python_inputs import as_input_arrays
 
 HEAD_APPLICATIONS = ("mlm", "lm", "unilm", "plm")
 
@@ -243,3 +244,7 @@ class Transformer(FunctionalModel):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         return cls(**config)
+
+    def predict(self, x, *args, **kwargs):
+        """Keras' `predict`; inputs may also be nested Python lists (`[[token_ids], [segment_ids]]`)."""
+        return super().predict(as_input_arrays(x, len(self.inputs)), *args, **kwargs)
