@@ -224,7 +224,9 @@ class TransformerAdapter(DecodingAdapter):
             state["cond"] = cond
         return logits, state
 
-    def step(self, state, token_ids, index):
+    in_place_writes = True  # `step(..., in_place=True)` may write the caches `start` allocated in place
+
+    def step(self, state, token_ids, index, in_place: bool = False):
         offset = state["offset"][0]
         slot = offset + index
         keys = ops.arange(ops.shape(state["key_valid"])[1], dtype="int32")
@@ -232,7 +234,8 @@ class TransformerAdapter(DecodingAdapter):
         mask = ops.expand_dims(ops.logical_or(state["key_valid"], grown[None, :]), 1)
         positions = ops.expand_dims(state["position"] + index, 1)
         segment_ids = ops.full_like(token_ids, 1 if self.unilm else 0)
-        logits, cache = self._forward(token_ids, segment_ids, positions, mask, state["cache"], slot, state.get("cond"))
+        logits, cache = self._forward(token_ids, segment_ids, positions, mask, state["cache"], slot, state.get("cond"),
+                                      in_place)
         return logits, {**state, "cache": cache}
 
     def _prefill(self):
@@ -260,13 +263,14 @@ class TransformerAdapter(DecodingAdapter):
         cond = ops.convert_to_tensor(cond)
         return m.cond_dense(cond) if m.cond_dense is not None else cond
 
-    def _forward(self, token_ids, segment_ids, positions, mask, cache, index, cond):
+    def _forward(self, token_ids, segment_ids, positions, mask, cache, index, cond, in_place=False):
         """The stack over the cache; logits of the last position, `[rows, vocab]` float32."""
         m = self.model
         x = m.embed(token_ids, segment_ids if m.segment_embedding is not None else None, positions, cond=cond)
         new_cache = []
         for block, layer_cache in zip(m.blocks, cache):
-            x, layer_cache = block(x, attention_mask=mask, cond=cond, cache=layer_cache, cache_index=index)
+            x, layer_cache = block(x, attention_mask=mask, cond=cond, cache=layer_cache, cache_index=index,
+                                   cache_in_place=in_place)
             new_cache.append(layer_cache)
         x = x[:, -1:]
         if m.output_norm is not None:

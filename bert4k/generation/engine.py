@@ -17,7 +17,6 @@ from keras import ops
 from bert4k.generation import processors
 from bert4k.generation.adapters import DecodingAdapter, adapter_for
 from bert4k.generation.beam import BeamState
-from bert4k.layers.kv_cache import functional_cache_writes
 
 METHODS = ("greedy", "sample", "beam")
 
@@ -36,17 +35,18 @@ def _tf():
 
 
 def _compile(adapter, key, fn: Callable, jit_compile: bool) -> Callable:
-    """`fn` wrapped once per adapter and `key` in `tf.function` (XLA traces with functional cache writes)."""
+    """`fn` wrapped once per adapter and `key` in `tf.function`."""
     cache = adapter.__dict__.setdefault("_bert4k_compiled", {})
     if key not in cache:
-        if jit_compile:
-            def traced(*args, fn=fn):
-                with functional_cache_writes():  # XLA compiles slice_update, not TF's in-place row writes
-                    return fn(*args)
-            cache[key] = _tf().function(traced, jit_compile=True)
-        else:
-            cache[key] = _tf().function(fn)
+        cache[key] = _tf().function(fn, jit_compile=bool(jit_compile))
     return cache[key]
+
+
+def _step_fn(adapter, jit_compile: bool) -> Callable:
+    """The adapter's step with in-place cache writes where the engine owns the caches and XLA does not compile."""
+    if getattr(adapter, "in_place_writes", False) and not jit_compile:
+        return lambda state, token_ids, index: adapter.step(state, token_ids, index, in_place=True)
+    return adapter.step
 
 
 def _reorder_fn(adapter) -> Callable:
@@ -103,7 +103,7 @@ def generate(model, inputs, max_new_tokens: int, *, method: str = "greedy", num_
     stop_mask = np.isin(np.arange(vocab), stops) if stops.size else None
     options = dict(stops=stops, stop_mask=stop_mask, min_new_tokens=min_new_tokens,
                    repetition_penalty=repetition_penalty, min_stops=min_stops, pad=pad)
-    step = _compile(adapter, ("step", jit), adapter.step, jit) if compiled else adapter.step
+    step = _compile(adapter, ("step", jit), _step_fn(adapter, jit), jit) if compiled else adapter.step
 
     def index(t):
         return _tf().constant(t, dtype="int32") if compiled else t
@@ -150,7 +150,7 @@ def _fused(adapter, jit, logits, state, seen, seed, max_new_tokens, sampling, op
     key = ("loop", jit, seen is not None, tuple(sorted(sampling.items())),
            tuple(options["stops"].tolist()), options["min_new_tokens"], options["repetition_penalty"],
            options["min_stops"], options["pad"])
-    loop = _compile(adapter, key, _loop_fn(adapter, sampling, **options), jit)
+    loop = _compile(adapter, key, _loop_fn(adapter, jit, sampling, **options), jit)
     width = -(-max_new_tokens // 32) * 32  # buffer bucket: nearby lengths share one trace
     args = [state, tf.convert_to_tensor(logits), tf.constant(seed, tf.int32), tf.constant(max_new_tokens, tf.int32),
             tf.zeros((width,), tf.int32)]
@@ -160,11 +160,12 @@ def _fused(adapter, jit, logits, state, seen, seed, max_new_tokens, sampling, op
     return tokens.numpy()[:, :int(steps)].astype(np.int64)
 
 
-def _loop_fn(adapter, sampling, *, stops, stop_mask, min_new_tokens, repetition_penalty,
+def _loop_fn(adapter, jit, sampling, *, stops, stop_mask, min_new_tokens, repetition_penalty,
              min_stops, pad) -> Callable:
     tf = _tf()
     stop_ids = tf.constant(stops.astype("int32")) if stops.size else None
     stop_mask = tf.constant(stop_mask) if stop_mask is not None else None
+    step = _step_fn(adapter, jit)
 
     def loop(state, logits, seed, max_new, buffer, seen=None):
         rows, vocab = tf.shape(logits)[0], logits.shape[-1]
@@ -183,7 +184,7 @@ def _loop_fn(adapter, sampling, *, stops, stop_mask, min_new_tokens, repetition_
                 count = count + tf.cast(tf.logical_and(hit, ~done), tf.int32)
                 done = tf.logical_or(done, count >= min_stops)
             more = tf.logical_and(t + 1 < max_new, tf.logical_not(tf.reduce_all(done)))
-            logits, state = tf.cond(more, lambda: adapter.step(state, tokens[:, None], t), lambda: (logits, state))
+            logits, state = tf.cond(more, lambda: step(state, tokens[:, None], t), lambda: (logits, state))
             return t + 1, logits, state, seen, out, done, count
 
         def cond(t, logits, state, seen, out, done, count):

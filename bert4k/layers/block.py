@@ -54,10 +54,12 @@ class TransformerBlock(keras.layers.Layer):
         self.ffn_norm.build(input_shape)
         self.residual_dropout = keras.layers.Dropout(self.dropout, dtype=dtype)
 
-    def call(self, x, attention_mask=None, cond=None, cache=None, cache_index=None, training=None):
+    def call(self, x, attention_mask=None, cond=None, cache=None, cache_index=None, cache_in_place=False,
+             training=None):
         """Returns the block output, and with `cache` also the layer's updated `(k, v)` cache."""
         def attend(h):
-            return self.attention(h, attention_mask=attention_mask, cache=cache, cache_index=cache_index, training=training)
+            return self.attention(h, attention_mask=attention_mask, cache=cache, cache_index=cache_index,
+                                  cache_in_place=cache_in_place, training=training)
 
         norm1 = lambda h: self.attention_norm(h, cond=cond)
         norm2 = lambda h: self.ffn_norm(h, cond=cond)
