@@ -6,14 +6,12 @@ import functools
 import keras
 from keras import ops
 
-from bert4k.checkpoints import t5 as t5_ckpt
-from bert4k.config import TransformerConfig, register_config_reader
+from bert4k.config import TransformerConfig
 from bert4k.layers.embeddings import TokenEmbedding
 from bert4k.layers.initializers import truncated_normal
 from bert4k.layers.norms import RMSNorm
 from bert4k.layers.t5 import RelativePositionBias, T5AttentionMask, T5Block
 from bert4k.models import condition
-from bert4k.models.families import Family, register_family
 from bert4k.models.functional import FunctionalModel
 from bert4k.models.python_inputs import as_input_arrays
 
@@ -220,13 +218,3 @@ class T5(FunctionalModel):
         """Keras' `predict`; inputs may also be nested Python lists (`[[token_ids], [segment_ids]]`)."""
         return super().predict(as_input_arrays(x, len(self.inputs)), *args, **kwargs)
 
-
-def _family(default_tied: bool) -> Family:
-    return Family(t5_ckpt.t5_config_reader(default_tied), T5, t5_ckpt.t5_specs, t5_ckpt.hf_t5_names,
-                  t5_ckpt.mesh_tf_names, t5_ckpt.to_mesh_tf, t5_ckpt.IGNORED)
-
-
-# "t5.1.0" and "mt5.1.1" are bert4keras' names for the same families.
-for _name, _tied in (("t5", True), ("t5.1.0", True), ("t5.1.1", False), ("mt5", False), ("mt5.1.1", False)):
-    register_family(_name, _family(_tied))
-    register_config_reader(_name, t5_ckpt.t5_config_reader(_tied))
