@@ -14,6 +14,7 @@ setup(
         "sentencepiece",
         "jieba",
         "matplotlib",
+        "ml-dtypes",
     ],
     extras_require={
         "test": [
