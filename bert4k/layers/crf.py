@@ -102,10 +102,12 @@ class ConditionalRandomField(keras.layers.Layer):
     def log_partition(self, scores, mask):
         """`log Z` per row `[batch]` by the forward algorithm (log-sum-exp over previous labels)."""
         trans = self.trans[None]  # [1, from, to]
-        steps = (ops.moveaxis(scores[:, 1:], 1, 0), ops.moveaxis(mask[:, 1:], 1, 0))
+        # One scanned tensor (emissions with the mask as a last channel): Keras' TF scan fails on several
+        # inputs of unknown length (`n_static.assert_is_compatible_with` on None), e.g. under tf.data batches.
+        steps = ops.moveaxis(ops.concatenate([scores[:, 1:], mask[:, 1:, None]], axis=-1), 1, 0)
 
         def step(alpha, inputs):
-            emission, keep = inputs
+            emission, keep = inputs[:, :-1], inputs[:, -1]
             new = ops.logsumexp(alpha[:, :, None] + trans, axis=1) + emission
             keep = keep[:, None]
             alpha = keep * new + (1.0 - keep) * alpha
