@@ -16,9 +16,12 @@ _LAZY = {
     "load_vocab": "bert4k.tokenizers",
     "from_pretrained": "bert4k.pretrained",
     "load_model": "bert4k.pretrained",
+    "fill_mask": "bert4k.pipelines",
+    "encode": "bert4k.pipelines",
+    "generate_text": "bert4k.pipelines",
 }
-__all__ = ["SpTokenizer", "Tokenizer", "TransformerConfig", "build_transformer_model", "from_pretrained", "generate",
-           "load_model", "load_vocab"]
+__all__ = ["SpTokenizer", "Tokenizer", "TransformerConfig", "build_transformer_model", "encode", "fill_mask",
+           "from_pretrained", "generate", "generate_text", "load_model", "load_vocab"]
 
 
 def __getattr__(name: str):
