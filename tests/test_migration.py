@@ -90,6 +90,7 @@ def test_bert4keras_classification_script(google_checkpoint, data_dir, tmp_path,
     assert np.isclose(model.evaluate(x, y, verbose=0)[0], expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_bert4keras_unilm_seq2seq_script(google_checkpoint, data_dir):
     config_path, checkpoint_path, dict_path = google_checkpoint
     # ---- a bert4keras UniLM title-generation script with `bert4keras` renamed to `bert4k` ----

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from bert4k.checkpoints.writers import save_tf_checkpoint
+from tests.test_albert_parity import HF_CONFIG, hf_albert  # noqa: F401 - tiny ALBERT, Google format included
 from tests.test_gpt2_parity import ML, gpt2_ml_reference, gpt2_ml_weights
-from tests.test_migration import google_checkpoint  # noqa: F401 - the shared tiny Google-format BERT
+from tests.test_migration import google_checkpoint, load_reviews  # noqa: F401 - the shared tiny Google BERT
 
 pytestmark = pytest.mark.slow
 NEEDS_MASKS = pytest.mark.xfail(strict=True, reason="Keras masks do not yet flow from bert4k models to a Loss / "
@@ -247,3 +248,83 @@ def test_language_model_script(google_checkpoint, data_dir):  # noqa: F811
     picked = np.take_along_axis(probs[:, :-1], ids[:, 1:, None], -1)[..., 0]
     expected = -(np.log(picked) * real).sum() / real.sum()
     assert math.isclose(model.evaluate(x, verbose=0), expected, rel_tol=1e-4)
+
+
+# ---------------------------------------------------------------------------- task_sentiment_albert
+
+
+def test_sentiment_albert_script(hf_albert, data_dir, tmp_path, monkeypatch):  # noqa: F811
+    reference, formats = hf_albert
+    google_config, checkpoint_path = formats["google"]
+    monkeypatch.chdir(tmp_path)
+    from bert4k import config
+
+    monkeypatch.setitem(config.ACTIVATIONS, "gelu", config.ACTIVATIONS["gelu"])  # the script's set_gelu is global
+    rows = load_reviews(data_dir / "chnsenticorp" / "train.tsv", 24)
+    dict_path = write_vocab(tmp_path / "vocab.txt", "".join(text for text, _ in rows), HF_CONFIG["vocab_size"])
+    config_path = tmp_path / "albert_config.json"
+    config_path.write_text(json.dumps(google_config))
+    maxlen = 24
+    # ---- a bert4keras script with `bert4keras` renamed to `bert4k` ----
+    from keras.layers import Dense, Lambda
+
+    from bert4k.backend import keras, set_gelu
+    from bert4k.models import build_transformer_model
+    from bert4k.optimizers import Adam, extend_with_piecewise_linear_lr
+    from bert4k.snippets import DataGenerator, sequence_padding
+    from bert4k.tokenizers import Tokenizer
+
+    set_gelu("tanh")
+    tokenizer = Tokenizer(dict_path, do_lower_case=True)
+
+    class data_generator(DataGenerator):
+        def __iter__(self, random=False):
+            batch_token_ids, batch_segment_ids, batch_labels = [], [], []
+            for is_end, (text, label) in self.sample(random):
+                token_ids, segment_ids = tokenizer.encode(text, maxlen=maxlen)
+                batch_token_ids.append(token_ids)
+                batch_segment_ids.append(segment_ids)
+                batch_labels.append([label])
+                if len(batch_token_ids) == self.batch_size or is_end:
+                    batch_token_ids = sequence_padding(batch_token_ids)
+                    batch_segment_ids = sequence_padding(batch_segment_ids)
+                    batch_labels = sequence_padding(batch_labels)
+                    yield [batch_token_ids, batch_segment_ids], batch_labels
+                    batch_token_ids, batch_segment_ids, batch_labels = [], [], []
+
+    bert = build_transformer_model(config_path=config_path, checkpoint_path=checkpoint_path, model="albert",
+                                   return_keras_model=False)
+    output = Lambda(lambda x: x[:, 0], name="CLS-token")(bert.model.output)
+    output = Dense(units=2, activation="softmax", kernel_initializer=bert.initializer)(output)
+    model = keras.models.Model(bert.model.input, output)
+    AdamLR = extend_with_piecewise_linear_lr(Adam, name="AdamLR")
+    model.compile(loss="sparse_categorical_crossentropy", optimizer=AdamLR(learning_rate=1e-4,
+                                                                           lr_schedule={3: 1, 6: 0.1}),
+                  metrics=["accuracy"])
+    train_generator = data_generator(rows, batch_size=8)
+    x, y = next(iter(train_generator))
+    cls_before = keras.models.Model(bert.model.input, model.get_layer("CLS-token").output).predict(x, verbose=0)
+
+    class Evaluator(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.best_val_acc = -1.0
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs["accuracy"] > self.best_val_acc:
+                self.best_val_acc = logs["accuracy"]
+                model.save_weights("best_model.weights")
+
+    model.fit(train_generator.forfit(), steps_per_epoch=len(train_generator), epochs=2, callbacks=[Evaluator()],
+              verbose=0)
+    model.load_weights("best_model.weights")
+    # ---- end of the script ----
+    import torch
+
+    with torch.no_grad():
+        expected_cls = reference.albert(torch.tensor(x[0]), attention_mask=torch.tensor(x[0] != 0),
+                                        token_type_ids=torch.tensor(x[1])).last_hidden_state[:, 0].numpy()
+    assert float(np.max(np.abs(cls_before - expected_cls))) < 1e-4
+    probs = model.predict(x, verbose=0)
+    expected = -np.log(probs[np.arange(len(y)), y[:, 0]]).mean()
+    assert math.isclose(model.evaluate(x, y, verbose=0)[0], expected, rel_tol=1e-5)
