@@ -328,3 +328,105 @@ def test_sentiment_albert_script(hf_albert, data_dir, tmp_path, monkeypatch):  #
     probs = model.predict(x, verbose=0)
     expected = -np.log(probs[np.arange(len(y)), y[:, 0]]).mean()
     assert math.isclose(model.evaluate(x, y, verbose=0)[0], expected, rel_tol=1e-5)
+
+
+# ---------------------------------------------------------------------------- task_seq2seq_autotitle_csl_mt5
+
+
+@NEEDS_MASKS
+def test_mt5_title_script(tmp_path, data_dir):
+    """mT5 on a mesh-TF checkpoint (the CN SentencePiece's own ids, so no 250k-row keep_tokens stand-in)."""
+    import torch
+    import transformers
+
+    from tests.oracles.hf import randomize
+    from tests.test_t5_parity import mesh_tf_names
+
+    spm_path = str(data_dir / "spm-mt5-chinese" / "sentencepiece_cn.model")
+    vocab = len(json.loads((data_dir / "spm-mt5-chinese" / "sentencepiece_cn_keep_tokens.json").read_text()))
+    torch.manual_seed(0)
+    reference = transformers.T5ForConditionalGeneration(transformers.T5Config(
+        vocab_size=vocab, d_model=16, d_kv=4, d_ff=24, num_layers=2, num_heads=4, feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False, decoder_start_token_id=0))
+    reference.lm_head.weight = torch.nn.Parameter(reference.shared.weight.detach().clone())
+    randomize(reference, seed=2, scale=0.1)
+    checkpoint_path = save_tf_checkpoint(mesh_tf_names(reference.state_dict(), "rms_norm"),
+                                         tmp_path / "model.ckpt-1000000")
+    config_path = tmp_path / "mt5_small_config.json"
+    config_path.write_text(json.dumps({
+        "vocab_size": vocab, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "attention_head_size": 4, "intermediate_size": 24, "hidden_act": ["gelu", "linear"],
+        "hidden_dropout_prob": 0.1, "attention_scale": False}))
+    rows = []
+    with open(data_dir / "csl-title" / "dev.tsv", encoding="utf-8") as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) >= 2:
+                rows.append((parts[0], parts[1]))
+            if len(rows) == 16:
+                break
+    max_c_len, max_t_len = 48, 12
+    # ---- a bert4keras script with `bert4keras` renamed to `bert4k` ----
+    from bert4k.backend import K
+    from bert4k.layers import Loss
+    from bert4k.models import build_transformer_model
+    from bert4k.optimizers import Adam
+    from bert4k.snippets import AutoRegressiveDecoder, DataGenerator, sequence_padding
+    from bert4k.tokenizers import SpTokenizer
+
+    tokenizer = SpTokenizer(spm_path, token_start=None, token_end="</s>")
+
+    class data_generator(DataGenerator):
+        def __iter__(self, random=False):
+            batch_c_token_ids, batch_t_token_ids = [], []
+            for is_end, (title, content) in self.sample(random):
+                c_token_ids, _ = tokenizer.encode(content, maxlen=max_c_len)
+                t_token_ids, _ = tokenizer.encode(title, maxlen=max_t_len)
+                batch_c_token_ids.append(c_token_ids)
+                batch_t_token_ids.append([0] + t_token_ids)
+                if len(batch_c_token_ids) == self.batch_size or is_end:
+                    yield [sequence_padding(batch_c_token_ids), sequence_padding(batch_t_token_ids)], None
+                    batch_c_token_ids, batch_t_token_ids = [], []
+
+    class CrossEntropy(Loss):
+        def compute_loss(self, inputs, mask=None):
+            y_true, y_pred = inputs
+            y_true = y_true[:, 1:]
+            y_mask = K.cast(mask[1], K.floatx())[:, 1:]
+            y_pred = y_pred[:, :-1]
+            loss = K.sparse_categorical_crossentropy(y_true, y_pred)
+            return K.sum(loss * y_mask) / K.sum(y_mask)
+
+    t5 = build_transformer_model(config_path=config_path, checkpoint_path=checkpoint_path, model="mt5.1.1",
+                                 return_keras_model=False, name="T5")
+    encoder, decoder, model = t5.encoder, t5.decoder, t5.model
+    output = CrossEntropy(1)([model.inputs[1], model.outputs[0]])
+    from keras.models import Model
+
+    model = Model(model.inputs, output)
+    model.compile(optimizer=Adam(2e-4))
+
+    class AutoTitle(AutoRegressiveDecoder):
+        @AutoRegressiveDecoder.wraps(default_rtype="probas")
+        def predict(self, inputs, output_ids, states):
+            c_encoded = inputs[0]
+            return self.last_token(decoder).predict([c_encoded, output_ids], verbose=0)
+
+        def generate(self, text, topk=1):
+            c_token_ids, _ = tokenizer.encode(text, maxlen=max_c_len)
+            c_encoded = encoder.predict(np.array([c_token_ids]), verbose=0)[0]
+            output_ids = self.beam_search([c_encoded], topk=topk)
+            return tokenizer.decode([int(i) for i in output_ids])
+
+    autotitle = AutoTitle(start_id=0, end_id=tokenizer._token_end_id, maxlen=max_t_len)
+    train_generator = data_generator(rows, batch_size=8)
+    model.fit(train_generator.forfit(), steps_per_epoch=len(train_generator), epochs=1, verbose=0)
+    title = autotitle.generate(rows[0][1])
+    # ---- end of the script ----
+    assert isinstance(title, str)
+    (c_ids, t_ids), _ = next(iter(train_generator))
+    probs = model.predict([c_ids, t_ids], verbose=0)
+    picked = np.take_along_axis(probs[:, :-1], t_ids[:, 1:, None], -1)[..., 0]
+    real = t_ids[:, 1:] != 0
+    expected = -(np.log(picked) * real).sum() / real.sum()
+    assert math.isclose(model.evaluate([c_ids, t_ids], verbose=0), expected, rel_tol=1e-4)
