@@ -18,7 +18,7 @@ def run_task(name: str, tmp_path: Path, *extra: str) -> dict:
     if str(TASKS) not in sys.path:
         sys.path.insert(0, str(TASKS))
     module = importlib.import_module(name)
-    out = tmp_path / name
+    out = Path(extra[extra.index("--out") + 1]) if "--out" in extra else tmp_path / name
     module.main(["--tiny", "--epochs", "1", "--batch-size", "8", "--out", str(out), "--data-dir", str(DATA),
                  *extra])
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
@@ -109,3 +109,57 @@ def test_our_pretrained_checkpoint_loads_in_bert4k_and_transformers():
     with torch.no_grad():
         expected = reference(input_ids=torch.tensor([ids]), token_type_ids=torch.tensor([segments])).logits.numpy()
     assert np.abs(got - expected).max() < 1e-4
+
+
+# === the user's own files, saved models, resume only with the same settings ===
+
+def _own_files(tmp_path: Path, n: int = 40) -> tuple[Path, Path]:
+    lines = (DATA / "chnsenticorp" / "train.tsv").read_text(encoding="utf-8").splitlines()[1:n + 1]
+    rows = [line.split("\t", 1) for line in lines]
+    names = {"0": "差评", "1": "好评"}
+    train = tmp_path / "mine.tsv"
+    train.write_text("text\tlabel\n" + "".join(f"{t}\t{names[y]}\n" for y, t in rows[:n // 2]), encoding="utf-8")
+    test = tmp_path / "mine_test.jsonl"
+    test.write_text("".join(json.dumps({"text": t, "label": names[y]}, ensure_ascii=False) + "\n"
+                            for y, t in rows[n // 2:]), encoding="utf-8")
+    return train, test
+
+
+def test_classification_on_own_files_saves_and_predicts(tmp_path, capsys):
+    train, test = _own_files(tmp_path)
+    out, m = run_task("classification", tmp_path, "--train", str(train), "--test", str(test), "--maxlen", "32")
+    assert m["labels"] == ["好评", "差评"] and m["train_examples"] == m["eval_examples"] == 20
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-1].startswith(f"model accuracy {m['accuracy']:.4g} | baselines: majority")
+    assert (out / "model.keras").exists() and (out / "vocab.txt").exists()
+    module = importlib.import_module("classification")
+    scored = module.main(["--predict", str(test), "--saved", str(out), "--out", str(tmp_path / "scored")])
+    assert scored["predicted"] == 20 and abs(scored["accuracy"] - m["accuracy"]) < 1e-9
+    got = [row.split("\t")[0] for row in (tmp_path / "scored" / "predictions.tsv").read_text().splitlines()[1:]]
+    expected = [row.split("\t")[1] for row in (out / "predictions.tsv").read_text().splitlines()[1:]]
+    assert got == expected  # the saved model predicts what the run predicted
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("sentence\tlabel\nx\t1\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad.tsv: header row \['sentence', 'label'\] lacks column\(s\) \['text'\]"):
+        module.main(["--tiny", "--train", str(bad), "--out", str(tmp_path / "bad")])
+
+
+def test_backup_from_other_settings_is_not_resumed(tmp_path, capsys):
+    """An interrupted ChnSentiCorp run's backup must not be restored into a CSL model (it crashed before): the
+    backup is kept only when the saved settings equal the new run's."""
+    import common
+
+    module = importlib.import_module("classification")
+    chnsenticorp = module.parse_args(["--tiny", "--out", str(tmp_path)])
+    csl = module.parse_args(["--tiny", "--dataset", "csl", "--out", str(tmp_path / "elsewhere")])
+    common.check_resume(tmp_path, chnsenticorp)
+    (tmp_path / "backup").mkdir()
+    (tmp_path / "backup" / "latest.weights.h5").write_bytes(b"weights of the chnsenticorp model")
+    common.check_resume(tmp_path, module.parse_args(["--tiny", "--out", str(tmp_path / "x")]))  # --out is neutral
+    assert "resuming the interrupted run with the same settings" in capsys.readouterr().out
+    assert (tmp_path / "backup" / "latest.weights.h5").exists()
+    common.check_resume(tmp_path, csl)
+    assert "used other settings (dataset: 'chnsenticorp' → 'csl'); starting fresh" in capsys.readouterr().out
+    assert not (tmp_path / "backup").exists()
+    assert json.loads((tmp_path / "settings.json").read_text())["dataset"] == "csl"
+    assert common.default_out(csl) == common.REPO / "runs" / "classification-csl-tiny"
