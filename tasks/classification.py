@@ -94,12 +94,7 @@ def load(dataset: str, limit: int = 0):
 def load_files(args):
     """`(train_texts, train_labels, dev, test_texts, test_labels, label_names)` from --train/--dev/--test; `dev` is
     `(texts, labels)` or None."""
-    train = common.read_records(args.train, ("text", "label"))
-    if args.test:
-        test = common.read_records(args.test, ("text", "label"))
-    else:
-        test = [r for r in train if common.held_out(r["text"], HELD_OUT)]
-        train = [r for r in train if not common.held_out(r["text"], HELD_OUT)]
+    train, test = common.split_records(args, ("text", "label"), "text", HELD_OUT)
     dev = common.read_records(args.dev, ("text", "label")) if args.dev else None
     names = sorted({str(r["label"]) for r in train})
     index = {name: i for i, name in enumerate(names)}
@@ -164,10 +159,7 @@ def baselines(dataset: str, train_texts, train_labels, test_texts, test_labels) 
 def main(argv=None) -> dict:
     started = time.time()
     args = parse_args(argv)
-    if args.predict:
-        if not args.saved:
-            raise SystemExit("--predict needs --saved DIR (the output folder of a finished run)")
-        args.out = args.out or args.saved
+    if common.prediction_run(args):
         common.setup(args)
         return predict_file(args)
     out = common.setup(args)

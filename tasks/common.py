@@ -49,17 +49,19 @@ _RESUME_NEUTRAL = ("out", "no_resume", "data_dir", "predict", "saved")
 
 
 def task_parser(doc: str, *, out: str, epochs: int, batch_size: int, maxlen: int, lr: float,
-                columns: str = "", file_format: str | None = None) -> argparse.ArgumentParser:
+                columns: str = "", file_format: str | None = None, dev: bool = True) -> argparse.ArgumentParser:
     """The arguments every task script takes; a script adds its own. `out` is the task's name (the default output
     folder is runs/<task>-<dataset>-<model>). A script that reads the user's files passes `columns` (the fields of
-    its --train/--dev/--test/--predict files; `file_format` describes them when they are not TSV/JSONL records)."""
+    its --train/--dev/--test/--predict files; `file_format` describes them when they are not TSV/JSONL records;
+    `dev=False` for a script that evaluates only at the end)."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(task_name=out)
     if columns:
         g = p.add_argument_group("your data (default: the script's demo split of the shared data)", file_format or
                                  f"TSV with a header row, or JSONL (one object a line), with the fields: {columns}")
         g.add_argument("--train", metavar="FILE", help="training examples")
-        g.add_argument("--dev", metavar="FILE", help="examples evaluated after each epoch (default: --test)")
+        if dev:
+            g.add_argument("--dev", metavar="FILE", help="examples evaluated after each epoch (default: --test)")
         g.add_argument("--test", metavar="FILE", help="held-out examples scored at the end (default: a "
                        "deterministic part of --train)")
         g.add_argument("--predict", metavar="FILE", help="score FILE with the model saved in --saved (no training)")
@@ -202,6 +204,25 @@ def save_model(model, vocab: str | os.PathLike | Sequence[str], out: Path) -> Pa
     os.replace(vocab_tmp, out / "vocab.txt")
     print(f"saved {path} (+ vocab.txt); score a file with it: --predict FILE --saved {out}")
     return path
+
+
+def prediction_run(args: argparse.Namespace) -> bool:
+    """True for `--predict FILE --saved DIR` (then `--out` defaults to DIR); checks the pair."""
+    if not getattr(args, "predict", None):
+        return False
+    if not args.saved:
+        raise SystemExit("--predict needs --saved DIR (the output folder of a finished run)")
+    args.out = args.out or args.saved
+    return True
+
+
+def split_records(args: argparse.Namespace, fields: Sequence[str], key: str, fraction: float) -> tuple[list, list]:
+    """`(train, test)` records of --train and --test; without --test, the records whose `key` field
+    `held_out(…, fraction)` picks are the test set."""
+    train = read_records(args.train, fields)
+    if args.test:
+        return train, read_records(args.test, fields)
+    return ([r for r in train if not held_out(r[key], fraction)], [r for r in train if held_out(r[key], fraction)])
 
 
 def load_saved(folder: str | os.PathLike):

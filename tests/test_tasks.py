@@ -163,3 +163,32 @@ def test_backup_from_other_settings_is_not_resumed(tmp_path, capsys):
     assert not (tmp_path / "backup").exists()
     assert json.loads((tmp_path / "settings.json").read_text())["dataset"] == "csl"
     assert common.default_out(csl) == common.REPO / "runs" / "classification-csl-tiny"
+
+
+@pytest.mark.slow
+def test_seq2seq_and_lm_on_own_files_save_and_predict(tmp_path):
+    rows = [line.split("\t") for line in (DATA / "csl-title" / "dev.tsv").read_text(encoding="utf-8").splitlines()]
+    papers = tmp_path / "papers.jsonl"
+    papers.write_text("".join(json.dumps({"source": a[:120], "target": t}, ensure_ascii=False) + "\n"
+                              for _, a, t in rows[:24]), encoding="utf-8")
+    out, m = run_task("seq2seq", tmp_path, "--train", str(papers), "--maxlen", "64", "--max-title-tokens", "6",
+                      "--beams", "2")
+    assert m["dataset"] == str(papers) and m["train_examples"] + m["eval_examples"] == 24
+    scored = importlib.import_module("seq2seq").main(["--predict", str(papers), "--saved", str(out), "--maxlen", "64",
+                                                       "--max-title-tokens", "6", "--beams", "2",
+                                                       "--out", str(tmp_path / "titles")])
+    generated = {r.split("\t")[1] for r in (out / "predictions.tsv").read_text().splitlines()[1:]}
+    again = {r.split("\t")[0] for r in (tmp_path / "titles" / "predictions.tsv").read_text().splitlines()[1:]}
+    assert scored["predicted"] == 24 and generated <= again  # the saved model decodes what the run decoded
+
+    texts = tmp_path / "texts.tsv"
+    texts.write_text("text\n" + "".join(f"{t}\n" for _, _, t in rows[:60]), encoding="utf-8")
+    out, m = run_task("lm", tmp_path, "--train", str(texts), "--maxlen", "40", "--samples", "2")
+    test = tmp_path / "held_out.jsonl"
+    import common
+
+    held = [t for _, _, t in rows[:60] if common.held_out(t, common.SPLITS["tang-poems"])]
+    test.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in held), encoding="utf-8")
+    scored = importlib.import_module("lm").main(["--predict", str(test), "--saved", str(out), "--maxlen", "40",
+                                                  "--out", str(tmp_path / "ppl")])
+    assert abs(scored["perplexity"] - m["perplexity"]) / m["perplexity"] < 1e-4
