@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "TransformerConfig": "bert4k.config",
     "generate": "bert4k.generation",
-    "build_transformer_model": "bert4k.models",
+    "build_transformer_model": "bert4k.models.builder",
     "SpTokenizer": "bert4k.tokenizers",
     "Tokenizer": "bert4k.tokenizers",
     "load_vocab": "bert4k.tokenizers",

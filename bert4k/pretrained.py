@@ -168,7 +168,7 @@ def from_pretrained(path_or_name: str | os.PathLike, application: str = "encoder
     `model=` overrides the family (default: the registry's, else read from the folder's config); other keyword
     arguments go to `build_transformer_model` (`with_mlm`, `logits`, `keep_tokens`, `dtype`, ...).
     """
-    from bert4k.models import build_transformer_model
+    from bert4k.models.builder import build_transformer_model
 
     folder, entry = locate(path_or_name, root)
     if entry is not None:
