@@ -192,3 +192,23 @@ def test_seq2seq_and_lm_on_own_files_save_and_predict(tmp_path):
     scored = importlib.import_module("lm").main(["--predict", str(test), "--saved", str(out), "--maxlen", "40",
                                                   "--out", str(tmp_path / "ppl")])
     assert abs(scored["perplexity"] - m["perplexity"]) / m["perplexity"] < 1e-4
+
+
+@pytest.mark.slow
+def test_qa_on_own_file_saves_and_predicts(tmp_path):
+    data = json.loads((DATA / "cmrc2018" / "cmrc2018_trial.json").read_text(encoding="utf-8"))
+    paragraph = data["data"][0]["paragraphs"][0]
+    paragraph["qas"] = paragraph["qas"][:4]
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps({"data": [{"paragraphs": [paragraph]}]}, ensure_ascii=False), encoding="utf-8")
+    out, m = run_task("qa", tmp_path, "--train", str(mine), "--test", str(mine), "--maxlen", "128", "--stride", "64")
+    assert m["dataset"] == str(mine) and m["eval_questions"] == 4
+    unanswered = json.loads(mine.read_text(encoding="utf-8"))
+    for qa in unanswered["data"][0]["paragraphs"][0]["qas"]:
+        del qa["answers"]
+    (tmp_path / "questions.json").write_text(json.dumps(unanswered, ensure_ascii=False), encoding="utf-8")
+    scored = importlib.import_module("qa").main(["--predict", str(tmp_path / "questions.json"), "--saved", str(out),
+                                                  "--maxlen", "128", "--stride", "64", "--out", str(tmp_path / "a")])
+    assert scored["predicted"] == 4 and "f1" not in scored
+    assert (json.loads((tmp_path / "a" / "predictions.json").read_text()) ==
+            json.loads((out / "predictions.json").read_text()))
