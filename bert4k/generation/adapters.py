@@ -159,12 +159,11 @@ class TransformerAdapter(DecodingAdapter):
             if unknown:
                 raise ValueError(f"generate: unknown input(s) {unknown}; this model takes {names}")
             values = dict(inputs)
-        elif isinstance(inputs, tuple):
-            given = names if len(inputs) == len(names) else [n for n in names if n != "segment_ids"]
-            if len(inputs) != len(given):
-                raise ValueError(f"generate: got a tuple of {len(inputs)} inputs; this model takes {names} "
-                                 "(segment_ids may be left out)")
-            values = dict(zip(given, inputs))
+        elif isinstance(inputs, tuple):  # positional, never guessed: (ids, x) must not bind segments as the cond
+            if not (len(inputs) == len(names) or (len(inputs) == 1 and "cond" not in names)):
+                raise ValueError(f"generate: got a tuple of {len(inputs)} inputs; this model takes {names} in this "
+                                 "order (segment_ids may be None) or a dict with those keys")
+            values = dict(zip(names, inputs))
         else:
             values = {"token_ids": inputs}
         if m.layer_norm_cond and values.get("cond") is None:
