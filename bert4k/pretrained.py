@@ -130,15 +130,16 @@ def _first(folder: Path, names: tuple[str, ...]) -> Path | None:
     return next((folder / n for n in names if (folder / n).exists()), None)
 
 
-def detect_family(folder: Path) -> str:
-    """The family of a checkpoint folder from its config file(s)."""
-    if (folder / "albert_config.json").exists():
-        return "albert"
-    if (folder / "hparams.json").exists():
-        return "gpt2"
-    config_file = _first(folder, CONFIG_FILES)
+def detect_family(path: str | os.PathLike) -> str:
+    """The family of a checkpoint folder (or of one config file) from its config."""
+    path = Path(path)
+    config_file = path if path.is_file() else _first(path, ("albert_config.json", "hparams.json", *CONFIG_FILES))
     if config_file is None:
-        raise FileNotFoundError(f"{folder}: no config file (looked for {', '.join(CONFIG_FILES)})")
+        raise FileNotFoundError(f"{path}: no config file (looked for {', '.join(CONFIG_FILES)})")
+    if config_file.name == "albert_config.json":
+        return "albert"
+    if config_file.name == "hparams.json":
+        return "gpt2"
     with open(config_file, encoding="utf-8") as f:
         model_type = json.load(f).get("model_type", "bert" if config_file.name == "bert_config.json" else None)
     if model_type not in _MODEL_TYPES:
@@ -167,7 +168,7 @@ def from_pretrained(path_or_name: str | os.PathLike, application: str = "encoder
     `model=` overrides the family (default: the registry's, else read from the folder's config); other keyword
     arguments go to `build_transformer_model` (`with_mlm`, `logits`, `keep_tokens`, `dtype`, ...).
     """
-    from bert4k.models import build_transformer_model
+    from bert4k.models.builder import build_transformer_model
 
     folder, entry = locate(path_or_name, root)
     if entry is not None:

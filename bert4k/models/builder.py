@@ -18,18 +18,6 @@ log = logging.getLogger("bert4k.models")
 # bert4keras keyword names → TransformerConfig fields
 _BERT4KERAS_ALIASES = {"dropout_rate": ("hidden_dropout_prob", "attention_probs_dropout_prob"),
                        "segment_vocab_size": ("type_vocab_size",), "max_position": ("max_position_embeddings",)}
-_IGNORED_BERT4KERAS = ("sequence_length", "compound_tokens", "prefix", "name")
-
-
-class ModelHandle:
-    """What bert4keras returns for `return_keras_model=False`: an object whose `.model` is the Keras model."""
-
-    def __init__(self, model):
-        self.model = model
-        self.initializer = keras.initializers.TruncatedNormal(stddev=model.config.initializer_range)
-
-    def __getattr__(self, name):
-        return getattr(self.model, name)
 
 
 def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict, dict]:
@@ -41,7 +29,7 @@ def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict, dict]:
                 overrides[field] = value
         elif key in fields:
             overrides[key] = value
-        elif key not in _IGNORED_BERT4KERAS:
+        else:
             model_kwargs[key] = value
     return overrides, model_kwargs
 
@@ -116,8 +104,7 @@ def _hint(family: Family, detected: Family, reason: str | None) -> str:
 
 def build_transformer_model(config_path: str | os.PathLike | dict | TransformerConfig | None = None,
                             checkpoint_path: str | os.PathLike | None = None, model: str | None = None,
-                            application: str = "encoder", keep_tokens=None, return_keras_model: bool = True,
-                            **kwargs):
+                            application: str = "encoder", keep_tokens=None, **kwargs):
     """Build a model for `application` and load `checkpoint_path` if given.
 
     `config_path`: a config json file or directory (Google `bert_config.json`, HF `config.json`, OpenAI
@@ -148,4 +135,4 @@ def build_transformer_model(config_path: str | os.PathLike | dict | TransformerC
     built = family.build(config, application=application, **model_kwargs)
     if checkpoint_path is not None:
         load_checkpoint(built, checkpoint_path, keep_tokens=keep_tokens)
-    return built if return_keras_model else ModelHandle(built)
+    return built
