@@ -14,6 +14,7 @@ setup(
         "sentencepiece",
         "jieba",
         "matplotlib",
+        "safetensors",
     ],
     extras_require={
         "test": [
