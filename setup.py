@@ -15,6 +15,7 @@ setup(
         "jieba",
         "matplotlib",
         "ml-dtypes",
+        "safetensors",
     ],
     extras_require={
         "test": [

@@ -134,3 +134,18 @@ def test_new_family_registers_by_keyword_and_is_detected():
         del FAMILIES["toy"]
     with pytest.raises(TypeError):
         Family("toy", bert.read_config, bert.model_class, bert.specs, bert.from_hf, bert.from_tf)  # keyword only
+
+
+def test_generate_finds_the_adapter_through_the_family_record():
+    from bert4k.generation import adapters
+    from bert4k.generation.t5_adapter import T5Adapter
+
+    gpt2 = build_transformer_model({k: v for k, v in HF_GPT2.items() if k != "architectures"})
+    assert isinstance(adapters.adapter_for(gpt2), adapters.TransformerAdapter)
+    assert isinstance(adapters.adapter_for(build_transformer_model(HF_T5)), T5Adapter)
+    sentinel = adapters.DecodingAdapter()
+    adapters.register_adapter("bert4k.models.transformer.Transformer", lambda model: sentinel)
+    try:  # a registration for the class (or a base class) wins over the family's adapter
+        assert adapters.adapter_for(build_transformer_model(HF_GPT2)) is sentinel
+    finally:
+        del adapters._REGISTRY["bert4k.models.transformer.Transformer"]

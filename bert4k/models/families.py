@@ -61,7 +61,7 @@ class Family:
     heads: tuple[str, ...] = ()
     tied_heads: tuple[tuple[str, str], ...] = ()
     hf_config: Callable | str | None = None
-    adapter: str | None = "bert4k.generation.adapters:TransformerAdapter"
+    adapter: Callable | str | None = "bert4k.generation.adapters:transformer_adapter"
     kind: str = ""
     detect: Callable[[Evidence], str | None] | None = None
 
