@@ -14,6 +14,8 @@ setup(
         "sentencepiece",
         "jieba",
         "matplotlib",
+        "ml-dtypes",
+        "safetensors",
     ],
     extras_require={
         "test": [
@@ -28,6 +30,9 @@ setup(
             "nltk",
             "rouge-score",
             "ruff",
+            "sklearn-crfsuite",
+            "pytorch-crf",
+            "lightgbm",
         ],
     },
     entry_points={"console_scripts": ["bert4k=bert4k.cli:main"]},

@@ -9,7 +9,8 @@ from bert4k import masks
 
 @keras.saving.register_keras_serializable("bert4k")
 class PositionIds(keras.layers.Layer):
-    """0..n-1 per row; with `offset` (original RoBERTa) `pad + cumsum(non-pad)` on tokens and `pad` on padding."""
+    """0..n-1 per row; with `offset` (original RoBERTa, `offset = pad + 1`) `offset - 1 + cumsum(non-pad)` on
+    tokens (the first token at `offset`) and `offset - 1` (the padding row) on padding."""
 
     def __init__(self, offset: int = 0, pad_id: int = 0, **kwargs):
         super().__init__(**kwargs)
@@ -19,7 +20,7 @@ class PositionIds(keras.layers.Layer):
     def call(self, token_ids):
         if self.offset:
             real = ops.cast(ops.not_equal(token_ids, self.pad_id), "int32")
-            return ops.cumsum(real, axis=1) * real + self.pad_id
+            return ops.cumsum(real, axis=1) * real + (self.offset - 1)
         n = ops.shape(token_ids)[1]
         return ops.broadcast_to(ops.arange(n, dtype="int32")[None, :], ops.shape(token_ids))
 
@@ -59,29 +60,35 @@ class PaddingMask(keras.layers.Layer):
 class AttentionMask(keras.layers.Layer):
     """The boolean attention mask of `application` (see `bert4k.masks.application_mask`), from the padding.
 
-    encoder / mlm / lm: the key-padding mask `[batch, 1, n]` only (the causal structure of `lm` is the attention's
-    `causal=True`); unilm: `[batch, n, n]`; plm: the two-stream `[batch, 2n, 2n]`.
+    encoder / mlm: the key-padding mask `[batch, 1, n]` only; lm: the same when the attention applies the causal
+    structure itself (`causal_in_attention`, softmax attention), else `[batch, n, n]`; unilm: `[batch, n, n]`;
+    plm: the two-stream `[batch, 2n, 2n]`.
     """
 
-    def __init__(self, application: str, pad_id: int = 0, **kwargs):
+    def __init__(self, application: str, pad_id: int = 0, causal_in_attention: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.application = application
         self.pad_id = pad_id
+        self.causal_in_attention = causal_in_attention
+
+    def _key_padding_only(self) -> bool:
+        return self.application in ("encoder", "mlm") or (self.application == "lm" and self.causal_in_attention)
 
     def call(self, token_ids, segment_ids=None, perm_ranks=None, padding=None):
-        if self.application in ("encoder", "mlm", "lm"):
+        if self._key_padding_only():
             return masks.key_padding_mask(token_ids, self.pad_id, padding)
         return masks.application_mask(self.application, token_ids, segment_ids, perm_ranks, self.pad_id, padding)
 
     def compute_output_spec(self, token_ids, segment_ids=None, perm_ranks=None, padding=None):
         n = token_ids.shape[1]
-        if self.application in ("encoder", "mlm", "lm"):
+        if self._key_padding_only():
             return keras.KerasTensor((token_ids.shape[0], 1, n), dtype="bool")
         n = None if n is None else (2 * n if self.application == "plm" else n)
         return keras.KerasTensor((token_ids.shape[0], n, n), dtype="bool")
 
     def get_config(self):
-        return {**super().get_config(), "application": self.application, "pad_id": self.pad_id}
+        return {**super().get_config(), "application": self.application, "pad_id": self.pad_id,
+                "causal_in_attention": self.causal_in_attention}
 
 
 @keras.saving.register_keras_serializable("bert4k")
