@@ -183,6 +183,8 @@ def main() -> None:
     p.add_argument("--lengths", type=int, nargs="*", default=[512, 2048, 8192])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-quality", action="store_true", help="memory points only")
+    p.add_argument("--skip-memory", action="store_true", help="quality and speed only")
     p.add_argument("--json", help="also write all points to this JSON file")
     p.add_argument("--point", nargs=2, metavar=("VARIANT", "LENGTH"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -190,15 +192,15 @@ def main() -> None:
     if args.point:
         print(json.dumps(memory_point(args, args.point[0], int(args.point[1]))))
         return
-    train, held, vocab_size = corpus(args)
     quality = []
-    for variant in args.variants:
+    train, held, vocab_size = corpus(args) if not args.skip_quality else (None, None, None)
+    for variant in [] if args.skip_quality else args.variants:
         for objective in ("mlm", "lm"):
             quality.append(train_one(args, variant, objective, train, held, vocab_size))
             print(json.dumps(quality[-1]), flush=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(q for q in (str(ROOT), os.environ.get("PYTHONPATH")) if q)}
     memory = []
-    for length in args.lengths:
+    for length in [] if args.skip_memory else args.lengths:
         for variant in args.variants:
             child = [sys.executable, __file__, *sys.argv[1:], "--point", variant, str(length)]
             result = subprocess.run(child, check=False, capture_output=True, text=True, env=env)
