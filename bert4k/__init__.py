@@ -10,15 +10,18 @@ __version__ = "0.1.0"
 _LAZY = {
     "TransformerConfig": "bert4k.config",
     "generate": "bert4k.generation",
-    "build_transformer_model": "bert4k.models",
+    "build_transformer_model": "bert4k.models.builder",
     "SpTokenizer": "bert4k.tokenizers",
     "Tokenizer": "bert4k.tokenizers",
     "load_vocab": "bert4k.tokenizers",
     "from_pretrained": "bert4k.pretrained",
     "load_model": "bert4k.pretrained",
+    "fill_mask": "bert4k.pipelines",
+    "encode": "bert4k.pipelines",
+    "generate_text": "bert4k.pipelines",
 }
-__all__ = ["SpTokenizer", "Tokenizer", "TransformerConfig", "build_transformer_model", "from_pretrained", "generate",
-           "load_model", "load_vocab"]
+__all__ = ["SpTokenizer", "Tokenizer", "TransformerConfig", "build_transformer_model", "encode", "fill_mask",
+           "from_pretrained", "generate", "generate_text", "load_model", "load_vocab"]
 
 
 def __getattr__(name: str):

@@ -74,8 +74,10 @@ def test_loss_and_decode_match_brute_force():
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_other_backends(backend):
-    code = (f"import tests.test_crf as t, keras; assert keras.backend.backend() == {backend!r}; "
-            "[t.check_against_brute_force(s) for s in range(3)]; print('ok')")
+    """The CRF and GlobalPointer checks (one subprocess per backend, to pay the start-up once)."""
+    code = (f"import tests.test_crf as t, tests.test_global_pointer as g, keras; "
+            f"assert keras.backend.backend() == {backend!r}; "
+            "[(t.check_against_brute_force(s), g.check_against_reference(s)) for s in range(3)]; print('ok')")
     env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
@@ -225,3 +227,26 @@ def test_viterbi_decoder_starts_ends_and_errors():
         best_path(np.zeros((2, 4)), trans)
     with pytest.raises(ValueError, match="every path is forbidden"):
         best_path(np.full((2, 3), -np.inf), trans)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_graph_mode_with_unknown_length(steps):
+    """Inside a traced function with an unknown sequence length (as under model.fit), including one step."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(8)
+    nodes, trans, _, tags = random_batch(rng, batch=2, steps=steps, lengths=(steps, steps))
+    crf = crf_with(trans)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 3]), tf.TensorSpec([None, None], tf.int32)])
+    def loss_and_paths(x, y):
+        out = crf(x)
+        return crf.sparse_loss(y, out), crf.decode(out)
+
+    loss, paths = loss_and_paths(nodes, tags)
+    for b in range(2):
+        log_z, path, _, _ = brute_force(nodes[b].astype(np.float64), trans.astype(np.float64))
+        y = tags[b]
+        gold = nodes[b, np.arange(steps), y].sum() + sum(trans[y[t - 1], y[t]] for t in range(1, steps))
+        np.testing.assert_allclose(loss.numpy()[b], log_z - gold, rtol=1e-5)
+        assert paths.numpy()[b].tolist() == path.tolist()

@@ -20,6 +20,14 @@ def _padding_mask(scores):
     return ops.any(ops.not_equal(scores, -np.inf), axis=-1)
 
 
+def _time_major_steps(scores, mask):
+    """`[seq, batch, labels + 1]`: the emissions of steps 1.. with the mask as a last channel, then one masked
+    no-op step (the TF backend's scan fails on several `xs` of unknown length, and on zero steps)."""
+    steps = ops.concatenate([scores, mask[:, :, None]], axis=-1)
+    steps = ops.concatenate([steps[:, 1:], ops.zeros_like(steps[:, :1])], axis=1)
+    return ops.moveaxis(steps, 1, 0)
+
+
 def _check_labels(scores, num_labels: int):
     last = scores.shape[-1]
     if last is not None and last != num_labels:
@@ -102,14 +110,14 @@ class ConditionalRandomField(keras.layers.Layer):
     def log_partition(self, scores, mask):
         """`log Z` per row `[batch]` by the forward algorithm (log-sum-exp over previous labels)."""
         trans = self.trans[None]  # [1, from, to]
-        steps = (ops.moveaxis(scores[:, 1:], 1, 0), ops.moveaxis(mask[:, 1:], 1, 0))
+        steps = _time_major_steps(scores, mask)
 
         def step(alpha, inputs):
-            emission, keep = inputs
+            emission, keep = inputs[:, :-1], inputs[:, -1]
             new = ops.logsumexp(alpha[:, :, None] + trans, axis=1) + emission
             keep = keep[:, None]
             alpha = keep * new + (1.0 - keep) * alpha
-            return alpha, None
+            return alpha, alpha  # the TF backend's scan needs ys shaped like the carry
 
         alpha, _ = ops.scan(step, scores[:, 0], steps)
         return ops.logsumexp(alpha, axis=-1)
@@ -147,11 +155,11 @@ class ConditionalRandomField(keras.layers.Layer):
         trans = self.trans[None]
         num_labels = self.num_labels
         identity = ops.arange(num_labels, dtype="int32")[None, :]
-        steps = (ops.moveaxis(scores[:, 1:], 1, 0), ops.moveaxis(mask[:, 1:], 1, 0))
+        steps = _time_major_steps(scores, mask)
 
         def forward(carry, inputs):  # the TF backend's scan needs ys shaped like the carry: carry the pointers
             delta, _ = carry
-            emission, keep = inputs
+            emission, keep = inputs[:, :-1], inputs[:, -1]
             total = delta[:, :, None] + trans  # [batch, from, to]
             best_from = ops.cast(ops.argmax(total, axis=1), "int32")
             new = ops.max(total, axis=1) + emission
@@ -169,7 +177,7 @@ class ConditionalRandomField(keras.layers.Layer):
             return previous, label
 
         first, later = ops.scan(backward, last, pointers, reverse=True)  # later[t] = label at t + 1
-        path = ops.concatenate([first[:, None], ops.moveaxis(later, 0, 1)], axis=1)
+        path = ops.concatenate([first[:, None], ops.moveaxis(later, 0, 1)], axis=1)[:, :-1]  # drop the no-op step
         return ops.where(ops.cast(mask, "bool"), path, ops.zeros_like(path))
 
     def get_config(self):

@@ -15,6 +15,8 @@ from bert4k.layers.linear_attention import application_kind, linear_mask
 from bert4k.layers.norms import LayerNorm
 from bert4k.layers.structural import AttentionMask, PositionIds, QueryStream
 from bert4k.models import condition
+from bert4k.models.functional import FunctionalModel
+from bert4k.models.python_inputs import as_input_arrays
 
 HEAD_APPLICATIONS = ("mlm", "lm", "unilm", "plm")
 
@@ -32,7 +34,7 @@ def _attention_options(attention: str, options: dict | None, cfg: TransformerCon
 
 
 @keras.saving.register_keras_serializable("bert4k")
-class Transformer(keras.Model):
+class Transformer(FunctionalModel):
     """A functional Keras model over one Transformer stack.
 
     Inputs: `token_ids` (`[batch, seq]`, `pad_token_id` = padding), then `segment_ids` when the config has token
@@ -190,22 +192,35 @@ class Transformer(keras.Model):
             x = self.mlm_bias(x)
         return self.head_activation(x) if activation else x
 
-    def call_with_cache(self, token_ids, mask, cache, cache_index, segment_ids=None, positions=None, cond=None):
-        """One decoding step over a static KV cache.
+    def call_with_cache(self, token_ids, mask, cache, cache_index, segment_ids=None, positions=None, cond=None, *,
+                        condition_vector=None, last_only: bool = False, logits: bool = False,
+                        cache_in_place: bool = False):
+        """The cached forward pass (the one decoding uses): new tokens over a static KV cache.
 
-        `token_ids`: the new tokens `[batch, q]`; `mask`: `[batch, q, cache_len]`; `cache`: per-block `(k, v)`
-        of shape `[batch, cache_len, heads, size]`; the new K/V are written at `cache_index`; `cond`: the model's
-        condition input(s) (the vector, or the condition model's inputs). Returns `(head_output, new_cache)`.
+        `token_ids`: the new tokens `[batch, q]`; `mask`: `[batch, q, cache_len]` (linear attention: its mask
+        structure, see `bert4k.layers.linear_attention.linear_mask`); `cache`: per-block `(k, v)` of shape
+        `[batch, cache_len, heads, size]` (linear attention: the running states `(S, Z)`); the new K/V are written
+        at `cache_index`; `positions`: `[batch, q]` position ids; `cond`: the model's condition input(s) (the
+        vector, or the condition model's inputs), or `condition_vector`: the vector already computed from them.
+        `last_only`: the head runs on the last position only (`[batch, 1, vocab]`). `logits=True`: logits whatever the
+        model's output activation (default: the model's own output). `cache_in_place`: write the cache in
+        place (only for a cache the caller owns; see `bert4k.layers.kv_cache.write_cache`).
+        Returns `(head_output, new_cache)`; the cache passed in is not modified unless `cache_in_place`.
         """
-        cond = condition.vector(self.condition_model, self.cond_dense, cond)
+        if condition_vector is None:
+            condition_vector = condition.vector(self.condition_model, self.cond_dense, cond)
+        cond = condition_vector
         x = self.embed(token_ids, segment_ids, positions, cond=cond)
         new_cache = []
         for block, layer_cache in zip(self.blocks, cache):
-            x, layer_cache = block(x, attention_mask=mask, cond=cond, cache=layer_cache, cache_index=cache_index)
+            x, layer_cache = block(x, attention_mask=mask, cond=cond, cache=layer_cache, cache_index=cache_index,
+                                   cache_in_place=cache_in_place)
             new_cache.append(layer_cache)
+        if last_only:
+            x = x[:, -1:]
         if self.output_norm is not None:
             x = self.output_norm(x, cond=cond)
-        return self.head(x, cond), new_cache
+        return self.head(x, cond, activation=not logits), new_cache
 
     def get_config(self):
         return {
@@ -229,3 +244,7 @@ class Transformer(keras.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         return cls(**config)
+
+    def predict(self, x, *args, **kwargs):
+        """Keras' `predict`; inputs may also be nested Python lists (`[[token_ids], [segment_ids]]`)."""
+        return super().predict(as_input_arrays(x, len(self.inputs)), *args, **kwargs)
