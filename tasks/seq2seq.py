@@ -30,10 +30,11 @@ LEAD = 20
 
 
 def parse_args(argv=None):
-    p = common.task_parser(__doc__, out="seq2seq", epochs=4, batch_size=16, maxlen=256, lr=3e-4)
+    p = common.task_parser(__doc__, out="seq2seq", epochs=8, batch_size=16, maxlen=256, lr=5e-4)
     p.add_argument("--max-title-tokens", type=int, default=40)
     p.add_argument("--decode", choices=("beam", "greedy"), default="beam")
     p.add_argument("--beams", type=int, default=3)
+    p.add_argument("--repetition-penalty", type=float, default=1.2, help="CTRL-style, 1 = off (default: 1.2)")
     return p.parse_args(argv)
 
 
@@ -65,7 +66,8 @@ def decode_titles(model, tokenizer, abstracts: list[str], args) -> list[str]:
     for start in range(0, len(abstracts), args.batch_size):
         batch = [tokenizer.encode(a, maxlen=source_len) for a in abstracts[start:start + args.batch_size]]
         ids = generate(model, ([b[0] for b in batch], [b[1] for b in batch]), args.max_title_tokens,
-                       method=args.decode, num_beams=args.beams, stop_ids=sep)
+                       method=args.decode, num_beams=args.beams, stop_ids=sep,
+                       repetition_penalty=args.repetition_penalty)
         for row in ids:
             row = [int(i) for i in row]
             titles.append(tokenizer.decode(row[:row.index(sep)] if sep in row else row))
