@@ -60,4 +60,5 @@ def _load_builtin_families() -> None:
 
 
 # Each family module calls `register_family` at import time.
-BUILTIN_FAMILY_MODULES: list[str] = ["bert4k.models.t5", "bert4k.models.gpt2", "bert4k.models.albert"]
+BUILTIN_FAMILY_MODULES: list[str] = ["bert4k.models.t5", "bert4k.models.gpt2", "bert4k.models.albert",
+                                   "bert4k.models.electra"]
