@@ -43,6 +43,35 @@ def test_classification_csl(tmp_path):
     assert len(m["labels"]) == 13 and 0.0 <= m["accuracy"] <= 1.0
 
 
+@pytest.mark.parametrize("dataset,n_labels", [("online-shopping", 7), ("waimai", 2)])
+def test_classification_review_datasets(tmp_path, dataset, n_labels):
+    """The review datasets load with their labels and held-out split, and the TF-IDF baseline beats chance."""
+    sys.path.insert(0, str(TASKS))
+    import classification
+
+    train_texts, train_labels, test_texts, test_labels, names = classification.load(dataset)
+    assert len(names) == n_labels and set(train_labels.tolist()) == set(range(n_labels))
+    assert not set(train_texts) & set(test_texts) and 0.15 < len(test_texts) / (len(train_texts) + len(test_texts)) < 0.25
+    base = classification.baselines(dataset, train_texts[::8], train_labels[::8], test_texts[::8],
+                                    test_labels[::8])
+    tfidf = base["tfidf_logreg" if dataset == "waimai" else "tfidf_linear_svm"]
+    assert tfidf > base["majority"] + 0.05
+
+
+def test_class_weights_balance_the_loss():
+    sys.path.insert(0, str(TASKS))
+    import classification
+    import numpy as np
+
+    labels = np.array([0, 0, 0, 1])
+    weights = classification.class_weights(labels, 3)
+    assert np.allclose(weights[:2] * np.bincount(labels, minlength=3)[:2], len(labels) / 3) and weights[2] == 1.0
+    loss = classification.weighted_cross_entropy(weights)
+    logits = np.zeros((4, 3), "float32")
+    got = np.asarray(loss(labels, logits))
+    assert np.allclose(got, np.log(3) * weights[labels], atol=1e-6)
+
+
 def test_qa(tmp_path):
     out, m = run_task("qa", tmp_path, "--limit", "12", "--maxlen", "128", "--stride", "64")
     assert m["eval_questions"] == 12 and m["train_windows"] >= 12
