@@ -86,6 +86,16 @@ def test_seq2seq(tmp_path):
     assert 0.0 <= m["rouge_l"] <= 1.0 and 0.0 <= m["bleu"] <= 1.0
     assert 0.2 < m["baselines"]["lead20"]["rouge_l"] < 0.6  # DESIGN: ≈ 0.32 on a larger split
     assert len((out / "predictions.tsv").read_text(encoding="utf-8").splitlines()) == 1 + 8
+    assert 0.0 < m["distinct_1"] <= 1.0 and 0.0 <= m["distinct_2"] <= 1.0 and 0.0 < m["unique_outputs"] <= 1.0
+
+
+def test_distinct_n_counts_repetition():
+    sys.path.insert(0, str(TASKS))
+    import seq2seq
+
+    assert seq2seq.distinct_n(["基于于于于"], 1) == 2 / 5  # 基, 于 out of five chars
+    assert seq2seq.distinct_n(["基于于于于"], 2) == 2 / 4  # 基于, 于于 out of four bigrams
+    assert seq2seq.distinct_n(["ab", "ab"], 2) == 0.5 and seq2seq.distinct_n(["a"], 2) == 0.0
 
 
 def test_lm(tmp_path):
