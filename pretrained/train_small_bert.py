@@ -17,9 +17,10 @@ rate schedule spans `--steps`; stop any time (kill) and rerun the same command t
     python pretrained/train_small_bert.py --objective electra --steps 6000 --out runs/pretrain_electra
     python pretrained/train_small_bert.py --objective electra --steps 6000 --out runs/pretrain_electra --export
 
-`--export` (also done at the end of training) writes `config.json` (HF BERT), `model.safetensors` (HF BERT names;
-with the MLM head for `mlm`; the discriminator encoder for `electra`, plus `electra_generator.safetensors`),
-`vocab.txt`, `training.json`, `log.csv`, `learning_curve.png` into `--out` from the latest backup.
+`--export` (also done at the end of training) writes into `--out`, from the latest backup: `config.json` (HF BERT),
+`model.safetensors` (HF `BertForMaskedLM` names; for `electra` the discriminator with an untrained MLM head, and
+`electra/` + `electra_generator/` in HF ELECTRA layout: `export_electra`), `vocab.txt`, `training.json`, `log.csv`,
+`learning_curve.png`.
 """
 from __future__ import annotations
 
@@ -41,6 +42,10 @@ import keras
 import numpy as np
 
 from bert4k import build_transformer_model, training
+from bert4k.checkpoints.bert import bert_specs
+from bert4k.checkpoints.electra import electra_specs
+from bert4k.checkpoints.specs import export_tensors, linear_spec
+from bert4k.checkpoints.writers import save_safetensors
 from bert4k.models.checkpoint_io import export_checkpoint
 from bert4k.pretraining import MaskedLMAtPositions, ReplacedTokenDetection, tie_embeddings
 from bert4k.tokenizers import Tokenizer
@@ -143,9 +148,10 @@ class CpuClock(keras.callbacks.Callback):
 
 def export(args, out: Path, run: Path, trainer, model, generator, config, stats, steps: int) -> dict:
     """Write the model files and `training.json` into `out` from the trainer's current weights."""
-    export_checkpoint(model, out / "model.safetensors")
-    if generator is not None:
-        export_checkpoint(generator, out / "electra_generator.safetensors")
+    if generator is None:
+        export_checkpoint(model, out / "model.safetensors")
+    else:
+        export_electra(trainer, model, generator, config, out)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     shutil.copy(run / "vocab.txt", out / "vocab.txt")
     for name in ("log.csv", "learning_curve.png"):
@@ -159,6 +165,33 @@ def export(args, out: Path, run: Path, trainer, model, generator, config, stats,
               "parameters": model.count_params(), **stats, "last": log[-1] if log else None}
     (out / "training.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return record
+
+
+def export_electra(trainer, discriminator, generator, config: dict, out: Path) -> None:
+    """`model.safetensors`: the discriminator as HF `BertForMaskedLM` (its MLM head freshly initialised:
+    ELECTRA trains none), so every task script loads it as `bert`; `electra/`: HF `ElectraForPreTraining`
+    (discriminator + its replaced-token head; `transformers` and `build_electra_discriminator` load it);
+    `electra_generator/`: HF `ElectraForMaskedLM` (the generator)."""
+    mlm = build_transformer_model(dict(config), application="mlm")
+    tensors = export_tensors(bert_specs(mlm))
+    tensors.update(export_tensors(bert_specs(discriminator)))
+    save_safetensors(tensors, out / "model.safetensors")
+    electra = {**config, "model_type": "electra", "embedding_size": config["hidden_size"],
+               "architectures": ["ElectraForPreTraining"]}
+    body = export_tensors(electra_specs(discriminator) + linear_spec(trainer.rtd_dense, "discriminator_predictions.dense")
+                          + linear_spec(trainer.rtd_output, "discriminator_predictions.dense_prediction"))
+    (out / "electra").mkdir(exist_ok=True)
+    save_safetensors({(k if k.startswith("discriminator_") else "electra." + k): v for k, v in body.items()},
+                     out / "electra" / "model.safetensors")
+    (out / "electra" / "config.json").write_text(json.dumps(electra, indent=2) + "\n", encoding="utf-8")
+    gen_config = {**electra, "hidden_size": generator.config.hidden_size,
+                  "num_attention_heads": generator.config.num_attention_heads,
+                  "intermediate_size": generator.config.intermediate_size, "architectures": ["ElectraForMaskedLM"]}
+    (out / "electra_generator").mkdir(exist_ok=True)
+    save_safetensors({"electra." + k if not k.startswith(("generator_", "discriminator_")) else k: v
+                      for k, v in export_tensors(electra_specs(generator)).items()},
+                     out / "electra_generator" / "model.safetensors")
+    (out / "electra_generator" / "config.json").write_text(json.dumps(gen_config, indent=2) + "\n", encoding="utf-8")
 
 
 def main(argv=None) -> dict:
