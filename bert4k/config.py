@@ -57,10 +57,8 @@ class TransformerConfig:
     eos_token_id: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"config field {name!r} must be a positive int, got {value!r}")
+        for field in dataclasses.fields(self):
+            check_field(field.name, getattr(self, field.name), _FIELD_RULES[field.name])
         if self.hidden_act not in ACTIVATIONS:
             raise ValueError(f"config field 'hidden_act': unknown activation {self.hidden_act!r}; known: {sorted(ACTIVATIONS)}")
         self.hidden_act = ACTIVATIONS[self.hidden_act]
@@ -73,6 +71,9 @@ class TransformerConfig:
             raise ValueError(f"config field 'lm_head' must be mlm|tied, got {self.lm_head!r}")
         if self.norm_position not in ("post", "pre", "gpt2_ml"):
             raise ValueError(f"config field 'norm_position' must be post|pre|gpt2_ml, got {self.norm_position!r}")
+        if self.position_offset and self.pad_token_id != self.position_offset - 1:
+            raise ValueError(f"config: position_offset {self.position_offset} must be pad_token_id + 1 "
+                             f"({self.pad_token_id + 1}): positions count from the padding id, as in RoBERTa")
 
     @property
     def head_size(self) -> int:
@@ -90,6 +91,105 @@ class TransformerConfig:
     def replace(self, **changes: Any) -> TransformerConfig:
         return dataclasses.replace(self, **changes)
 
+
+
+# === field types and ranges ===
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """A field's accepted type(s) (`bool` never passes for a number) and inclusive lower / exclusive upper bound."""
+
+    kinds: tuple[type, ...]
+    low: float | None = None
+    high: float | None = None
+    optional: bool = False
+
+    def describe(self) -> str:
+        kinds = " or ".join("number" if k is float else k.__name__ for k in self.kinds)
+        bounds = []
+        if self.low is not None:
+            bounds.append(f">= {self.low:g}")
+        if self.high is not None:
+            bounds.append(f"< {self.high:g}")
+        return kinds + (" " + " and ".join(bounds) if bounds else "") + (" (or null)" if self.optional else "")
+
+
+POSITIVE = Rule((int,), 1)
+COUNT = Rule((int,), 0)
+PROBABILITY = Rule((float,), 0, 1)
+POSITIVE_FLOAT = Rule((float,), 1e-30)
+NONNEG_FLOAT = Rule((float,), 0)
+TOKEN_ID = Rule((int,), -1, optional=True)
+FLAG = Rule((bool,))
+NAME = Rule((str,))
+
+_FIELD_RULES = {
+    "vocab_size": POSITIVE, "hidden_size": POSITIVE, "num_hidden_layers": POSITIVE, "num_attention_heads": POSITIVE,
+    "intermediate_size": POSITIVE, "hidden_act": NAME, "max_position_embeddings": POSITIVE, "type_vocab_size": COUNT,
+    "hidden_dropout_prob": PROBABILITY, "attention_probs_dropout_prob": PROBABILITY, "layer_norm_eps": POSITIVE_FLOAT,
+    "initializer_range": NONNEG_FLOAT, "key_size": Rule((int,), 1, optional=True),
+    "embedding_size": Rule((int,), 1, optional=True), "position_offset": COUNT, "norm_position": NAME,
+    "embedding_norm": FLAG, "final_norm": FLAG, "pad_token_id": Rule((int,), -1), "shared_layers": FLAG,
+    "lm_head": NAME, "relative_attention_num_buckets": POSITIVE, "relative_attention_max_distance": POSITIVE,
+    "num_decoder_layers": Rule((int,), 1, optional=True), "feed_forward_proj": NAME, "tie_word_embeddings": FLAG,
+    "decoder_start_token_id": COUNT, "eos_token_id": TOKEN_ID,
+}
+
+# Fields of the config files checkpoints ship with (HF, Google, OpenAI, GPT2-ML, bert4keras T5), checked when read.
+RAW_RULES = {
+    **{k: v for k, v in _FIELD_RULES.items() if k not in ("hidden_act", "pad_token_id", "eos_token_id")},
+    "pad_token_id": TOKEN_ID, "eos_token_id": TOKEN_ID, "bos_token_id": TOKEN_ID, "num_hidden_groups": POSITIVE,
+    "inner_group_num": POSITIVE, "n_vocab": POSITIVE, "n_ctx": POSITIVE, "n_embd": POSITIVE, "n_head": POSITIVE,
+    "n_layer": POSITIVE, "n_positions": POSITIVE, "n_inner": Rule((int,), 1, optional=True), "resid_pdrop": PROBABILITY,
+    "attn_pdrop": PROBABILITY, "embd_pdrop": PROBABILITY, "layer_norm_epsilon": POSITIVE_FLOAT, "d_model": POSITIVE,
+    "d_kv": POSITIVE, "d_ff": POSITIVE, "num_layers": POSITIVE, "num_heads": POSITIVE, "dropout_rate": PROBABILITY,
+    "attention_head_size": POSITIVE, "activation_function": NAME, "scale_decoder_outputs": FLAG,
+    "key_size": Rule((int,), 1, optional=True), "embedding_size": Rule((int,), 1, optional=True),
+}
+
+
+def check_field(name: str, value: Any, rule: Rule) -> None:
+    """Raise `ValueError` naming `name`, the expected type/range and the value got."""
+    if value is None and rule.optional:
+        return
+    kinds = rule.kinds + ((int,) if float in rule.kinds else ())
+    ok = isinstance(value, kinds) and (bool in rule.kinds or not isinstance(value, bool))
+    if ok and rule.low is not None and value < rule.low:
+        ok = False
+    if ok and rule.high is not None and value >= rule.high:
+        ok = False
+    if not ok:
+        raise ValueError(f"config field {name!r}: expected {rule.describe()}, got {value!r} ({type(value).__name__})")
+
+
+def check_raw_config(raw: dict) -> None:
+    """Check the type and range of every known field of a config json; the error names the file."""
+    for name, rule in RAW_RULES.items():
+        if name in raw:
+            try:
+                check_field(name, raw[name], rule)
+            except ValueError as e:
+                raise config_error(raw, e) from None
+    act = raw.get("hidden_act")
+    if act is not None and not isinstance(act, str) and not (
+            isinstance(act, list) and all(isinstance(a, str) for a in act)):
+        raise config_error(raw, ValueError(f"config field 'hidden_act': expected str, got {act!r}"))
+
+
+def config_error(raw: dict, error: Exception) -> ValueError:
+    """`error` prefixed with the config file it comes from (once)."""
+    path = raw.get("__path__", "<config dict>")
+    message = str(error)
+    return ValueError(message if message.startswith(path) else f"{path}: {message}")
+
+
+_HF_ACTIVATIONS = {"gelu_erf": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "tanh": "tanh", "linear": "linear",
+                   "silu": "silu"}
+
+
+def hf_activation(name: str) -> str:
+    """The Hugging Face name of bert4k activation `name` (for exported configs)."""
+    return _HF_ACTIVATIONS[ACTIVATIONS[name]]
 
 def _require(raw: dict, path: str, *names: str) -> None:
     missing = [n for n in names if n not in raw]
@@ -121,10 +221,15 @@ def read_json(path: str | os.PathLike) -> dict:
 
 
 def bert_config(raw: dict) -> TransformerConfig:
-    """Google `bert_config.json` or HF `config.json` with model_type bert/roberta."""
+    """Google `bert_config.json` or HF `config.json` with model_type bert/roberta.
+
+    RoBERTa (`model_type` roberta/xlm-roberta) counts positions from its padding id (HF default 1): position rows
+    start at `pad_token_id + 1`, so `position_offset = pad_token_id + 1` and `pad_token_id` masks padding."""
     path = raw.get("__path__", "<config>")
     _require(raw, path, "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
-    model_type = raw.get("model_type", "bert")
+    roberta = raw.get("model_type") in ("roberta", "xlm-roberta")
+    pad = raw.get("pad_token_id")
+    pad = (1 if roberta else 0) if pad is None else pad
     hidden = raw["hidden_size"]
     return TransformerConfig(
         vocab_size=raw["vocab_size"],
@@ -141,32 +246,20 @@ def bert_config(raw: dict) -> TransformerConfig:
         initializer_range=raw.get("initializer_range", 0.02),
         key_size=raw.get("key_size"),
         embedding_size=raw.get("embedding_size"),
-        position_offset=(raw.get("pad_token_id", 1) + 1) if model_type in ("roberta", "xlm-roberta") else 0,
-        pad_token_id=raw.get("pad_token_id", 0) or 0,
+        position_offset=pad + 1 if roberta else 0,
+        pad_token_id=pad,
     )
 
 
-def load_config(config_path: str | os.PathLike | dict, model: str = "bert", **overrides: Any) -> TransformerConfig:
-    """Read a config file (or dict) for the family `model`, then apply `overrides`."""
+def load_config(config_path: str | os.PathLike | dict, model: str | None = None, **overrides: Any) -> TransformerConfig:
+    """Read a config file (or dict) for the family `model` (None: detected from the file), then apply `overrides`."""
+    from bert4k.models.families import detect_family, get_family
+
     raw = dict(config_path) if isinstance(config_path, dict) else read_json(config_path)
-    readers = config_readers()
-    if model not in readers:
-        raise ValueError(f"unknown model {model!r}; known: {sorted(readers)}")
-    config = readers[model](raw)
+    family = get_family(model) if model is not None else detect_family(raw)[0]
+    config = family.config(raw)
     known = {f.name for f in dataclasses.fields(TransformerConfig)}
     bad = sorted(set(overrides) - known)
     if bad:
         raise ValueError(f"unknown config override(s) {bad}")
     return config.replace(**overrides) if overrides else config
-
-
-def config_readers() -> dict:
-    """Family name -> reader of its raw json. Families register here."""
-    return dict(_READERS)
-
-
-_READERS = {"bert": bert_config, "roberta": bert_config}
-
-
-def register_config_reader(model: str, reader) -> None:
-    _READERS[model] = reader

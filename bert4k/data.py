@@ -1,6 +1,6 @@
 """Model-input helpers: batch padding, MLM masking (80/10/10, whole-word for Chinese), tf.data.
 
-Padding and truncation of single sequences live in `bert4k.snippets` and are re-exported here.
+Padding and truncation of single sequences live in `bert4k.padding` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from bert4k.snippets import sequence_padding, truncate_sequences
+from bert4k.padding import sequence_padding, truncate_sequences
 
 __all__ = [
     "chinese_word_spans",

@@ -36,7 +36,7 @@ import numpy as np
 from bert4k import TransformerConfig, build_transformer_model, objectives
 from bert4k.data import chinese_word_spans, mlm_mask
 from bert4k.models.checkpoint_io import export_checkpoint
-from bert4k.snippets import sequence_padding
+from bert4k.padding import sequence_padding
 from bert4k.tokenizers import Tokenizer
 
 DATA = REPO.parent / "shared" / "data"

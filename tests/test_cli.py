@@ -1,4 +1,5 @@
 """The `bert4k` command: `bert4k masks --plot out.png` writes a picture; without --plot the masks are printed."""
+import json
 import subprocess
 import sys
 
@@ -67,3 +68,150 @@ def test_module_entry_point_help():
     result = subprocess.run([sys.executable, "-m", "bert4k.cli", "masks", "--help"], cwd=REPO, check=False,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "--plot" in result.stdout
+
+
+# === help, errors ===
+
+COMMANDS = ["info", "convert", "fill-mask", "encode", "generate", "masks"]
+
+
+def test_help_is_fast_quiet_and_imports_no_keras():
+    code = ("import sys, time; t = time.time(); from bert4k import cli\n"
+            f"for c in [[]] + [[c] for c in {COMMANDS!r}]:\n"
+            "    try: cli.main(c + ['--help'])\n"
+            "    except SystemExit: pass\n"
+            "print('seconds', time.time() - t, 'heavy', [m for m in ('keras', 'tensorflow', 'torch') if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0 and result.stderr == ""
+    seconds, heavy = result.stdout.rsplit("seconds", 1)[1].split("heavy")
+    assert heavy.strip() == "[]" and float(seconds) < 2.0
+    for command in COMMANDS:
+        assert f"\n    {command}" in result.stdout or f"{{{','.join(COMMANDS)}}}" in result.stdout
+
+
+def test_errors_are_one_line_with_nonzero_exit(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "bert4k.cli", "info", str(tmp_path / "absent")], cwd=REPO, check=False,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"bert4k info: error: {tmp_path / 'absent'}: no such file or folder"
+    assert "Traceback" not in result.stderr
+    with pytest.raises(cli.CommandError, match="no such file"):
+        cli.main(["info", str(tmp_path / "absent"), "--debug"])
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["convert", str(tmp_path / "empty"), str(tmp_path / "out"), "--to", "hf"]) == 1
+    assert not (tmp_path / "out").exists()
+
+
+# === info, convert ===
+
+SMALL = REPO / "pretrained" / "bert4k-small-zh"
+
+
+def test_info_reports_family_config_and_parameters(capsys):
+    from safetensors.torch import load_file
+
+    assert cli.main(["info", str(SMALL), "--tensors"]) == 0
+    out = capsys.readouterr().out
+    tensors = load_file(str(SMALL / "model.safetensors"))
+    assert "family: bert" in out and "registry: bert4k-small-zh" in out and "HF safetensors" in out
+    assert "num_hidden_layers=4, hidden_size=256" in out
+    assert f"tensors: {len(tensors)}, parameters: {sum(t.numel() for t in tensors.values()):,}" in out
+    name = next(n for n in tensors if n.endswith("layer.0.attention.self.query.weight"))
+    assert f"  {name}  {tuple(tensors[name].shape)}  float32" in out
+
+
+@pytest.fixture(scope="module")
+def google_bert(tmp_path_factory):
+    """A random HF BERT and the same weights as a Google TF checkpoint folder (bert_config.json, vocab.txt)."""
+    import torch
+    import transformers
+
+    from bert4k import build_transformer_model
+    from bert4k.models.checkpoint_io import export_checkpoint
+    from tests.oracles.hf import randomize
+    from tests.test_bert_parity import BERT_CONFIG
+
+    torch.manual_seed(0)
+    hf = transformers.BertForPreTraining(transformers.BertConfig(**BERT_CONFIG))
+    randomize(hf, seed=3)
+    root = tmp_path_factory.mktemp("cli_bert")
+    hf.save_pretrained(root / "hf", safe_serialization=True)
+    model = build_transformer_model(root / "hf" / "config.json", root / "hf", with_pool=True, with_mlm=True)
+    export_checkpoint(model, root / "google" / "bert_model.ckpt", format="tf")
+    (root / "google" / "bert_config.json").write_text(json.dumps(BERT_CONFIG))
+    (root / "google" / "vocab.txt").write_text("".join(f"t{i}\n" for i in range(BERT_CONFIG["vocab_size"])))
+    return hf, root / "google"
+
+
+def test_convert_google_tf_to_hf_loads_in_transformers(google_bert, tmp_path, capsys):
+    import transformers
+
+    from tests.oracles.hf import max_diff, random_ids
+    from tests.test_bert_parity import hf_outputs
+
+    hf, google = google_bert
+    assert cli.main(["info", str(google)]) == 0
+    assert "TensorFlow checkpoint" in capsys.readouterr().out
+    out = tmp_path / "as_hf"
+    assert cli.main(["convert", str(google), str(out), "--to", "hf"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "vocab.txt"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
+    reloaded = transformers.BertForPreTraining.from_pretrained(out).eval()
+    ids = random_ids(2, 9, 120, seed=4)
+    for a, b in zip(hf_outputs(reloaded, ids, np.zeros_like(ids)), hf_outputs(hf, ids, np.zeros_like(ids))):
+        assert max_diff(a, b) <= 1e-5
+    assert cli.main(["convert", str(google), str(out), "--to", "hf"]) == 1  # exists: refused without --force
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_convert_hf_to_tf_and_keras(google_bert, tmp_path):
+    import keras
+
+    from bert4k.checkpoints import read_tensors
+    from tests.oracles.hf import max_diff, random_ids
+    from tests.test_bert_parity import hf_outputs
+
+    hf, google = google_bert
+    assert cli.main(["convert", str(google), str(tmp_path / "hf"), "--to", "hf"]) == 0
+    assert cli.main(["convert", str(tmp_path / "hf"), str(tmp_path / "tf"), "--to", "tf"]) == 0
+    original, again = read_tensors(str(google / "bert_model.ckpt")), read_tensors(str(tmp_path / "tf" / "bert_model.ckpt"))
+    assert sorted(original) == sorted(again)
+    assert max(max_diff(original[k], again[k]) for k in original) == 0.0
+    assert cli.main(["convert", str(tmp_path / "hf"), str(tmp_path / "m.keras"), "--to", "keras"]) == 0
+    model = keras.saving.load_model(tmp_path / "m.keras")
+    ids = random_ids(2, 9, 120, seed=5)
+    pooled, logits = model.predict([ids, np.zeros_like(ids)], verbose=0)
+    _, ref_pooled, ref_logits = hf_outputs(hf, ids, np.zeros_like(ids))
+    assert max_diff(pooled, ref_pooled) <= 1e-4 and max_diff(logits, ref_logits) <= 1e-4
+
+
+# === fill-mask, encode, generate ===
+
+def test_fill_mask_encode_generate_commands(tmp_path, capsys):
+    import torch
+    import transformers
+
+    from bert4k import encode, from_pretrained, generate_text
+
+    assert cli.main(["fill-mask", str(SMALL), "北京是中国的首[MASK]。", "--top-k", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    hf = transformers.BertForMaskedLM.from_pretrained(str(SMALL)).eval()
+    tok = transformers.BertTokenizerFast.from_pretrained(str(SMALL))
+    batch = tok("北京是中国的首[MASK]。", return_tensors="pt")
+    with torch.no_grad():
+        probs = hf(**batch).logits[0, batch["input_ids"][0].tolist().index(tok.mask_token_id)].softmax(-1)
+    top = probs.topk(3)
+    assert [line.split("\t")[1] for line in lines] == tok.convert_ids_to_tokens(top.indices.tolist())
+    assert abs(float(lines[0].split("\t")[0]) - float(top.values[0])) < 1e-4
+
+    assert cli.main(["encode", str(SMALL), "今天天气很好", "北京", "--pooling", "mean", "--out",
+                     str(tmp_path / "v.npy")]) == 0
+    model, tokenizer = from_pretrained(SMALL)
+    np.testing.assert_allclose(np.load(tmp_path / "v.npy"), encode(model, tokenizer, ["今天天气很好", "北京"],
+                                                                   pooling="mean"), atol=1e-5)
+
+    capsys.readouterr()
+    assert cli.main(["generate", str(SMALL), "今天", "--max-new-tokens", "3"]) == 0  # bert → unilm
+    unilm, tokenizer = from_pretrained(SMALL, application="unilm")
+    assert capsys.readouterr().out == generate_text(unilm, tokenizer, "今天", max_new_tokens=3) + "\n"

@@ -4,8 +4,11 @@ stop ids / min_new_tokens / num_samples, unilm seq2seq and BERT lm, bert4keras' 
 References: Hugging Face GPT-2 (log-probabilities for the exhaustive search) and the models' full forward pass
 rerun over the whole prefix at every step (the uncached path)."""
 import functools
+import gc
 import itertools
+import weakref
 
+import keras
 import numpy as np
 import pytest
 import torch
@@ -13,9 +16,10 @@ import transformers
 
 from bert4k import build_transformer_model
 from bert4k.config import TransformerConfig
-from bert4k.generation import adapter_for, generate
+from bert4k.generation import adapter_for, generate, samplers
 from bert4k.generation.engine import default_jit_compile
-from bert4k.generation.processors import sample, warp
+from bert4k.generation.processors import sample, uniform_noise, warp
+from bert4k.layers.linear_attention import initial_state
 from bert4k.models.transformer import Transformer
 from bert4k.snippets import AutoRegressiveDecoder
 from tests.oracles.hf import randomize, save_both
@@ -93,6 +97,8 @@ def test_no_retrace_across_steps_and_calls(gpt2):
     compiled = adapter_for(gpt2).__dict__.setdefault("_bert4k_compiled", {})
 
     def traces():
+        if keras.backend.backend() != "tensorflow":
+            return 0  # the compiled functions themselves are counted below
         return sum(fn.experimental_get_tracing_count() for fn in compiled.values())
 
     for method in ("greedy", "beam"):
@@ -257,6 +263,81 @@ def test_loops_agree_with_and_without_xla_and_bfloat16_runs(gpt2):
     bf16.set_weights(gpt2.get_weights())
     out = generate(bf16, rows, 6)
     assert out.shape == (3, 6) and ((out >= 0) & (out < VOCAB)).all()
-    adapter = adapter_for(bf16)  # bf16 caches, and no XLA by default (XLA's CPU bf16 matmuls are slow)
-    assert adapter.compute_dtype == "bfloat16" and not default_jit_compile(adapter)
-    assert default_jit_compile(adapter_for(gpt2))
+    adapter = adapter_for(bf16)  # bf16 caches, and no TF XLA by default (XLA's CPU bf16 matmuls are slow)
+    assert adapter.compute_dtype == "bfloat16"
+    if keras.backend.backend() == "tensorflow":
+        assert not default_jit_compile(adapter) and default_jit_compile(adapter_for(gpt2))
+
+
+def numpy_lowbias32_noise(shape, seed, step):
+    """The noise hash written on numpy uint32 (the reference for the keras.ops int32 version)."""
+    def mix(x):
+        with np.errstate(over="ignore"):
+            for m in (0x7FEB352D, 0x846CA68B):
+                x = (x ^ (x >> np.uint32(16))) * np.uint32(m)
+            return x ^ (x >> np.uint32(16))
+    key = mix(np.uint32(seed) ^ mix(np.uint32(step) + np.uint32(0x9E3779B9)))
+    bits = mix(mix(np.arange(np.prod(shape), dtype=np.uint32).reshape(shape) + key) ^ key)
+    return ((bits >> np.uint32(8)).astype(np.float32) + 0.5) / float(1 << 24)
+
+
+def test_noise_is_the_uint32_hash_on_this_backend():
+    for seed, step in ((0, 0), (12345, 7), (2 ** 31 - 2, 99)):
+        got = uniform_noise((3, 50), keras.ops.convert_to_tensor(seed, "int32"), keras.ops.convert_to_tensor(step, "int32"))
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), numpy_lowbias32_noise((3, 50), seed, step))
+
+
+def test_samplers_by_name_and_object_agree_and_global_rng_untouched(gpt2):
+    rows = prompts(11)
+    state = np.random.get_state()
+    by_name = generate(gpt2, rows, 6, method="top_k", top_k=3, seed=4)
+    assert np.random.get_state()[1].tolist() == state[1].tolist()  # numpy's global random state is not read
+    generate(gpt2, rows, 6, method="sample")  # no seed: fresh entropy, still not numpy's global state
+    assert np.random.get_state()[1].tolist() == state[1].tolist()
+    np.testing.assert_array_equal(generate(gpt2, rows, 6, method=samplers.TopK(3), seed=4), by_name)
+    np.testing.assert_array_equal(generate(gpt2, rows, 6, method="sample", top_k=3, seed=4), by_name)
+    np.testing.assert_array_equal(generate(gpt2, rows, 6, method=samplers.Greedy()), generate(gpt2, rows, 6))
+    np.testing.assert_array_equal(generate(gpt2, rows, 6, method=samplers.BeamSearch(3, 0.5)),
+                                  generate(gpt2, rows, 6, method="beam", num_beams=3, length_penalty=0.5))
+    with pytest.raises(ValueError, match="unknown method 'nucleus'"):
+        generate(gpt2, rows, 6, method="nucleus")
+
+    class Lowest(samplers.Sampler):
+        def __call__(self, scores, seed, step):
+            return keras.ops.cast(keras.ops.argmin(scores, axis=-1), "int32")
+
+    samplers.register_sampler("lowest", Lowest)
+    lowest = generate(gpt2, [rows[0]], 3, method="lowest")[0]
+    assert lowest[0] == int(np.argmin(np.asarray(gpt2(np.array([rows[0]], "int32")))[0, -1]))
+
+
+def test_t5_adapter_does_not_keep_its_model_alive():
+    from bert4k.models.t5 import T5
+
+    cfg = TransformerConfig(vocab_size=23, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                            intermediate_size=24, key_size=8, relative_attention_num_buckets=8,
+                            hidden_dropout_prob=0.0, feed_forward_proj="relu", pad_token_id=0)
+    model = T5(cfg)
+    generate(model, [[4, 5, 6]], 3)
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None
+
+
+@pytest.mark.parametrize("application", ["lm", "unilm"])
+def test_linear_attention_generate_equals_uncached_forward(application):
+    """Running states `(S, Z)` per block: the same tokens as the full linear-attention forward rerun each step,
+    and a decoding state whose size does not depend on the number of new tokens."""
+    model = random_weights(Transformer(BERT, application=application, attention="linear"), seed=2)
+    rows = prompts(12, lengths=(5, 3))
+    out = generate(model, rows, 9)
+    for prompt, tokens in zip(rows, out):
+        target = 1 if application == "unilm" else 0
+        np.testing.assert_array_equal(tokens, uncached_greedy(model, prompt, 9, [0] * len(prompt), target))
+    np.testing.assert_array_equal(generate(model, rows, 9, streamer=lambda ids: None), out)
+    adapter = adapter_for(model)
+    sizes = [sum(int(np.prod(t.shape)) for t in keras.tree.flatten(adapter.start(rows, n)[1])) for n in (4, 40)]
+    heads, size = BERT.num_attention_heads, BERT.hidden_size // BERT.num_attention_heads
+    states = sum(int(np.prod(t.shape)) for t in initial_state(2, heads, size, size)) * BERT.num_hidden_layers
+    assert sizes[0] == sizes[1] == states + 2  # the states and each row's next position

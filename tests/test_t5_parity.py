@@ -15,7 +15,7 @@ from bert4k.checkpoints.readers import read_tensors
 from bert4k.checkpoints.writers import save_tf_checkpoint
 from bert4k.generation import generate
 from bert4k.models.checkpoint_io import export_checkpoint
-from tests.oracles.hf import max_diff, random_ids, randomize, save_both
+from tests.oracles.hf import max_diff, random_ids, randomize, save_both, to_numpy
 
 TOL = 1e-4
 VOCAB = 96
@@ -128,7 +128,7 @@ def test_t5_v10_tied_relu_matches_reference(v10, fmt):
     t5 = build_transformer_model(f"{folder}/config.json", folder, model="t5", logits=True)
     assert t5.lm_head is None
     assert max_diff(t5.predict([enc, dec], verbose=0), logits_ref) <= TOL
-    encoded = np.asarray(t5.encoder_model(enc, training=False))
+    encoded = to_numpy(t5.encoder_model(enc, training=False))
     assert max_diff(encoded, encoded_ref) <= TOL
     assert max_diff(t5.decoder_model([encoded, enc, dec], training=False), logits_ref) <= TOL
 
@@ -236,7 +236,7 @@ def test_cached_decode_step_equals_full_decoder(v11_model):
     steps = []
     for i in range(dec.shape[1]):
         logits, cache = v11_model.decode_step(dec[:, i:i + 1], cache, i, context_cache, context_mask)
-        steps.append(np.asarray(logits))
+        steps.append(to_numpy(logits))
     assert max_diff(np.concatenate(steps, axis=1), full) <= 1e-5
 
 
@@ -246,7 +246,7 @@ def uncached_greedy(t5, enc, steps: int, stop: int) -> np.ndarray:
     done = np.zeros(len(enc), bool)
     out = []
     for _ in range(steps):
-        token = np.argmax(np.asarray(t5([enc, dec], training=False))[:, -1], axis=-1)
+        token = np.argmax(to_numpy(t5([enc, dec], training=False))[:, -1], axis=-1)
         token = np.where(done, 0, token)
         out.append(token)
         done |= token == stop
@@ -291,9 +291,9 @@ def test_keras_round_trip(v11_model, tmp_path):
 def test_bf16_runs_close_to_float32(v11, v11_model, dtype):
     _, st_dir, _ = v11
     enc, dec = batch(seed=14)
-    expected = np.asarray(v11_model([enc, dec], training=False))
+    expected = to_numpy(v11_model([enc, dec], training=False))
     t5 = build_transformer_model(st_dir, st_dir, model="t5.1.1", logits=True, dtype=dtype)
-    out = np.asarray(t5([enc, dec], training=False), dtype=np.float32)
+    out = to_numpy(t5([enc, dec], training=False))
     assert out.dtype == np.float32 and np.isfinite(out).all()
     assert max_diff(out, expected) <= 0.2 * float(np.sqrt(np.mean(np.square(expected))))
     assert generate(t5, enc, 3).shape == (3, 3)

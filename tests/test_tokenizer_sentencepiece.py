@@ -5,6 +5,8 @@ import json
 
 import pytest
 import sentencepiece as spm
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bert4k.tokenizers import SpTokenizer
 
@@ -108,3 +110,64 @@ def test_pre_tokenize_and_translate(data_dir):
     tok = SpTokenizer(data_dir / MT5, token_translate={"我们": "<unk>"})
     ids, _ = tok.encode("我们去公园")
     assert 2 in ids and tok.decode(ids) == "我们去公园"
+
+
+# === the same contract as the WordPiece Tokenizer: any str, maxlen, offsets ===
+
+ANY_CHAR = st.characters(blacklist_categories=())  # surrogates (Cs), controls, private use included
+
+
+@pytest.fixture(scope="module")
+def mt5(data_dir):
+    return SpTokenizer(data_dir / MT5)
+
+
+def test_lone_surrogate_does_not_crash(mt5):
+    """Before: sentencepiece raised "Unable to cast Python instance of type <class 'str'> to C++ type"."""
+    text = "好\ud800的\udfff"
+    assert mt5.tokenize(text) == mt5.tokenize("好的")
+    assert mt5.encode(text, "\ud83d", maxlen=4)[0][-1] == 1
+    tokens = mt5.tokenize(text)
+    # a span runs over the dropped chars inside it, as WordPiece's does; the trailing surrogate is in no span
+    assert "".join(text[i] for span in mt5.rematch(text, tokens) for i in span) == "好\ud800的"
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=st.text(ANY_CHAR, max_size=40), second=st.text(ANY_CHAR, max_size=20), maxlen=st.integers(3, 12))
+def test_any_text_tokenizes_within_maxlen(mt5, text, second, maxlen):
+    ids, segments = mt5.encode(text, second, maxlen=maxlen)
+    assert len(ids) == len(segments) <= maxlen and ids.count(1) == 2
+    tokens = mt5.tokenize(text, maxlen=maxlen)
+    assert len(tokens) <= maxlen and tokens[-1] == "</s>"
+    mapping = mt5.rematch(text, tokens)
+    assert len(mapping) == len(tokens) and mapping[-1] == []
+    covered = [i for span in mapping for i in span]
+    assert all(0 <= i < len(text) for i in covered) and covered == sorted(covered)
+
+
+@pytest.mark.parametrize("model, end", [(MT5, "</s>"), (CLUE, "[SEP]")])
+def test_rematch_spans_normalise_to_their_pieces(data_dir, texts, model, end):
+    """Each piece's chars, normalised by sentencepiece itself, spell the piece (byte-fallback pieces aside)."""
+    tok = SpTokenizer(data_dir / model, token_end=end)
+    sp = tok.sp_model
+
+    def bare(s):
+        return s.replace("▁", "").replace(" ", "")
+
+    checked = 0
+    for text in texts[:300]:
+        tokens = tok.tokenize(text)
+        for token, span in zip(tokens, tok.rematch(text, tokens)):
+            if span and not token.startswith("<0x"):
+                assert bare(sp.normalize(text[span[0]:span[-1] + 1])) == bare(token), (text, token, span)
+                checked += 1
+    assert checked > 5000
+
+
+def test_offsets_through_the_batch_call(mt5):
+    text = "我们去ＡＢＣ公园"
+    out = mt5([text], return_offsets=True)
+    tokens = mt5.tokenize(text)
+    spans = [(s[0], s[-1] + 1) if s else (0, 0) for s in mt5.rematch(text, tokens)]
+    assert [tuple(o) for o in out["offsets"][0][:len(tokens)]] == spans
+    assert any(text[a:b] == "ＡＢＣ" for a, b in spans)

@@ -1,5 +1,11 @@
 """ALBERT checkpoints: the config files, Google TF names and Hugging Face names.
 
+ALBERT is a configuration of the one `Transformer`: factorised embeddings (`embedding_size` E, then the E→H
+`Embedding-Mapping` Dense), post-LN BERT blocks, and an MLM head H→E (Dense + activation, LayerNorm) tied to the
+E-wide token embedding, plus a bias. Family `albert` applies one block `num_hidden_layers` times
+(`shared_layers=True`), as the checkpoints are trained; `albert_unshared` expands the checkpoint into
+`num_hidden_layers` independent blocks, which fine-tuning updates separately, and exports one layer group per block.
+
 Canonical names are Hugging Face's bare `AlbertModel` names (`embeddings.*`, `encoder.embedding_hidden_mapping_in.*`,
 `encoder.albert_layer_groups.{g}.albert_layers.{k}.*`, `pooler.*`) plus the `AlbertForMaskedLM` head
 (`predictions.{dense,LayerNorm,bias}`; `predictions.decoder` is tied to the word embeddings).
@@ -19,7 +25,12 @@ from bert4k.checkpoints.bert import embedding_specs, rows, strip_prefix
 from bert4k.checkpoints.specs import WeightSpec, linear_spec, norm_spec, transpose
 from bert4k.config import TransformerConfig, bert_config
 
-IGNORED = ("position_ids", "token_type_ids", "predictions.decoder.", "sop_classifier.")
+# Whole canonical names (regular expressions) the model never uses: buffers, the decoder copy of the tied embedding
+# and of `predictions.bias`, and the sentence-order head.
+IGNORED = (r"embeddings\.position_ids", r"embeddings\.token_type_ids", r"predictions\.decoder\.(weight|bias)",
+           r"sop_classifier\.classifier\.(weight|bias)")
+HEADS = (r"pooler\.(weight|bias)", r"predictions\..+")
+TIED_HEADS = (("predictions.decoder.weight", "embeddings.word_embeddings.weight"),)
 GROUP = "encoder.albert_layer_groups.{}.albert_layers.0"
 
 # (Google scope, canonical scope, kind): "dense" = kernel [in, out] / bias, "norm" = gamma / beta, "tensor" = as is.
@@ -96,6 +107,14 @@ def albert_config(raw: dict, shared: bool = True) -> TransformerConfig:
                          "embedding_hidden_mapping_in then, which this stack omits when the sizes are equal")
     config = bert_config({**raw, "hidden_act": act, "embedding_size": embedding_size})
     return config.replace(shared_layers=shared)
+
+
+def albert_reader(shared: bool):
+    """`albert_config` for `model="albert"` (`shared=True`) or `"albert_unshared"`."""
+    def read(raw: dict) -> TransformerConfig:
+        return albert_config(raw, shared=shared)
+
+    return read
 
 
 def layer_specs(block, prefix: str) -> list[WeightSpec]:
@@ -192,3 +211,39 @@ def to_google_albert(tensors: dict) -> dict:
             google, flip = _TO_GOOGLE[name]
         out[google] = transpose(value) if flip else value
     return out
+
+
+# === detection and the Hugging Face config of an export ===
+
+def detect_albert(evidence) -> str | None:
+    """HF `model_type: albert` / an `Albert*` architecture, Google's `albert_config.json`, ALBERT-only fields or
+    ALBERT tensor names."""
+    if evidence.model_type == "albert":
+        return "config.json says model_type 'albert'"
+    if arch := evidence.architecture("Albert"):
+        return f"config.json names architecture {arch!r}"
+    if evidence.model_type is not None:
+        return None
+    if evidence.file_name == "albert_config.json":
+        return "Google albert_config.json"
+    if any(k in evidence.raw for k in ("num_hidden_groups", "inner_group_num")):
+        return "ALBERT config fields (num_hidden_groups / inner_group_num)"
+    if evidence.any_name("bert/encoder/transformer/group_", "encoder.albert_layer_groups.", "albert."):
+        return "ALBERT tensor names (layer groups)"
+    return None
+
+
+def hf_config(config, model) -> dict:
+    """HF `config.json` of an exported ALBERT (one layer group when shared, one per layer when unshared)."""
+    from bert4k.config import hf_activation
+
+    groups = 1 if config.shared_layers else config.num_hidden_layers
+    arch = "AlbertForMaskedLM" if getattr(model, "mlm_dense", None) is not None else "AlbertModel"
+    return dict(model_type="albert", architectures=[arch], vocab_size=config.vocab_size,
+                embedding_size=config.embedding_size or config.hidden_size, hidden_size=config.hidden_size,
+                num_hidden_layers=config.num_hidden_layers, num_hidden_groups=groups, inner_group_num=1,
+                num_attention_heads=config.num_attention_heads, intermediate_size=config.intermediate_size,
+                hidden_act=hf_activation(config.hidden_act), max_position_embeddings=config.max_position_embeddings,
+                type_vocab_size=config.type_vocab_size, hidden_dropout_prob=config.hidden_dropout_prob,
+                attention_probs_dropout_prob=config.attention_probs_dropout_prob, layer_norm_eps=config.layer_norm_eps,
+                initializer_range=config.initializer_range, pad_token_id=config.pad_token_id)

@@ -11,8 +11,13 @@ import numpy as np
 
 from bert4k.checkpoints.specs import WeightSpec, linear_spec, norm_spec, transpose
 
-IGNORED = ("position_ids", "token_type_ids", "cls.seq_relationship", "lm_head.decoder.weight",
-           "cls.predictions.decoder.weight", "lm_head.decoder.bias", "cls.predictions.decoder.bias")
+# Whole canonical names (regular expressions) a checkpoint may hold that the model never uses: buffers, the NSP head,
+# and the decoder weight/bias that HF keeps as copies of the word embeddings / `cls.predictions.bias`.
+IGNORED = (r"embeddings\.position_ids", r"embeddings\.token_type_ids", r"cls\.seq_relationship\.(weight|bias)",
+           r"cls\.predictions\.decoder\.(weight|bias)")
+HEADS = (r"pooler\.dense\.(weight|bias)", r"cls\.predictions\..+")
+# (LM head, embedding it must equal): a differing head is an untied head the tied model cannot represent.
+TIED_HEADS = (("cls.predictions.decoder.weight", "embeddings.word_embeddings.weight"),)
 
 
 def rows(keep_tokens):
@@ -67,6 +72,7 @@ def bert_specs(model, keep_tokens=None) -> list[WeightSpec]:
 
 
 _HF_RENAMES = [
+    (re.compile(r"^lm_head\.decoder\."), "cls.predictions.decoder."),
     (re.compile(r"^lm_head\.dense\."), "cls.predictions.transform.dense."),
     (re.compile(r"^lm_head\.layer_norm\."), "cls.predictions.transform.LayerNorm."),
     (re.compile(r"^lm_head\.bias$"), "cls.predictions.bias"),
@@ -139,3 +145,58 @@ def google_bert_names(tensors: dict) -> dict:
 
 def to_google_bert(tensors: dict) -> dict:
     return dict(canonical_to_google(k, v) for k, v in tensors.items())
+
+
+# === detection and the Hugging Face config of an export ===
+
+_BERT_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
+
+
+def detect_bert(evidence) -> str | None:
+    """HF `model_type: bert` (hfl's RoBERTa-wwm checkpoints are this: BERT under a RoBERTa name), a `Bert*`
+    architecture, Google's `bert_config.json`, or BERT-named tensors with BERT fields."""
+    if evidence.model_type == "bert":
+        return "config.json says model_type 'bert'"
+    if arch := evidence.architecture("Bert"):
+        return f"config.json names architecture {arch!r}"
+    if evidence.model_type is not None:
+        return None
+    if evidence.file_name == "bert_config.json":
+        return "Google bert_config.json"
+    if evidence.has(*_BERT_FIELDS) and evidence.any_name("bert/", "bert.", "embeddings.", "encoder.layer."):
+        return "BERT fields and BERT tensor names"
+    if evidence.has(*_BERT_FIELDS, "type_vocab_size"):
+        return "BERT config fields (type_vocab_size, num_hidden_layers, ...)"
+    return None
+
+
+def detect_roberta(evidence) -> str | None:
+    """HF `model_type: roberta` / `xlm-roberta` whose tensors are RoBERTa's (not BERT-named)."""
+    if evidence.model_type in ("roberta", "xlm-roberta") and not evidence.architecture("Bert"):
+        if evidence.any_name("bert."):
+            return None
+        return f"config.json says model_type {evidence.model_type!r}"
+    if not evidence.model_type and (arch := evidence.architecture("Roberta", "XLMRoberta")):
+        return f"config.json names architecture {arch!r}"
+    return None
+
+
+def hf_config(config, model) -> dict:
+    """HF `config.json` (BERT, or RoBERTa when positions are offset) of an exported BERT-style model."""
+    from bert4k.config import hf_activation
+
+    if config.key_size not in (None, config.head_size) or config.embedding_size not in (None, config.hidden_size):
+        raise ValueError("export: key_size/embedding_size different from the head/hidden size have no Hugging Face "
+                         "BERT equivalent")
+    roberta = config.position_offset > 0  # RoBERTa's head names differ from the exported BERT ones: body only
+    arch = "RobertaModel" if roberta else "BertForMaskedLM" if getattr(model, "mlm_dense", None) else "BertModel"
+    out = dict(model_type="roberta" if roberta else "bert", architectures=[arch], vocab_size=config.vocab_size,
+               hidden_size=config.hidden_size, num_hidden_layers=config.num_hidden_layers,
+               num_attention_heads=config.num_attention_heads, intermediate_size=config.intermediate_size,
+               hidden_act=hf_activation(config.hidden_act), max_position_embeddings=config.max_position_embeddings,
+               type_vocab_size=config.type_vocab_size, hidden_dropout_prob=config.hidden_dropout_prob,
+               attention_probs_dropout_prob=config.attention_probs_dropout_prob, layer_norm_eps=config.layer_norm_eps,
+               initializer_range=config.initializer_range, pad_token_id=config.pad_token_id)
+    if roberta:
+        out["pad_token_id"] = config.position_offset - 1
+    return out

@@ -17,7 +17,6 @@ from bert4k.checkpoints.bert import block_specs, canonical_to_google, embedding_
 from bert4k.checkpoints.specs import WeightSpec, linear_spec, norm_spec, transpose
 from bert4k.config import TransformerConfig, bert_config
 
-IGNORED = ("position_ids", "token_type_ids", "generator_lm_head.weight")
 _HEADS = ("discriminator_predictions.", "generator_predictions.", "generator_lm_head.")
 
 
@@ -101,3 +100,29 @@ def to_google_electra(tensors: dict) -> dict:
         google, converted = canonical_to_google(name, value)
         out["electra/" + google.removeprefix("bert/")] = converted
     return out
+
+
+def detect_electra(evidence) -> str | None:
+    """HF `model_type: electra`, an `Electra*` architecture, or ELECTRA tensor names."""
+    if evidence.model_type == "electra":
+        return "config.json says model_type 'electra'"
+    if arch := evidence.architecture("Electra"):
+        return f"config.json names architecture {arch!r}"
+    if evidence.model_type is None and evidence.any_name("electra/", "electra.", "discriminator_predictions"):
+        return "ELECTRA tensor names"
+    return None
+
+
+def hf_config(config, model) -> dict:
+    """HF `config.json` (`ElectraModel`, or `ElectraForMaskedLM` with the MLM head) of an exported ELECTRA."""
+    from bert4k.config import hf_activation
+
+    arch = "ElectraForMaskedLM" if getattr(model, "mlm_dense", None) is not None else "ElectraModel"
+    return dict(model_type="electra", architectures=[arch], vocab_size=config.vocab_size,
+                embedding_size=config.embedding_size or config.hidden_size, hidden_size=config.hidden_size,
+                num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
+                intermediate_size=config.intermediate_size, hidden_act=hf_activation(config.hidden_act),
+                max_position_embeddings=config.max_position_embeddings, type_vocab_size=config.type_vocab_size,
+                hidden_dropout_prob=config.hidden_dropout_prob,
+                attention_probs_dropout_prob=config.attention_probs_dropout_prob, layer_norm_eps=config.layer_norm_eps,
+                initializer_range=config.initializer_range, pad_token_id=config.pad_token_id)

@@ -17,7 +17,9 @@ import numpy as np
 from bert4k.checkpoints.bert import rows
 from bert4k.checkpoints.specs import WeightSpec
 
-GPT2_IGNORED = ("attn.bias", "attn.masked_bias", "lm_head.weight")
+# Whole canonical names (regular expressions): the causal-mask buffers and HF's copy of the tied head.
+GPT2_IGNORED = (r"h\.\d+\.attn\.(bias|masked_bias)", r"lm_head\.weight")
+TIED_HEADS = (("lm_head.weight", "wte.weight"),)
 
 
 def _dense(layer, key: str) -> list[WeightSpec]:
@@ -125,3 +127,48 @@ def gpt2_ml_specs(model, keep_tokens=None) -> list[WeightSpec]:
 
 def same_names(tensors: dict) -> dict:
     return dict(tensors)
+
+
+# === detection and the Hugging Face config of an export ===
+
+def detect_gpt2(evidence) -> str | None:
+    """HF `model_type: gpt2` / a `GPT2*` architecture, OpenAI's `hparams.json`, or GPT-2 field names."""
+    if evidence.model_type == "gpt2":
+        return "config.json says model_type 'gpt2'"
+    if arch := evidence.architecture("GPT2"):
+        return f"config.json names architecture {arch!r}"
+    if evidence.model_type is None and evidence.has("n_vocab", "n_ctx", "n_embd"):
+        return "OpenAI hparams.json fields (n_vocab, n_ctx, n_embd)"
+    if evidence.model_type is None and evidence.has("n_embd", "n_layer", "n_head"):
+        return "GPT-2 config fields (n_embd, n_layer, n_head)"
+    return None
+
+
+def detect_gpt2_ml(evidence) -> str | None:
+    """GPT2-ML: its TF tensor names (`newslm/...`), or a config file with BERT-style fields but no token types and
+    no model_type (its `configs/mega.json`; every BERT config names `type_vocab_size`)."""
+    if evidence.model_type is not None:
+        return None
+    if evidence.any_name("newslm/"):
+        return "GPT2-ML tensor names (newslm/...)"
+    if (evidence.file is not None and not evidence.names() and evidence.file_name != "bert_config.json"
+            and evidence.has("hidden_size", "num_hidden_layers", "num_attention_heads")
+            and not any(k in evidence.raw for k in ("type_vocab_size", "embedding_size", "attention_head_size"))):
+        return "BERT-style fields without type_vocab_size (GPT2-ML's mega.json)"
+    return None
+
+
+def hf_config(config, model) -> dict:
+    """HF `config.json` of an exported GPT-2 (`GPT2LMHeadModel`, head tied to `wte`)."""
+    from bert4k.config import hf_activation
+
+    out = dict(model_type="gpt2", architectures=["GPT2LMHeadModel"], vocab_size=config.vocab_size,
+               n_positions=config.max_position_embeddings, n_embd=config.hidden_size,
+               n_layer=config.num_hidden_layers, n_head=config.num_attention_heads, n_inner=config.intermediate_size,
+               activation_function=hf_activation(config.hidden_act), resid_pdrop=config.hidden_dropout_prob,
+               embd_pdrop=config.hidden_dropout_prob, attn_pdrop=config.attention_probs_dropout_prob,
+               layer_norm_epsilon=config.layer_norm_eps, initializer_range=config.initializer_range,
+               tie_word_embeddings=True)
+    if config.pad_token_id >= 0:
+        out["pad_token_id"] = config.pad_token_id
+    return out

@@ -29,10 +29,44 @@ def resolve_checkpoint(path: str | os.PathLike) -> str:
     raise FileNotFoundError(f"checkpoint not found: {path} (nor {path}.index)")
 
 
+class CorruptCheckpoint(ValueError):
+    """A checkpoint file that exists but cannot be read: empty, truncated or corrupt (the reader's error chained)."""
+
+
+def _corrupt(path: str, error: BaseException | None = None) -> CorruptCheckpoint:
+    cause = f" ({type(error).__name__}: {error})" if error is not None else ""
+    return CorruptCheckpoint(f"{path}: checkpoint file is truncated or corrupt{cause}")
+
+
+def _check_not_empty(*paths: str) -> None:
+    for path in paths:
+        if os.path.exists(path) and os.path.getsize(path) == 0:
+            raise CorruptCheckpoint(f"{path}: checkpoint file is empty (0 bytes): truncated or corrupt")
+
+
+def _tf_files(prefix: str) -> list[str]:
+    folder, base = os.path.split(prefix)
+    names = [f for f in os.listdir(folder or ".") if f.startswith(base + ".data-")] if os.path.isdir(folder or ".") else []
+    return [prefix + ".index", *(os.path.join(folder, n) for n in sorted(names))]
+
+
+def has_checkpoint(folder: str | os.PathLike) -> bool:
+    """Whether `folder` holds weights that `resolve_checkpoint` finds."""
+    try:
+        resolve_checkpoint(folder)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def read_safetensors(path: str) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
 
-    return dict(load_file(path))
+    _check_not_empty(path)
+    try:
+        return dict(load_file(path))
+    except Exception as e:  # safetensors raises its own error types (SafetensorError, ...)
+        raise _corrupt(path, e) from e
 
 
 def read_torch_bin(path: str) -> dict[str, np.ndarray]:
@@ -40,21 +74,36 @@ def read_torch_bin(path: str) -> dict[str, np.ndarray]:
         import torch
     except ImportError:
         raise ImportError(f"{path}: reading a PyTorch .bin needs torch (pip install torch==2.13.0)") from None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    _check_not_empty(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # EOFError, RuntimeError (zip), UnpicklingError, ...
+        raise _corrupt(path, e) from e
+    if not isinstance(state, dict):
+        raise CorruptCheckpoint(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
     return {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
 
 
 def read_tf_checkpoint(prefix: str) -> dict[str, np.ndarray]:
     import tensorflow as tf
 
-    reader = tf.train.load_checkpoint(prefix)
-    names = [n for n in reader.get_variable_to_shape_map() if not any(s in n for s in OPTIMIZER_SLOTS)]
-    return {n: reader.get_tensor(n) for n in names}
+    files = _tf_files(prefix)
+    _check_not_empty(*files)
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        names = [n for n in reader.get_variable_to_shape_map() if not any(s in n for s in OPTIMIZER_SLOTS)]
+        return {n: reader.get_tensor(n) for n in names}
+    except Exception as e:  # DataLossError, IndexError("Read less bytes..."), OutOfRangeError, ...
+        raise _corrupt(" / ".join(files), e) from e
 
 
 def read_sharded(index_path: str) -> dict[str, np.ndarray]:
-    with open(index_path, encoding="utf-8") as f:
-        weight_map = json.load(f).get("weight_map")
+    _check_not_empty(index_path)
+    try:
+        with open(index_path, encoding="utf-8") as f:
+            weight_map = json.load(f).get("weight_map")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        raise _corrupt(index_path, e) from e
     if not isinstance(weight_map, dict):
         raise TypeError(f"{index_path}: expected a 'weight_map' object")
     folder = os.path.dirname(index_path)
@@ -65,7 +114,9 @@ def read_sharded(index_path: str) -> dict[str, np.ndarray]:
 
 
 def read_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """All tensors of the checkpoint at `path` by their stored names (optimizer slots dropped)."""
+    """All tensors of the checkpoint at `path` by their stored names (optimizer slots dropped).
+
+    An unreadable file raises `CorruptCheckpoint` naming it (the reader's own error chained as the cause)."""
     path = resolve_checkpoint(path)
     if path.endswith(".index.json"):
         return read_sharded(path)
@@ -74,6 +125,28 @@ def read_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if path.endswith((".bin", ".pt", ".pth")):
         return read_torch_bin(path)
     return read_tf_checkpoint(path)
+
+
+def tensor_names(path: str | os.PathLike) -> set[str]:
+    """The stored tensor names of a checkpoint, read from its header/index where the format allows."""
+    path = resolve_checkpoint(path)
+    if path.endswith((".bin", ".pt", ".pth")):
+        return set(read_tensors(path))
+    _check_not_empty(path if path.endswith((".json", ".safetensors")) else path + ".index")
+    try:
+        if path.endswith(".index.json"):
+            with open(path, encoding="utf-8") as f:
+                return set(json.load(f).get("weight_map", {}))
+        if path.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(path, "np") as f:
+                return set(f.keys())
+        import tensorflow as tf
+
+        return {name for name, _ in tf.train.list_variables(path)}
+    except Exception as e:  # each format raises its own error types
+        raise _corrupt(path, e) from e
 
 
 def is_tf_checkpoint(path: str | os.PathLike) -> bool:

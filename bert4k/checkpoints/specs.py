@@ -58,11 +58,13 @@ class LoadReport:
     optional_missing: list[str]
     unexpected: list[str]
     mismatched: list[str]
+    unused_heads: list[str] = dataclasses.field(default_factory=list)  # heads the model was built without
 
     def __str__(self) -> str:
         parts = [f"loaded {len(self.loaded)} tensors"]
         for label, names in (("missing", self.missing), ("optional, absent", self.optional_missing),
-                             ("unused", self.unexpected), ("shape mismatch", self.mismatched)):
+                             ("unused", self.unexpected), ("shape mismatch", self.mismatched),
+                             ("heads not built", self.unused_heads)):
             if names:
                 parts.append(f"{label}: {', '.join(names)}")
         return "; ".join(parts)
@@ -76,8 +78,13 @@ def _value_for(spec: WeightSpec, tensor: np.ndarray) -> np.ndarray:
 
 
 def load_specs(specs: Iterable[WeightSpec], tensors: dict[str, np.ndarray], source: str = "checkpoint",
-               ignore: Iterable[str] = ()) -> LoadReport:
-    """Assign every spec'd variable from `tensors`; raise `CheckpointMismatch` naming what is missing or mis-shaped."""
+               ignored: Callable[[str], bool] = lambda name: False,
+               head: Callable[[str], bool] = lambda name: False) -> LoadReport:
+    """Assign every spec'd variable from `tensors`; raise `CheckpointMismatch` naming what is missing or mis-shaped.
+
+    `ignored(name)`: whether an unused tensor is a known one (buffer, tied copy) that is not reported; `head(name)`:
+    whether it belongs to a head the model was built without (reported as `unused_heads`). Unused tensors and absent
+    optional ones are logged at WARNING, a clean report at INFO."""
     specs = list(specs)
     used = {spec.key for spec in specs}
     report = LoadReport([], [], [], [], [])
@@ -93,11 +100,16 @@ def load_specs(specs: Iterable[WeightSpec], tensors: dict[str, np.ndarray], sour
             continue
         spec.variable.assign(value.astype(spec.variable.dtype))
         report.loaded.append(spec.key)
-    ignored = tuple(ignore)
-    report.unexpected = sorted(k for k in tensors if k not in used and not any(i in k for i in ignored))
+    report.loaded = list(dict.fromkeys(report.loaded))
+    unused = sorted(k for k in tensors if k not in used and not ignored(k))
+    report.unused_heads = [k for k in unused if head(k)]
+    report.unexpected = [k for k in unused if not head(k)]
     if report.missing or report.mismatched:
         raise CheckpointMismatch(f"{source}: cannot load model. {report}")
-    log.info("%s: %s", source, report)
+    if report.unexpected or report.optional_missing:
+        log.warning("%s: %s", source, report)
+    else:
+        log.info("%s: %s", source, report)
     return report
 
 

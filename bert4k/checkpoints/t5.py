@@ -16,7 +16,8 @@ from bert4k.checkpoints.bert import rows
 from bert4k.checkpoints.specs import WeightSpec, linear_spec, norm_spec, transpose
 from bert4k.config import ACTIVATIONS, TransformerConfig
 
-IGNORED = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+# Whole canonical names (regular expressions): HF's per-stack copies of the shared embedding.
+IGNORED = (r"(encoder|decoder)\.embed_tokens\.weight",)
 
 # --- config readers ---
 
@@ -208,3 +209,62 @@ def mesh_tf_names(tensors: dict) -> dict:
 
 def to_mesh_tf(tensors: dict) -> dict:
     return dict(canonical_to_mesh_tf(k, v) for k, v in tensors.items())
+
+
+# === detection and the Hugging Face config of an export ===
+
+def _gated(evidence) -> bool:
+    proj, act = evidence.raw.get("feed_forward_proj"), evidence.raw.get("hidden_act")
+    return (isinstance(proj, str) and proj.startswith("gated-")) or isinstance(act, list)
+
+
+def _t5_shaped(evidence) -> str | None:
+    if evidence.model_type in ("t5", "mt5"):
+        return f"config.json says model_type {evidence.model_type!r}"
+    if arch := evidence.architecture("T5", "MT5"):
+        return f"config.json names architecture {arch!r}"
+    if evidence.model_type is not None:
+        return None
+    if evidence.has("d_model", "num_heads", "num_layers"):
+        return "T5 config fields (d_model, num_heads, num_layers)"
+    if evidence.any_name("encoder/block_000/", "encoder.block.0."):
+        return "T5 tensor names (encoder/block_000/...)"
+    if any(k in evidence.raw for k in ("attention_head_size", "relative_attention_num_buckets")):
+        return "bert4keras T5 config fields (attention_head_size / relative_attention_num_buckets)"
+    return None
+
+
+def detect_t5(evidence) -> str | None:
+    """T5 1.0: T5-shaped files with a plain (not gated) feed-forward."""
+    reason = _t5_shaped(evidence)
+    return None if reason is None or _gated(evidence) or evidence.model_type == "mt5" else reason
+
+
+def detect_t5_v11(evidence) -> str | None:
+    """T5.1.1: T5-shaped files with a gated feed-forward (`gated-gelu`, or a bert4keras `["gelu", "linear"]`)."""
+    reason = _t5_shaped(evidence)
+    return None if reason is None or not _gated(evidence) or evidence.model_type == "mt5" else reason + ", gated"
+
+
+def detect_mt5(evidence) -> str | None:
+    return "config.json says model_type 'mt5'" if evidence.model_type == "mt5" else None
+
+
+def hf_config(config, model) -> dict:
+    """HF `config.json` of an exported T5 (`T5ForConditionalGeneration`)."""
+    from bert4k.config import hf_activation
+
+    gated = config.feed_forward_proj.startswith("gated-")
+    act = hf_activation(config.hidden_act)
+    proj = "gated-gelu" if gated and act == "gelu_new" else ("gated-" if gated else "") + act
+    return dict(model_type="t5", architectures=["T5ForConditionalGeneration"], vocab_size=config.vocab_size,
+                d_model=config.hidden_size, d_kv=config.key_size or config.head_size, d_ff=config.intermediate_size,
+                num_layers=config.num_hidden_layers,
+                num_decoder_layers=config.num_decoder_layers or config.num_hidden_layers,
+                num_heads=config.num_attention_heads,
+                relative_attention_num_buckets=config.relative_attention_num_buckets,
+                relative_attention_max_distance=config.relative_attention_max_distance,
+                dropout_rate=config.hidden_dropout_prob, layer_norm_epsilon=config.layer_norm_eps,
+                feed_forward_proj=proj, tie_word_embeddings=config.tie_word_embeddings, is_encoder_decoder=True,
+                pad_token_id=config.pad_token_id, eos_token_id=config.eos_token_id,
+                decoder_start_token_id=config.decoder_start_token_id)

@@ -8,8 +8,10 @@ Protocol (subclass `DecodingAdapter`, or provide the same methods):
   (`[rows, vocab]`, float32) and the decoding state. `rows` = number of input rows.
 - `step(state, token_ids, index) -> (logits, state)`: feed the generated tokens `token_ids` (`[rows, 1]` int32),
   where `index` (int32 scalar tensor) counts the tokens generated before them (0 for the first), and return the
-  logits of the next token. It must trace with fixed shapes: the engine wraps it in one `tf.function` and passes
-  `index` as a tensor, so no step retraces.
+  logits of the next token. It must trace with fixed shapes and `keras.ops` only: the engine runs it inside one
+  compiled `keras.ops.while_loop` (or a compiled step, when streaming) and passes `index` as a tensor, so no step
+  retraces. An adapter with `in_place_writes = True` takes `step(..., in_place=True)`: the engine owns the state
+  and never reads an old one again, so the caches `start` allocated may be written in place.
 - `reorder(state, rows) -> state`: the state of rows `rows` (`[new_rows]` int32), used to give each input
   n rows (samples, beams) and to follow beams. The default gathers axis 0 of every tensor in the state, so keep
   every state tensor batch-major (put per-call constants in per-row tensors).
@@ -17,7 +19,8 @@ Protocol (subclass `DecodingAdapter`, or provide the same methods):
   of a causal LM), or None.
 - `pad_id`: the id written after a row stops, unless `generate(pad_id=...)` says otherwise.
 - `compile`: False when `step` is plain Python/numpy (nothing is traced then); `jit_compile`: XLA for the step
-  (None: the engine's measured default for `compute_dtype`).
+  (None: the engine's measured default for `compute_dtype`); `variables`: the model's variables (JAX compiles
+  them as arguments, not constants).
 
 Registry: `register_adapter(model_class, factory)`; `factory(model) -> adapter`. Keys may be classes or dotted
 names (`"bert4k.models.t5.T5"`) and factories may be `"module:attribute"` strings, so a model module never has to
@@ -34,6 +37,10 @@ from typing import Any
 import keras
 import numpy as np
 from keras import ops
+
+from bert4k.generation.compile import backend as compile_backend
+from bert4k.generation.compile import compiled
+from bert4k.models import condition
 
 
 class DecodingAdapter:
@@ -58,7 +65,7 @@ class DecodingAdapter:
         return None
 
 
-_REGISTRY: dict[Any, Any] = {"bert4k.models.transformer.Transformer": "bert4k.generation.adapters:TransformerAdapter",
+_REGISTRY: dict[Any, Any] = {"bert4k.models.transformer.Transformer": "bert4k.generation.adapters:transformer_adapter",
                              "bert4k.models.t5.T5": "bert4k.generation.t5_adapter:T5Adapter"}
 _ADAPTERS: weakref.WeakKeyDictionary[Any, DecodingAdapter] = weakref.WeakKeyDictionary()
 
@@ -115,7 +122,8 @@ def _rows_of(x, name: str) -> list[np.ndarray]:
 
 
 class TransformerAdapter(DecodingAdapter):
-    """Decodes a `Transformer` built with application `lm` (causal) or `unilm` (source bidirectional, target causal).
+    """Decodes a `Transformer` built with application `lm` (causal) or `unilm` (source bidirectional, target causal),
+    through the model's own cached forward pass (`Transformer.call_with_cache`).
 
     Inputs: `token_ids` (a 2-D array, a list of sequences of any lengths, or one sequence); or a tuple in the
     model's input order `(token_ids[, segment_ids][, cond])` (segment ids may be left out: zeros), or a dict with
@@ -123,18 +131,17 @@ class TransformerAdapter(DecodingAdapter):
     they stand. Rows are re-packed left-padded and each row gets its own positions (`cumsum(mask) - 1`, as HF
     `generate` does), so a batch decodes exactly like its rows one by one.
 
-    `unilm`: the source (segment 0) is encoded once, bidirectionally; generated tokens get segment 1 and attend to
-    the whole source and to earlier targets through the cache. The first logits come from the source's last token.
-    The cache is `[rows, L, heads, size]` per block, `L` = prompt + new tokens rounded up to `cache_block`, so calls
-    with nearby lengths reuse the compiled step.
+    `unilm`: the source (segment 0) is encoded once, bidirectionally, in the one prefill pass; generated tokens get
+    segment 1 and attend to the whole source and to earlier targets through the cache. The first logits come from
+    the source's last token. The cache is `[rows, L, heads, size]` per block, `L` = prompt + new tokens, each
+    rounded up to `cache_block` (JAX: the prompt too), so calls with nearby lengths reuse the compiled functions.
+    `attention="linear"` models keep a running state `(S, Z)` per block instead (`LinearAttentionAdapter`).
     """
 
     def __init__(self, model, cache_block: int = 32):
         if getattr(model, "application", None) not in ("lm", "unilm"):
             raise ValueError(f"generate: a Transformer with application {getattr(model, 'application', None)!r} "
                              "cannot decode; build it with application='lm' or 'unilm'")
-        if getattr(model, "attention", "softmax") != "softmax":
-            raise ValueError(f"generate: the KV-cache decoder needs softmax attention, got {model.attention!r}")
         self._model = weakref.ref(model)  # the registry maps model → adapter weakly: no reference cycle
         self.input_pad_id = model.config.pad_token_id
         self.pad_id = max(model.config.pad_token_id, 0)
@@ -149,6 +156,10 @@ class TransformerAdapter(DecodingAdapter):
         if model is None:
             raise ReferenceError("generate: the model of this adapter has been deleted")
         return model
+
+    @property
+    def variables(self) -> list:
+        return self.model.variables
 
     # --- inputs ---
     def _parse(self, inputs):
@@ -185,22 +196,52 @@ class TransformerAdapter(DecodingAdapter):
         ids, _, _ = self._parse(inputs)
         return None if self.unilm else ids
 
-    # --- decoding ---
-    def start(self, inputs, max_new_tokens: int):
-        m, cfg = self.model, self.model.config
+    def _prompt(self, inputs, max_new_tokens: int) -> dict:
+        """The rows left-padded to one width: ids, segments, validity, positions (numpy), and the condition."""
+        cfg = self.model.config
         ids, segs, cond = self._parse(inputs)
         rows, lengths = len(ids), np.array([len(r) for r in ids], dtype="int32")
         prompt = int(lengths.max())
         if cfg.position_offset + prompt + max_new_tokens > cfg.max_position_embeddings:
             raise ValueError(f"generate: prompt length {prompt} + max_new_tokens {max_new_tokens} exceeds the "
                              f"model's max_position_embeddings {cfg.max_position_embeddings}")
-        total = int(math.ceil((prompt + max_new_tokens) / self.cache_block) * self.cache_block)
+        if compile_backend() == "jax":  # one compiled prefill per bucket of prompt lengths
+            prompt = _round_up(prompt, self.cache_block)
         token_ids = np.zeros((rows, prompt), "int32")
         segment_ids = np.zeros((rows, prompt), "int32")
         valid = np.zeros((rows, prompt), bool)
         for i, (r, s) in enumerate(zip(ids, segs)):
             token_ids[i, prompt - len(r):], segment_ids[i, prompt - len(r):], valid[i, prompt - len(r):] = r, s, True
         positions = (np.maximum(np.cumsum(valid, axis=1) - 1, 0) + cfg.position_offset).astype("int32")
+        return dict(token_ids=token_ids, segment_ids=segment_ids, valid=valid, positions=positions,
+                    next_position=lengths + cfg.position_offset, cond=self._condition(cond))
+
+    def _condition(self, cond):
+        """The LayerNorm condition vector, computed once per call (condition model, then the hidden Dense)."""
+        m = self.model
+        if cond is None:
+            return None
+        return condition.vector(m.condition_model, m.cond_dense, ops.convert_to_tensor(cond)
+                                if m.condition_model is None else cond)
+
+    def _forward(self, token_ids, segment_ids, positions, mask, cache, index, cond, in_place=False):
+        """The model's cached forward; logits of the last position, `[rows, vocab]` float32."""
+        logits, cache = self.model.call_with_cache(token_ids, mask, cache, index, segment_ids=segment_ids,
+                                                   positions=positions, condition_vector=cond, last_only=True,
+                                                   logits=True, cache_in_place=in_place)
+        return ops.cast(logits[:, 0], "float32"), cache
+
+    def _prefill(self):
+        """The prompt pass, compiled once per adapter (TensorFlow: a graph with relaxed shapes; eager Keras spends
+        ~0.4 s of overhead on a 32-token GPT-2-small prompt)."""
+        return compiled(self, "prefill", lambda: self._forward, jit=False, relaxed=True)
+
+    # --- decoding ---
+    def start(self, inputs, max_new_tokens: int):
+        m, p = self.model, self._prompt(inputs, max_new_tokens)
+        valid, segment_ids = p["valid"], p["segment_ids"]
+        rows, prompt = valid.shape
+        total = prompt + _round_up(max_new_tokens, self.cache_block)
         key_valid = np.zeros((rows, total), bool)
         key_valid[:, :prompt] = valid
         if self.unilm:
@@ -211,20 +252,20 @@ class TransformerAdapter(DecodingAdapter):
         mask = np.zeros((rows, prompt, total), bool)
         mask[:, :, :prompt] = allowed & valid[:, None, :]
         dtype = self.compute_dtype
-        cache = []
-        for block in m.blocks:
-            att = block.attention
-            cache.append((ops.zeros((rows, total, att.heads, att.key_size), dtype),
-                          ops.zeros((rows, total, att.heads, att.head_size), dtype)))
-        cond = self._condition(cond)
-        logits, cache = self._prefill()(token_ids, segment_ids, positions, mask, cache, cond)
+        cache = [(ops.zeros((rows, total, block.attention.heads, block.attention.key_size), dtype),
+                  ops.zeros((rows, total, block.attention.heads, block.attention.head_size), dtype))
+                 for block in m.blocks]
+        logits, cache = self._prefill()(p["token_ids"], segment_ids, p["positions"], mask, cache,
+                                        ops.convert_to_tensor(0, "int32"), p["cond"])
         state = {"cache": cache, "key_valid": ops.convert_to_tensor(key_valid),
-                 "position": ops.convert_to_tensor(lengths + cfg.position_offset), "offset": ops.full((rows,), prompt, "int32")}
-        if cond is not None:
-            state["cond"] = cond
+                 "position": ops.convert_to_tensor(p["next_position"]), "offset": ops.full((rows,), prompt, "int32")}
+        if p["cond"] is not None:
+            state["cond"] = p["cond"]
         return logits, state
 
-    def step(self, state, token_ids, index):
+    in_place_writes = True  # `step(..., in_place=True)` may write the caches `start` allocated in place
+
+    def step(self, state, token_ids, index, in_place: bool = False):
         offset = state["offset"][0]
         slot = offset + index
         keys = ops.arange(ops.shape(state["key_valid"])[1], dtype="int32")
@@ -232,44 +273,56 @@ class TransformerAdapter(DecodingAdapter):
         mask = ops.expand_dims(ops.logical_or(state["key_valid"], grown[None, :]), 1)
         positions = ops.expand_dims(state["position"] + index, 1)
         segment_ids = ops.full_like(token_ids, 1 if self.unilm else 0)
-        logits, cache = self._forward(token_ids, segment_ids, positions, mask, state["cache"], slot, state.get("cond"))
+        logits, cache = self._forward(token_ids, segment_ids, positions, mask, state["cache"], slot, state.get("cond"),
+                                      in_place)
         return logits, {**state, "cache": cache}
 
-    def _prefill(self):
-        """The prompt pass (`_forward` at index 0), one `tf.function` with relaxed shapes on TensorFlow: eager Keras
-        spent ~0.4 s of overhead on a 32-token GPT-2-small prompt. Caches are made eagerly and passed in, so the
-        in-place cache writes never touch a folded constant."""
-        if keras.backend.backend() != "tensorflow":
-            return self._forward_prompt
-        if getattr(self, "_prefill_fn", None) is None:
-            import tensorflow as tf
 
-            self._prefill_fn = tf.function(self._forward_prompt, reduce_retracing=True)
-        return self._prefill_fn
+class LinearAttentionAdapter(TransformerAdapter):
+    """Decodes a `Transformer` built with `attention="linear"`: per block a running state `(S, Z)` =
+    `(Σ φk vᵀ, Σ φk)` over the keys seen so far replaces the KV cache, so a step costs O(d²) per head and the
+    decoding state does not grow with the generated length. The prompt runs once (lm: causal; unilm: the source
+    bidirectional); each generated token is one causal step of width 1 (no chunk padding)."""
 
-    def _forward_prompt(self, token_ids, segment_ids, positions, mask, cache, cond):
-        return self._forward(token_ids, segment_ids, positions, mask, cache, 0, cond)
+    in_place_writes = False
 
-    def _condition(self, cond):
-        """The LayerNorm condition vector, computed once per call (condition model, then the hidden Dense)."""
-        m = self.model
-        if cond is None:
-            return None
-        if getattr(m, "condition_model", None) is not None:
-            cond = m.condition_model(cond)
-        cond = ops.convert_to_tensor(cond)
-        return m.cond_dense(cond) if m.cond_dense is not None else cond
+    def start(self, inputs, max_new_tokens: int):
+        from bert4k.layers.linear_attention import initial_state
 
-    def _forward(self, token_ids, segment_ids, positions, mask, cache, index, cond):
-        """The stack over the cache; logits of the last position, `[rows, vocab]` float32."""
-        m = self.model
-        x = m.embed(token_ids, segment_ids if m.segment_embedding is not None else None, positions, cond=cond)
-        new_cache = []
-        for block, layer_cache in zip(m.blocks, cache):
-            x, layer_cache = block(x, attention_mask=mask, cond=cond, cache=layer_cache, cache_index=index)
-            new_cache.append(layer_cache)
-        x = x[:, -1:]
-        if m.output_norm is not None:
-            x = m.output_norm(x, cond=cond)
-        logits = m.head(x, cond, activation=False)
-        return ops.cast(logits[:, 0], "float32"), new_cache
+        m, p = self.model, self._prompt(inputs, max_new_tokens)
+        rows = p["valid"].shape[0]
+        valid = ops.convert_to_tensor(p["valid"])
+        if self.unilm:
+            mask = {"unilm": {"key_valid": valid, "segment_ids": ops.convert_to_tensor(p["segment_ids"])}}
+        else:
+            mask = {"causal": {"key_valid": valid}}
+        states = [initial_state(rows, block.attention.heads, block.attention.key_size, block.attention.head_size)
+                  for block in m.blocks]
+        logits, states = self._prefill()(p["token_ids"], p["segment_ids"], p["positions"], mask, states, None,
+                                         p["cond"])
+        state = {"cache": states, "position": ops.convert_to_tensor(p["next_position"])}
+        if p["cond"] is not None:
+            state["cond"] = p["cond"]
+        return logits, state
+
+    def step(self, state, token_ids, index, in_place: bool = False):
+        mask = {"causal": {"key_valid": ops.ones_like(token_ids, dtype="bool")}}
+        positions = ops.expand_dims(state["position"] + index, 1)
+        segment_ids = ops.full_like(token_ids, 1 if self.unilm else 0)
+        logits, states = self._forward(token_ids, segment_ids, positions, mask, state["cache"], None,
+                                       state.get("cond"))
+        return logits, {**state, "cache": states}
+
+
+def transformer_adapter(model, cache_block: int = 32) -> TransformerAdapter:
+    """The adapter for a `Transformer`: the KV-cache one, or the running-state one for linear attention."""
+    attention = getattr(model, "attention", "softmax")
+    if attention == "linear":
+        return LinearAttentionAdapter(model, cache_block)
+    if attention != "softmax":
+        raise ValueError(f"generate: no cached decoding for attention={attention!r}")
+    return TransformerAdapter(model, cache_block)
+
+
+def _round_up(n: int, block: int) -> int:
+    return int(math.ceil(n / block) * block)

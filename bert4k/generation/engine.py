@@ -1,59 +1,51 @@
-"""`generate`: greedy, beam search and sampling for every model with a decoding adapter.
+"""`generate`: greedy, sampling and beam search for every model with a decoding adapter, on every Keras backend.
 
-Greedy and sampling run the whole decoding loop as one `tf.while_loop` inside one `tf.function` (token choice,
-penalties, stop ids and the model step all in the graph, the step index a loop tensor; XLA-compiled for float32):
-GPT-2-small, 1 thread, b4: 78 ms per new token vs 88 for a Python loop over the same compiled step (b1: 51 vs 59).
-Beam search (numpy bookkeeping), a `streamer`, uncompiled adapters and other backends use the Python loop over the
-same compiled step and the same `processors`.
+The adapter runs the prompt once (`start`, one prefill pass) and then one token per row per `step`. The engine
+runs the whole decoding loop as one `keras.ops.while_loop` (token choice, penalties, stop ids, beam reordering and
+the model step in the graph), compiled the backend's way (`bert4k.generation.compile`): `tf.function` (XLA for
+float32), `jax.jit` (XLA updates the loop-carried caches in place), eager PyTorch. A `streamer` needs the tokens
+on the host after every step: then a Python loop drives the same compiled step.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import keras
 import numpy as np
 from keras import ops
 
-from bert4k.generation import processors
+from bert4k.generation import beam, processors
 from bert4k.generation.adapters import DecodingAdapter, adapter_for
-from bert4k.generation.beam import BeamState
-from bert4k.layers.kv_cache import functional_cache_writes
+from bert4k.generation.compile import backend, compiled, default_in_place
+from bert4k.generation.samplers import BeamSearch, Sampler, get_sampler
 
-METHODS = ("greedy", "sample", "beam")
+BUCKET = 32  # output buffers are rounded up to this width: nearby lengths share one compiled loop
 
 
 def default_jit_compile(adapter) -> bool:
-    """XLA for float32 models, not for bfloat16 ones. Measured on the 2-core CPUs (GPT-2-small, 1 thread, ms per new
-    token, fused loop): float32 b1 51 with XLA vs 74 without, b4 78 vs 93; bfloat16 b1 301 with XLA vs 67 without
-    (XLA's CPU bf16 matmuls are slow). See bench/bench_generation.py."""
-    return getattr(adapter, "compute_dtype", "float32") == "float32"
-
-
-def _tf():
-    import tensorflow as tf
-
-    return tf
-
-
-def _compile(adapter, key, fn: Callable, jit_compile: bool) -> Callable:
-    """`fn` wrapped once per adapter and `key` in `tf.function` (XLA traces with functional cache writes)."""
-    cache = adapter.__dict__.setdefault("_bert4k_compiled", {})
-    if key not in cache:
-        if jit_compile:
-            def traced(*args, fn=fn):
-                with functional_cache_writes():  # XLA compiles slice_update, not TF's in-place row writes
-                    return fn(*args)
-            cache[key] = _tf().function(traced, jit_compile=True)
-        else:
-            cache[key] = _tf().function(fn)
-    return cache[key]
+    """XLA for float32 models, not for bfloat16 ones on TensorFlow (XLA's CPU bf16 matmuls are slow; see
+    bench/bench_generation.py); always on JAX."""
+    if backend() == "jax":
+        return True
+    return backend() == "tensorflow" and getattr(adapter, "compute_dtype", "float32") == "float32"
 
 
 def _reorder_fn(adapter) -> Callable:
     return getattr(adapter, "reorder", None) or (lambda state, rows: DecodingAdapter.reorder(adapter, state, rows))
 
 
-def generate(model, inputs, max_new_tokens: int, *, method: str = "greedy", num_beams: int = 4,
+def _step_fn(adapter, in_place: bool) -> Callable:
+    """The adapter's step, writing its caches in place when the engine owns them and the backend allows it."""
+    if in_place and getattr(adapter, "in_place_writes", False):
+        return lambda state, token_ids, index: adapter.step(state, token_ids, index, in_place=True)
+    return adapter.step
+
+
+def _seed(seed: int | None) -> int:
+    """An explicit seed; without one, fresh OS entropy (numpy's global random state is never read or advanced)."""
+    return int(np.random.default_rng().integers(2 ** 31 - 1)) if seed is None else int(seed)
+
+
+def generate(model, inputs, max_new_tokens: int, *, method: str | Sampler = "greedy", num_beams: int = 4,
              length_penalty: float = 1.0, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, repetition_penalty: float = 1.0, min_new_tokens: int = 0,
              stop_ids: int | Sequence[int] | None = None, num_samples: int = 1, seed: int | None = None,
@@ -64,156 +56,149 @@ def generate(model, inputs, max_new_tokens: int, *, method: str = "greedy", num_
     `model`: any model with a registered decoding adapter (a `Transformer` with application `lm`/`unilm`, T5, ...)
     or an adapter itself. `inputs`: what the adapter takes (for a `Transformer`: token ids, a list of rows of any
     lengths, or `(token_ids, segment_ids[, cond])`).
-    `method`: `greedy`; `sample` (`temperature`, `top_k`, `top_p`; reproducible with `seed`); `beam` (`num_beams`,
-    scores `sum log p / length ** length_penalty`). `repetition_penalty` (CTRL, HF semantics) and `min_new_tokens`
-    (stop ids are banned before it) apply to all methods.
+    `method`: a `bert4k.generation.samplers.Sampler`, or a registered name built from the settings here: `greedy`;
+    `sample` (`temperature`, `top_k`, `top_p`; reproducible with `seed`); `top_k`, `top_p` (sampling with that
+    filter); `beam` (`num_beams`, scores `sum log p / length ** length_penalty`). `repetition_penalty` (CTRL, HF
+    semantics) and `min_new_tokens` (stop ids are banned before it) apply to all methods.
     A row stops at a stop id (kept in the output; `min_stops` counts how many stop ids end a row, bert4keras'
     `min_ends`); later positions hold `pad_id` (default: the adapter's). The output is as wide as the longest row.
     `num_samples`: rows per input (n samples; the n best beams; greedy repeats). Rows of input i are
     `i*n … i*n+n-1`. `streamer(ids)` is called after each step with the new ids of every row (pad for stopped
-    rows); for beam search it is called per position once the search is done. `jit_compile`: XLA for the loop / step
-    (default: `default_jit_compile(adapter)`).
+    rows); for beam search it is called per position once the search is done. `jit_compile`: compile the loop
+    (TensorFlow: XLA; default `default_jit_compile(adapter)`).
     """
     adapter = adapter_for(model)
-    if method not in METHODS:
-        raise ValueError(f"generate: unknown method {method!r}; expected one of {METHODS}")
+    sampler = get_sampler(method, temperature=temperature, top_k=top_k, top_p=top_p, num_beams=num_beams,
+                          length_penalty=length_penalty)
+    searching = isinstance(sampler, BeamSearch)
     if max_new_tokens < 1:
         raise ValueError(f"generate: max_new_tokens must be ≥ 1, got {max_new_tokens}")
-    if num_samples < 1 or (method == "beam" and not 1 <= num_samples <= num_beams):
+    if num_samples < 1 or (searching and not 1 <= num_samples <= sampler.num_beams):
         raise ValueError(f"generate: num_samples must be in 1..num_beams for beam search, got {num_samples}")
     stops = np.asarray([stop_ids] if isinstance(stop_ids, (int, np.integer)) else list(stop_ids or []), np.int64)
     pad = getattr(adapter, "pad_id", 0) if pad_id is None else pad_id
     jit = jit_compile if jit_compile is not None else getattr(adapter, "jit_compile", None)
-    jit = default_jit_compile(adapter) if jit is None else jit
-    compiled = getattr(adapter, "compile", True) and keras.backend.backend() == "tensorflow"
-    seed = int(np.random.randint(2 ** 31 - 1)) if seed is None else int(seed)
+    jit = default_jit_compile(adapter) if jit is None else bool(jit)
+    compile_ = getattr(adapter, "compile", True)
+    in_place = compile_ and default_in_place(jit)
 
     logits, state = adapter.start(inputs, max_new_tokens)
-    rows, vocab = ops.shape(logits)
-    seen = None
-    if repetition_penalty != 1.0:
-        context = adapter.context_ids(inputs) if hasattr(adapter, "context_ids") else None
-        seen = processors.seen_matrix(context, rows, vocab)
-    copies = num_beams if method == "beam" else num_samples
-    reorder = _compile(adapter, "reorder", _reorder_fn(adapter), False) if compiled else _reorder_fn(adapter)
+    rows, vocab = int(ops.shape(logits)[0]), int(ops.shape(logits)[1])
+    use_seen = repetition_penalty != 1.0
+    context = adapter.context_ids(inputs) if use_seen and hasattr(adapter, "context_ids") else None
+    seen = processors.seen_matrix(context, rows, vocab) if use_seen else np.zeros((rows, 1), bool)
+    copies = sampler.num_beams if searching else num_samples
+    reorder = _reorder_fn(adapter)
     if copies > 1:
-        expand = np.repeat(np.arange(rows), copies).astype("int32")
+        expand = ops.convert_to_tensor(np.repeat(np.arange(rows), copies).astype("int32"))
         state, logits = reorder(state, expand), ops.take(logits, expand, axis=0)
-        seen = seen[expand] if seen is not None else None
-    stop_mask = np.isin(np.arange(vocab), stops) if stops.size else None
-    options = dict(stops=stops, stop_mask=stop_mask, min_new_tokens=min_new_tokens,
-                   repetition_penalty=repetition_penalty, min_stops=min_stops, pad=pad)
-    step = _compile(adapter, ("step", jit), adapter.step, jit) if compiled else adapter.step
+        seen = seen[np.repeat(np.arange(rows), copies)]
+    options = dict(stops=stops, stop_mask=np.isin(np.arange(vocab), stops) if stops.size else None,
+                   min_new_tokens=min_new_tokens, repetition_penalty=repetition_penalty, min_stops=min_stops)
+    width = -(-max_new_tokens // BUCKET) * BUCKET
+    step = _step_fn(adapter, in_place)
+    max_new = ops.convert_to_tensor(max_new_tokens, "int32")
+    seen = ops.convert_to_tensor(seen)
 
-    def index(t):
-        return _tf().constant(t, dtype="int32") if compiled else t
+    def run(key, make):
+        fn = compiled(adapter, key, make, jit) if compile_ else make()
+        return fn(state, logits, seen, max_new)
 
-    if method == "beam":
-        out = _beam(step, reorder, index, logits, state, seen, rows, num_beams, num_samples, max_new_tokens,
-                    length_penalty, **options)
+    if searching:
+        key = ("beam", rows, sampler.key(), num_samples, width, tuple(stops.tolist()), min_stops, min_new_tokens,
+               repetition_penalty, use_seen, in_place)
+        tokens, lengths = run(key, lambda: beam.beam_loop(
+            step, reorder, batch=rows, beams=sampler.num_beams, num_return=num_samples, width=width,
+            length_penalty=sampler.length_penalty, use_seen=use_seen, **options))
+        out = beam.results(ops.convert_to_numpy(tokens), ops.convert_to_numpy(lengths), pad)
         if streamer is not None:
             for column in out.T:
                 streamer(column)
         return out
-    sampling = dict(method=method, temperature=temperature, top_k=top_k, top_p=top_p)
-    if compiled and streamer is None:
-        return _fused(adapter, jit, logits, state, seen, seed, max_new_tokens, sampling, options)
-    return _sequential(step, index, logits, state, seen, seed, max_new_tokens, sampling, streamer, **options)
+    seed_tensor = ops.convert_to_tensor(_seed(seed), "int32")
+    if streamer is not None or not compile_:
+        return _stream(adapter, step, sampler, logits, state, seen, seed_tensor, max_new_tokens, streamer, pad,
+                       use_seen, jit, compile_, in_place, **options)
+    key = ("loop", sampler.key(), width, tuple(stops.tolist()), min_stops, min_new_tokens, repetition_penalty,
+           use_seen, pad, in_place)
+    make = lambda: _sampling_loop(step, sampler, width, pad, use_seen, **options)
+    fn = compiled(adapter, key, make, jit)
+    tokens, steps = fn(state, logits, seen, max_new, seed_tensor)
+    return ops.convert_to_numpy(tokens)[:, :int(ops.convert_to_numpy(steps))].astype(np.int64)
 
 
-def _sequential(step, index, logits, state, seen, seed, max_new_tokens, sampling, streamer, *, stops, stop_mask,
-                min_new_tokens, repetition_penalty, min_stops, pad) -> np.ndarray:
-    """Greedy / sampling, Python loop: one token per row per step."""
-    rows = ops.shape(logits)[0]
-    out = np.full((rows, max_new_tokens), pad, dtype=np.int64)
-    done = np.zeros(rows, bool)
-    stop_count = np.zeros(rows, np.int64)
+def _choice(sampler, pad, use_seen, *, stops, stop_mask, min_new_tokens, repetition_penalty, min_stops) -> Callable:
+    """One token per row: `(t, logits, seen, done, count, seed) -> (tokens, seen, done, count)`."""
+    stop_ids = ops.convert_to_tensor(stops.astype("int32")) if stops.size else None
+    stop_mask = ops.convert_to_tensor(stop_mask) if stop_mask is not None else None
+
+    def choose(t, logits, seen, done, count, seed):
+        scores = processors.penalize(logits, t, seen if use_seen else None, repetition_penalty, stop_mask,
+                                     min_new_tokens)
+        tokens = ops.where(done, pad, sampler(scores, seed, t))
+        if use_seen:
+            hit = ops.logical_and(ops.one_hot(tokens, ops.shape(seen)[1], dtype="bool"),
+                                  ops.logical_not(ops.expand_dims(done, 1)))
+            seen = ops.logical_or(seen, hit)
+        if stop_ids is not None:
+            hit = ops.any(ops.expand_dims(tokens, 1) == stop_ids[None, :], axis=1)
+            count = count + ops.cast(ops.logical_and(hit, ops.logical_not(done)), "int32")
+            done = ops.logical_or(done, count >= min_stops)
+        return tokens, seen, done, count
+
+    return choose
+
+
+def _sampling_loop(step, sampler, width: int, pad: int, use_seen: bool, **options) -> Callable:
+    """Greedy / sampling as one `ops.while_loop`: `run(state, logits, seen, max_new, seed) -> (tokens, steps)`.
+
+    The body chooses the tokens at `t` and runs the step for them; the loop ends before the step that would follow
+    the last token, so no step is wasted and no conditional wraps the step (a conditional around the cache makes
+    XLA copy it)."""
+    choose = _choice(sampler, pad, use_seen, **options)
+    columns = ops.arange(width, dtype="int32")
+
+    def record(out, tokens, t):
+        return ops.where(columns[None, :] == t, ops.expand_dims(tokens, 1), out)
+
+    def body(t, logits, state, seen, out, done, count, max_new, seed):
+        tokens, seen, done, count = choose(t, logits, seen, done, count, seed)
+        logits, state = step(state, ops.expand_dims(tokens, 1), t)
+        return t + 1, logits, state, seen, record(out, tokens, t), done, count, max_new, seed
+
+    def cond(t, logits, state, seen, out, done, count, max_new, seed):
+        return ops.logical_and(t + 1 < max_new, ops.logical_not(ops.all(done)))
+
+    def run(state, logits, seen, max_new, seed):
+        rows = ops.shape(logits)[0]
+        loop_vars = (ops.convert_to_tensor(0, "int32"), logits, state, seen, ops.full((rows, width), pad, "int32"),
+                     ops.zeros((rows,), "bool"), ops.zeros((rows,), "int32"), max_new, seed)
+        t, logits, _, seen, out, done, count, _, _ = ops.while_loop(cond, body, loop_vars)
+        early = ops.all(done)
+        tokens, _, _, _ = choose(t, logits, seen, done, count, seed)
+        out = record(out, tokens, t)
+        return out, ops.where(early, t, t + 1)
+
+    return run
+
+
+def _stream(adapter, step, sampler, logits, state, seen, seed, max_new_tokens, streamer, pad, use_seen, jit,
+            compile_, in_place, **options) -> np.ndarray:
+    """Greedy / sampling, Python loop over the compiled step: tokens reach the host (and the streamer) each step."""
+    choose = _choice(sampler, pad, use_seen, **options)
+    if compile_:
+        step = compiled(adapter, ("step", in_place), lambda: step, jit, donate=True)  # JAX: the state is donated
+    rows = int(ops.shape(logits)[0])
+    done, count = ops.zeros((rows,), "bool"), ops.zeros((rows,), "int32")
+    columns = []
     for t in range(max_new_tokens):
-        scores = processors.penalize(logits, t, seen, repetition_penalty, stop_mask, min_new_tokens)
-        tokens = np.where(done, pad, ops.convert_to_numpy(processors.choose(scores, seed=seed, step=t, **sampling)))
-        out[:, t] = tokens
-        if seen is not None:
-            seen[np.arange(rows)[~done], tokens[~done]] = True
+        tokens, seen, done, count = choose(ops.convert_to_tensor(t, "int32"), logits, seen, done, count, seed)
+        tokens_np = ops.convert_to_numpy(tokens).astype(np.int64)
+        columns.append(tokens_np)
         if streamer is not None:
-            streamer(tokens.copy())
-        stop_count += np.isin(tokens, stops) & ~done
-        done |= stop_count >= min_stops
-        if done.all() or t + 1 == max_new_tokens:
-            return out[:, :t + 1]
-        logits, state = step(state, tokens[:, None].astype("int32"), index(t))
-    return out
-
-
-def _fused(adapter, jit, logits, state, seen, seed, max_new_tokens, sampling, options) -> np.ndarray:
-    """Greedy / sampling as one compiled `tf.while_loop`; returns the tokens of the steps it ran."""
-    tf = _tf()
-    key = ("loop", jit, seen is not None, tuple(sorted(sampling.items())),
-           tuple(options["stops"].tolist()), options["min_new_tokens"], options["repetition_penalty"],
-           options["min_stops"], options["pad"])
-    loop = _compile(adapter, key, _loop_fn(adapter, sampling, **options), jit)
-    width = -(-max_new_tokens // 32) * 32  # buffer bucket: nearby lengths share one trace
-    args = [state, tf.convert_to_tensor(logits), tf.constant(seed, tf.int32), tf.constant(max_new_tokens, tf.int32),
-            tf.zeros((width,), tf.int32)]
-    if seen is not None:
-        args.append(tf.convert_to_tensor(seen))
-    tokens, steps = loop(*args)
-    return tokens.numpy()[:, :int(steps)].astype(np.int64)
-
-
-def _loop_fn(adapter, sampling, *, stops, stop_mask, min_new_tokens, repetition_penalty,
-             min_stops, pad) -> Callable:
-    tf = _tf()
-    stop_ids = tf.constant(stops.astype("int32")) if stops.size else None
-    stop_mask = tf.constant(stop_mask) if stop_mask is not None else None
-
-    def loop(state, logits, seed, max_new, buffer, seen=None):
-        rows, vocab = tf.shape(logits)[0], logits.shape[-1]
-        out = tf.fill([tf.shape(buffer)[0], rows], tf.constant(pad, tf.int32))
-        done = tf.zeros([rows], tf.bool)
-        count = tf.zeros([rows], tf.int32)
-
-        def body(t, logits, state, seen, out, done, count):
-            scores = processors.penalize(logits, t, seen, repetition_penalty, stop_mask, min_new_tokens)
-            tokens = tf.where(done, pad, processors.choose(scores, seed=seed, step=t, **sampling))
-            out = tf.tensor_scatter_nd_update(out, [[t]], tokens[None])
-            if seen is not None:
-                seen = tf.logical_or(seen, tf.logical_and(tf.one_hot(tokens, vocab, True, False), ~done[:, None]))
-            if stop_ids is not None:
-                hit = tf.reduce_any(tokens[:, None] == stop_ids[None, :], axis=1)
-                count = count + tf.cast(tf.logical_and(hit, ~done), tf.int32)
-                done = tf.logical_or(done, count >= min_stops)
-            more = tf.logical_and(t + 1 < max_new, tf.logical_not(tf.reduce_all(done)))
-            logits, state = tf.cond(more, lambda: adapter.step(state, tokens[:, None], t), lambda: (logits, state))
-            return t + 1, logits, state, seen, out, done, count
-
-        def cond(t, logits, state, seen, out, done, count):
-            return tf.logical_and(t < max_new, tf.logical_not(tf.reduce_all(done)))
-
-        if seen is None:  # keep the loop variables free of None
-            def body_no_seen(t, logits, state, out, done, count):
-                t, logits, state, _, out, done, count = body(t, logits, state, None, out, done, count)
-                return t, logits, state, out, done, count
-            t, _, _, out, _, _ = tf.while_loop(
-                lambda t, logits, state, out, done, count: cond(t, logits, state, None, out, done, count),
-                body_no_seen, (tf.constant(0), logits, state, out, done, count))
-        else:
-            t, _, _, _, out, _, _ = tf.while_loop(cond, body, (tf.constant(0), logits, state, seen, out, done, count))
-        return tf.transpose(out), t
-
-    return loop
-
-
-def _beam(step, reorder, index, logits, state, seen, batch, num_beams, num_return, max_new_tokens, length_penalty,
-          *, stops, stop_mask, min_new_tokens, repetition_penalty, min_stops, pad) -> np.ndarray:
-    beams = BeamState(batch, num_beams, num_return, max_new_tokens, length_penalty, stops, min_stops)
-    for t in range(max_new_tokens):
-        scores = processors.penalize(logits, t, seen, repetition_penalty, stop_mask, min_new_tokens)
-        source, tokens = beams.advance(ops.convert_to_numpy(ops.log_softmax(scores, axis=-1)), t)
-        if beams.done.all():
+            streamer(tokens_np.copy())
+        if bool(ops.convert_to_numpy(ops.all(done))) or t + 1 == max_new_tokens:
             break
-        state = reorder(state, source.astype("int32"))
-        if seen is not None:
-            seen = seen[source]
-            seen[np.arange(len(tokens)), tokens] = True
-        logits, state = step(state, tokens[:, None].astype("int32"), index(t))
-    return beams.results(pad)
+        logits, state = step(state, ops.expand_dims(tokens, 1), ops.convert_to_tensor(t, "int32"))
+    return np.stack(columns, axis=1)
+

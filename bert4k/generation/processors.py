@@ -3,7 +3,6 @@ Python loop) and inside the compiled decoding loop. HF's order: repetition penal
 temperature → top-k → top-p; sampling is Gumbel-max with noise hashed from `(seed, step)`."""
 from __future__ import annotations
 
-import keras
 import numpy as np
 from keras import ops
 
@@ -57,36 +56,34 @@ _MULTIPLIERS = (0x7FEB352D, 0x846CA68B)  # "lowbias32" integer hash (Wellons)
 _GOLDEN = 0x9E3779B9
 
 
-def _hash_np(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        for m in _MULTIPLIERS:
-            x = (x ^ (x >> np.uint32(16))) * np.uint32(m)
-        return x ^ (x >> np.uint32(16))
+def _int32(value: int) -> int:
+    """A 32-bit pattern as the signed int32 with the same bits."""
+    return value - (1 << 32) if value >= 1 << 31 else value
 
 
-def _hash_tf(x):
-    import tensorflow as tf
+def _shift_right(x, bits: int):
+    """Logical right shift of int32 bit patterns (`right_shift` is arithmetic on signed ints)."""
+    return ops.bitwise_and(ops.right_shift(x, bits), (1 << (32 - bits)) - 1)
 
+
+def _hash(x):
+    """lowbias32 on int32 tensors (wrapping multiplication: the same bits as the uint32 hash on every backend)."""
     for m in _MULTIPLIERS:
-        x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16)) * tf.constant(m, tf.uint32)
-    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
+        x = ops.bitwise_xor(x, _shift_right(x, 16)) * ops.convert_to_tensor(_int32(m), "int32")
+    return ops.bitwise_xor(x, _shift_right(x, 16))
 
 
 def uniform_noise(shape, seed, step):
     """U(0, 1) noise of `shape` `[rows, vocab]` as a pure function of `(seed, step)`: an integer hash of
-    (seed, step, position), bit-identical eagerly, in a compiled loop, under XLA and in numpy (TF's stateless
-    random ops give other numbers under XLA)."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        key = _hash_tf(tf.cast(seed, tf.uint32) ^ _hash_tf(tf.cast(step, tf.uint32) + tf.constant(_GOLDEN, tf.uint32)))
-        counter = tf.reshape(tf.range(tf.reduce_prod(shape)), shape)
-        bits = _hash_tf(_hash_tf(tf.cast(counter, tf.uint32) + key) ^ key)
-        return (tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) + 0.5) / float(1 << 24)
-    key = _hash_np(np.uint32(seed) ^ _hash_np(np.uint32(step) + np.uint32(_GOLDEN)))
-    counter = np.arange(int(np.prod(shape)), dtype=np.uint32).reshape(shape)
-    bits = _hash_np(_hash_np(counter + key) ^ key)
-    return (((bits >> np.uint32(8)).astype(np.float32) + 0.5) / float(1 << 24)).astype(np.float32)
+    (seed, step, position) in `keras.ops`, bit-identical eagerly, in a compiled loop and under XLA, on every backend
+    (TF's stateless random ops give other numbers under XLA)."""
+    seed = ops.cast(seed, "int32")
+    step = ops.cast(step, "int32")
+    key = _hash(ops.bitwise_xor(seed, _hash(step + ops.convert_to_tensor(_int32(_GOLDEN), "int32"))))
+    rows, vocab = shape[0], shape[1]
+    counter = ops.reshape(ops.arange(rows * vocab, dtype="int32"), (rows, vocab))
+    bits = _hash(ops.bitwise_xor(_hash(counter + key), key))
+    return (ops.cast(_shift_right(bits, 8), "float32") + 0.5) / float(1 << 24)
 
 
 def sample(scores, seed, step):
@@ -95,8 +92,3 @@ def sample(scores, seed, step):
     return ops.cast(ops.argmax(scores + gumbel, axis=-1), "int32")
 
 
-def choose(scores, method: str, seed, step, temperature: float, top_k: int | None, top_p: float | None):
-    """The next ids: argmax for `greedy`, a warped sample for `sample`."""
-    if method == "greedy":
-        return ops.cast(ops.argmax(scores, axis=-1), "int32")
-    return sample(warp(scores, temperature, top_k, top_p), seed, step)

@@ -3,11 +3,13 @@ once per call; decoder self-attention uses a static cache written at the step in
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 from keras import ops
 
 from bert4k.generation.adapters import DecodingAdapter, _rows_of
+from bert4k.generation.compile import compiled
 
 
 class T5Adapter(DecodingAdapter):
@@ -19,15 +21,29 @@ class T5Adapter(DecodingAdapter):
     per input row. The decoder starts from the config's `decoder_start_token_id` (0); the first logits are those
     after the start token. The state holds, per row, the decoder self-attention caches `[rows, L, heads, d_kv]`
     (`L` = `max_new_tokens` rounded up to `cache_block`, so nearby lengths reuse the compiled step), the
-    cross-attention `(k, v)` of the encoder output, its padding mask and the condition input(s), so beams and samples
+    cross-attention `(k, v)` of the encoder output, its padding mask and the condition vector, so beams and samples
     reorder them with the rest.
     """
 
+    in_place_writes = True  # `step(..., in_place=True)` may write the self-attention caches in place
+
     def __init__(self, model, cache_block: int = 32):
-        self.model = model
+        self._model = weakref.ref(model)  # the registry maps model → adapter weakly: no strong reference back
+        self.compute_dtype = model.decoder_blocks[0].compute_dtype
         self.pad_id = model.config.pad_token_id
         self.start_id = model.config.decoder_start_token_id
         self.cache_block = cache_block
+
+    @property
+    def model(self):
+        model = self._model()
+        if model is None:
+            raise ReferenceError("generate: the model of this adapter has been deleted")
+        return model
+
+    @property
+    def variables(self) -> list:
+        return self.model.variables
 
     def _parse(self, inputs):
         """`(encoder ids [rows, len], condition input tensor(s) or None)`."""
@@ -72,19 +88,26 @@ class T5Adapter(DecodingAdapter):
         encoder_ids = ops.convert_to_tensor(encoder_ids)
         rows = int(encoder_ids.shape[0])
         length = int(math.ceil(max_new_tokens / self.cache_block) * self.cache_block)
-        state = {"cache": m.init_cache(rows, length),
-                 "context_cache": m.context_cache(m.encode(encoder_ids, cond=m.condition_vector(cond))),
+        prefill = compiled(self, "prefill", lambda: self._prefill, jit=False, relaxed=True)
+        return prefill(encoder_ids, m.init_cache(rows, length), cond)
+
+    def _prefill(self, encoder_ids, cache, cond):
+        """Encoder, cross-attention K/V and the decoder start token, in one pass."""
+        m = self.model
+        cond_vector = m.condition_vector(cond)
+        state = {"cache": cache, "context_cache": m.context_cache(m.encode(encoder_ids, cond=cond_vector)),
                  "context_mask": m.encoder_mask(encoder_ids)}
         if cond is not None:
-            state["cond"] = cond
-        start_ids = ops.full((rows, 1), self.start_id, "int32")
+            state["cond"] = cond_vector
+        start_ids = ops.full((ops.shape(encoder_ids)[0], 1), self.start_id, "int32")
         return self._decode(state, start_ids, 0)
 
-    def step(self, state, token_ids, index):
+    def step(self, state, token_ids, index, in_place: bool = False):
         # The start token sits at decoder position 0, so the token generated at `index` goes to `index + 1`.
-        return self._decode(state, token_ids, index + 1)
+        return self._decode(state, token_ids, index + 1, in_place)
 
-    def _decode(self, state, token_ids, position):
+    def _decode(self, state, token_ids, position, in_place=False):
         logits, cache = self.model.decode_step(token_ids, state["cache"], position, state["context_cache"],
-                                               state["context_mask"], cond=state.get("cond"))
+                                               state["context_mask"], condition_vector=state.get("cond"),
+                                               cache_in_place=in_place)
         return ops.cast(logits[:, -1], "float32"), {**state, "cache": cache}

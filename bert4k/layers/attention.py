@@ -63,12 +63,13 @@ class MultiHeadAttention(keras.layers.Layer):
         return k, v
 
     def call(self, query, key_value=None, attention_mask=None, position_bias=None, cache=None, cache_index=None,
-             training=None):
+             cache_in_place=False, training=None):
         """Returns the attention output, and with `cache` also the updated `(k, v)` cache.
 
         `cache=(k, v)` with `cache_index`: the new K/V of `key_value` are written into the static cache at
         `cache_index` and attention runs over the whole cache. `cache` without `cache_index`: the cache is
-        used as-is (pre-computed cross-attention K/V).
+        used as-is (pre-computed cross-attention K/V). `cache_in_place`: see `bert4k.layers.kv_cache.write_cache`
+        (only for a cache the caller owns).
         """
         key_value = query if key_value is None else key_value
         q = self._split_heads(self.query(query), self.key_size)
@@ -79,8 +80,8 @@ class MultiHeadAttention(keras.layers.Layer):
         else:
             k, v = self.project_key_value(key_value)
             if cache is not None:
-                k = write_cache(cache[0], k, cache_index)
-                v = write_cache(cache[1], v, cache_index)
+                k = write_cache(cache[0], k, cache_index, in_place=cache_in_place)
+                v = write_cache(cache[1], v, cache_index, in_place=cache_in_place)
         out = self.attend(q, k, v, attention_mask, position_bias, training)
         out = self.attention_output(out)
         return (out, (k, v)) if cache is not None else out

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import keras
 
-from bert4k.layers.attention import MultiHeadAttention
+from bert4k.layers.attention_kinds import make_attention
 from bert4k.layers.feed_forward import FeedForward
 from bert4k.layers.norms import LayerNorm
 
@@ -16,13 +16,15 @@ class TransformerBlock(keras.layers.Layer):
       - "post" (BERT): h = N1(x + Attn(x)); y = N2(h + FFN(h))
       - "pre" (GPT-2): h = x + Attn(N1(x)); y = h + FFN(N2(h))
       - "gpt2_ml" (GPT2-ML): h = x + Attn(x); y = N2(h + FFN(N1(h)))
-    N1 is `attention_norm`, N2 `ffn_norm`. Norms take the optional condition `cond` (conditional LayerNorm).
+    N1 is `attention_norm`, N2 `ffn_norm`. `attention` names the self-attention kind and `attention_options` its
+    settings (`bert4k.layers.attention_kinds`). Norms take the optional condition `cond` (conditional LayerNorm).
     """
 
     def __init__(self, heads: int, head_size: int, intermediate_size: int, key_size: int | None = None,
                  activation: str = "gelu_erf", norm_position: str = "post", layer_norm_eps: float = 1e-12,
                  dropout: float = 0.1, attention_dropout: float = 0.1, initializer_range: float = 0.02,
-                 cond_size: int | None = None, attention: str = "softmax", **kwargs):
+                 cond_size: int | None = None, attention: str = "softmax", attention_options: dict | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.heads = heads
         self.head_size = head_size
@@ -36,12 +38,13 @@ class TransformerBlock(keras.layers.Layer):
         self.initializer_range = initializer_range
         self.cond_size = cond_size
         self.attention_kind = attention
+        self.attention_options = attention_options
 
     def build(self, input_shape):
         dtype = self.dtype_policy
-        self.attention = MultiHeadAttention(
-            self.heads, self.head_size, key_size=self.key_size, dropout=self.attention_dropout,
-            initializer_range=self.initializer_range, attention=self.attention_kind, name="MultiHeadSelfAttention",
+        self.attention = make_attention(
+            self.attention_kind, self.heads, self.head_size, self.attention_options, key_size=self.key_size,
+            dropout=self.attention_dropout, initializer_range=self.initializer_range, name="MultiHeadSelfAttention",
             dtype=dtype)
         self.attention.build(input_shape)
         self.attention_norm = LayerNorm(self.layer_norm_eps, cond_size=self.cond_size,
@@ -54,10 +57,12 @@ class TransformerBlock(keras.layers.Layer):
         self.ffn_norm.build(input_shape)
         self.residual_dropout = keras.layers.Dropout(self.dropout, dtype=dtype)
 
-    def call(self, x, attention_mask=None, cond=None, cache=None, cache_index=None, training=None):
+    def call(self, x, attention_mask=None, cond=None, cache=None, cache_index=None, cache_in_place=False,
+             training=None):
         """Returns the block output, and with `cache` also the layer's updated `(k, v)` cache."""
         def attend(h):
-            return self.attention(h, attention_mask=attention_mask, cache=cache, cache_index=cache_index, training=training)
+            return self.attention(h, attention_mask=attention_mask, cache=cache, cache_index=cache_index,
+                                  cache_in_place=cache_in_place, training=training)
 
         norm1 = lambda h: self.attention_norm(h, cond=cond)
         norm2 = lambda h: self.ffn_norm(h, cond=cond)
@@ -89,4 +94,5 @@ class TransformerBlock(keras.layers.Layer):
                 "activation": self.activation, "norm_position": self.norm_position,
                 "layer_norm_eps": self.layer_norm_eps, "dropout": self.dropout,
                 "attention_dropout": self.attention_dropout, "initializer_range": self.initializer_range,
-                "cond_size": self.cond_size, "attention": self.attention_kind}
+                "cond_size": self.cond_size, "attention": self.attention_kind,
+                "attention_options": self.attention_options}

@@ -1,37 +1,30 @@
 """Writing new keys / values into a static KV cache `[batch, length, heads, size]`."""
 from __future__ import annotations
 
-import contextlib
-import threading
-
 import keras
 from keras import ops
 
-_STATE = threading.local()
 
-
-@contextlib.contextmanager
-def functional_cache_writes():
-    """While active (e.g. while tracing a function XLA will compile), `write_cache` uses `slice_update`."""
-    previous = getattr(_STATE, "functional", False)
-    _STATE.functional = True
-    try:
-        yield
-    finally:
-        _STATE.functional = previous
-
-
-def write_cache(cache, update, index):
+def write_cache(cache, update, index, in_place: bool = False):
     """`cache[:, index:index + q] = update` (`update`: `[batch, q, heads, size]`); returns the updated cache.
 
-    On the TensorFlow backend the rows are written in place (TF's `InplaceUpdate` aliases its input), so a decoding
-    step costs the new rows, not a copy of every layer's whole cache (`slice_update` = XlaDynamicUpdateSlice copies
-    it: ~0.5 ms per layer per step at batch 4, GPT-2-small, on the 2-core CPUs). The tensor passed as `cache` is
-    modified: use only the returned one afterwards (decoding states never go back to an old cache). Under
-    `functional_cache_writes()` (XLA cannot compile `InplaceUpdate`) and on other backends it is `slice_update`.
+    By default the write is functional (`slice_update`): `cache` itself is never modified, whatever the backend
+    and wherever it was made (a cache allocated inside a compiled function may be a constant shared by every call).
+
+    `in_place=True` is for a buffer the caller owns and never reads again under its old name (the decoding engine):
+    on TensorFlow outside XLA the rows are written in place with `InplaceUpdate`, on PyTorch with `copy_` into the
+    slice, so a step costs the new rows instead of a copy of the whole cache. JAX arrays are immutable: there it is
+    `slice_update`, which XLA performs in place on a loop-carried or donated buffer. Do not pass `in_place=True`
+    in a function TensorFlow compiles with XLA (XLA cannot compile `InplaceUpdate`).
     """
     update = ops.cast(update, cache.dtype)
-    if keras.backend.backend() != "tensorflow" or getattr(_STATE, "functional", False):
+    backend = keras.backend.backend()
+    if not in_place or backend == "jax":
+        return ops.slice_update(cache, [0, index, 0, 0], update)
+    if backend == "torch":
+        cache.narrow(1, int(index), update.shape[1]).copy_(update)
+        return cache
+    if backend != "tensorflow":
         return ops.slice_update(cache, [0, index, 0, 0], update)
     import tensorflow as tf
 

@@ -9,7 +9,8 @@ from bert4k import masks
 
 @keras.saving.register_keras_serializable("bert4k")
 class PositionIds(keras.layers.Layer):
-    """0..n-1 per row; with `offset` (original RoBERTa) `pad + cumsum(non-pad)` on tokens and `pad` on padding."""
+    """0..n-1 per row; with `offset` (original RoBERTa, `offset = pad + 1`) `offset - 1 + cumsum(non-pad)` on
+    tokens (the first token at `offset`) and `offset - 1` (the padding row) on padding."""
 
     def __init__(self, offset: int = 0, pad_id: int = 0, **kwargs):
         super().__init__(**kwargs)
@@ -19,7 +20,7 @@ class PositionIds(keras.layers.Layer):
     def call(self, token_ids):
         if self.offset:
             real = ops.cast(ops.not_equal(token_ids, self.pad_id), "int32")
-            return ops.cumsum(real, axis=1) * real + self.pad_id
+            return ops.cumsum(real, axis=1) * real + (self.offset - 1)
         n = ops.shape(token_ids)[1]
         return ops.broadcast_to(ops.arange(n, dtype="int32")[None, :], ops.shape(token_ids))
 

@@ -155,7 +155,7 @@ class T5Block(keras.layers.Layer):
         self.residual_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
 
     def call(self, x, attention_mask=None, position_bias=None, context=None, context_mask=None, cache=None,
-             cache_index=None, context_cache=None, cond=None, training=None):
+             cache_index=None, context_cache=None, cond=None, cache_in_place=False, training=None):
         """Returns the block output, and with `cache` also the updated self-attention `(k, v)` cache.
 
         `context`: encoder output (decoder blocks); `context_cache`: its pre-computed cross-attention `(k, v)`,
@@ -163,7 +163,8 @@ class T5Block(keras.layers.Layer):
         """
         drop = lambda h: self.residual_dropout(h, training=training)
         a = self.self_attention(self.self_attention_norm(x, cond=cond), attention_mask=attention_mask,
-                                position_bias=position_bias, cache=cache, cache_index=cache_index, training=training)
+                                position_bias=position_bias, cache=cache, cache_index=cache_index,
+                                cache_in_place=cache_in_place, training=training)
         new_cache = None
         if cache is not None:
             a, new_cache = a

@@ -2,30 +2,22 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from typing import Any
 
 import keras
 
+from bert4k.checkpoints.readers import has_checkpoint, tensor_names
 from bert4k.config import TransformerConfig, read_json
 from bert4k.models.checkpoint_io import load_checkpoint
-from bert4k.models.families import get_family
+from bert4k.models.families import Family, detect_family, get_family
+
+log = logging.getLogger("bert4k.models")
 
 # bert4keras keyword names → TransformerConfig fields
 _BERT4KERAS_ALIASES = {"dropout_rate": ("hidden_dropout_prob", "attention_probs_dropout_prob"),
                        "segment_vocab_size": ("type_vocab_size",), "max_position": ("max_position_embeddings",)}
-_IGNORED_BERT4KERAS = ("sequence_length", "compound_tokens", "prefix", "name")
-
-
-class ModelHandle:
-    """What bert4keras returns for `return_keras_model=False`: an object whose `.model` is the Keras model."""
-
-    def __init__(self, model):
-        self.model = model
-        self.initializer = keras.initializers.TruncatedNormal(stddev=model.config.initializer_range)
-
-    def __getattr__(self, name):
-        return getattr(self.model, name)
 
 
 def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict, dict]:
@@ -37,7 +29,7 @@ def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict, dict]:
                 overrides[field] = value
         elif key in fields:
             overrides[key] = value
-        elif key not in _IGNORED_BERT4KERAS:
+        else:
             model_kwargs[key] = value
     return overrides, model_kwargs
 
@@ -77,36 +69,70 @@ def _condition_model(cond, additional_input_layers=None):
     return keras.Model(sources[0] if len(sources) == 1 else sources, cond, name="LayerNorm-Condition")
 
 
-def build_transformer_model(config_path: str | os.PathLike | dict | TransformerConfig | None = None,
-                            checkpoint_path: str | os.PathLike | None = None, model: str = "bert",
-                            application: str = "encoder", keep_tokens=None, return_keras_model: bool = True,
-                            **kwargs):
-    """Build a model of family `model` for `application` and load `checkpoint_path` if given.
+def _config_and_family(config_path, checkpoint_path, model: str | None) -> tuple[TransformerConfig, Family]:
+    """Read the config with the family `model`, or with the family its files look like when `model` is None.
 
-    `config_path`: a config json file or directory (Google `bert_config.json`, HF `config.json`, ...), a dict, or a
-    `TransformerConfig`. Keyword arguments that name config fields (e.g. `key_size`, `dropout_rate`) override the
-    config; the rest go to the model (`with_pool`, `with_mlm`, `logits`, `layer_norm_cond`, `dtype`, ...).
+    An explicit `model` wins; when the files look like another kind of family a warning says so, and an error
+    while reading says which family the files look like."""
+    if isinstance(config_path, TransformerConfig):
+        family = get_family(model or "bert")
+        return config_path, family
+    raw = dict(config_path) if isinstance(config_path, dict) else read_json(config_path)
+    names = None if checkpoint_path is None else (lambda: tensor_names(checkpoint_path))
+    detected, reason = detect_family(raw, names)
+    if model is None:
+        family = detected
+        if reason is not None:
+            log.info("%s: family %r (%s)", raw.get("__path__", "config"), family.name, reason)
+    else:
+        family = get_family(model)
+        if reason is not None and detected.kind != family.kind:
+            log.warning("%s: building model=%r, but the files look like %r (%s)", raw.get("__path__", "config"),
+                        model, detected.name, reason)
+    try:
+        return family.config(raw), family
+    except ValueError as e:
+        raise ValueError(f"{e}{_hint(family, detected, reason)}") from None
+
+
+def _hint(family: Family, detected: Family, reason: str | None) -> str:
+    if reason is None or detected.kind == family.kind:
+        return ""
+    return (f". The files look like family {detected.name!r} ({reason}), not {family.name!r}: pass "
+            f"model={detected.name!r} or leave model unset")
+
+
+def build_transformer_model(config_path: str | os.PathLike | dict | TransformerConfig | None = None,
+                            checkpoint_path: str | os.PathLike | None = None, model: str | None = None,
+                            application: str = "encoder", keep_tokens=None, **kwargs):
+    """Build a model for `application` and load `checkpoint_path` if given.
+
+    `config_path`: a config json file or directory (Google `bert_config.json`, HF `config.json`, OpenAI
+    `hparams.json`, ...), a dict, or a `TransformerConfig`. A directory given alone (no `checkpoint_path`) is also
+    the checkpoint: its weights are loaded. `model`: the family (`bert`, `roberta`, `albert`, `gpt2`, `gpt2_ml`,
+    `t5`, `t5.1.1`, `mt5`, ...); None detects it from the config and the checkpoint's tensor names (`bert` when
+    nothing says otherwise). Keyword arguments that name config fields (e.g. `key_size`, `dropout_rate`) override
+    the config; the rest go to the model (`with_pool`, `with_mlm`, `logits`, `layer_norm_cond`, `dtype`, ...).
     `layer_norm_cond` may be an int (an extra `[batch, size]` input) or, as in bert4keras, a Keras tensor built from
     `keras.Input`s (found automatically, or given as `additional_input_layers`), which become extra model inputs.
+    After loading, `model.load_report` lists the tensors loaded, unused and absent (optional).
     """
-    family = get_family(model)
     if config_path is None:
         if checkpoint_path is None or not os.path.isdir(checkpoint_path):
             raise ValueError("config_path is required (or pass a checkpoint directory holding the config)")
         config_path = checkpoint_path
+    elif (checkpoint_path is None and isinstance(config_path, (str, os.PathLike)) and os.path.isdir(config_path)
+          and has_checkpoint(config_path)):
+        checkpoint_path = config_path
     overrides, model_kwargs = _split_kwargs(kwargs)
     if "layer_norm_cond" in model_kwargs or "additional_input_layers" in model_kwargs:
         model_kwargs["layer_norm_cond"] = _condition_model(model_kwargs.get("layer_norm_cond"),
                                                            model_kwargs.pop("additional_input_layers", None))
-    if isinstance(config_path, TransformerConfig):
-        config = config_path
-    else:
-        raw = dict(config_path) if isinstance(config_path, dict) else read_json(config_path)
-        config = family.read_config(raw)
+    config, family = _config_and_family(config_path, checkpoint_path, model)
     if keep_tokens is not None:
         overrides["vocab_size"] = len(keep_tokens)
     config = config.replace(**overrides) if overrides else config
-    built = family.model_class(config, application=application, family=model, **model_kwargs)
+    built = family.build(config, application=application, **model_kwargs)
     if checkpoint_path is not None:
         load_checkpoint(built, checkpoint_path, keep_tokens=keep_tokens)
-    return built if return_keras_model else ModelHandle(built)
+    return built

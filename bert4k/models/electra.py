@@ -1,4 +1,5 @@
-"""ELECTRA: the one `Transformer` with ELECTRA's names, registered as family `electra`, plus the discriminator head.
+"""ELECTRA: the one `Transformer` with ELECTRA's names (family `electra`, registered in `bert4k.models.families`),
+plus the discriminator head.
 
 `build_transformer_model(config, checkpoint, model="electra")` gives `ElectraModel` (factorised embeddings when
 `embedding_size` ≠ `hidden_size`, as in the HFL Chinese ELECTRA checkpoints); `application="mlm"` gives the generator
@@ -16,15 +17,8 @@ from bert4k.checkpoints import electra as electra_ckpt
 from bert4k.checkpoints.readers import is_tf_checkpoint, read_tensors, resolve_checkpoint
 from bert4k.checkpoints.specs import export_tensors, linear_spec, load_specs
 from bert4k.checkpoints.writers import save_safetensors, save_tf_checkpoint
-from bert4k.config import register_config_reader
 from bert4k.layers.activations import get_activation
-from bert4k.models.families import Family, register_family
-from bert4k.models.transformer import Transformer
-
-FAMILY = Family(electra_ckpt.electra_config, Transformer, electra_ckpt.electra_specs, electra_ckpt.hf_electra_names,
-                electra_ckpt.google_electra_names, electra_ckpt.to_google_electra, electra_ckpt.IGNORED)
-register_family("electra", FAMILY)
-register_config_reader("electra", electra_ckpt.electra_config)
+from bert4k.models.families import get_family
 
 
 @keras.saving.register_keras_serializable("bert4k")
@@ -74,9 +68,10 @@ def build_electra_discriminator(config, checkpoint_path: str | os.PathLike | Non
     if checkpoint_path is not None:
         path = resolve_checkpoint(checkpoint_path)
         tensors = read_tensors(path)
-        tensors = FAMILY.from_tf(tensors) if is_tf_checkpoint(path) else FAMILY.from_hf(tensors)
+        family = get_family("electra")
+        tensors = family.reference("from_tf" if is_tf_checkpoint(path) else "from_hf")(tensors)
         load_specs(electra_ckpt.electra_specs(encoder) + head_specs(head), tensors, source=path,
-                   ignore=FAMILY.ignore)
+                   ignored=family.ignored)
     return model
 
 
@@ -85,7 +80,7 @@ def export_electra_discriminator(model: keras.Model, path: str | os.PathLike, fo
     the body, as HF saves it) or as a Google ELECTRA TF checkpoint (`format="tf"`)."""
     tensors = export_tensors(electra_ckpt.electra_specs(model.encoder) + head_specs(model.head))
     if format == "tf":
-        return save_tf_checkpoint(FAMILY.to_tf(tensors), path)
+        return save_tf_checkpoint(electra_ckpt.to_google_electra(tensors), path)
     if format != "safetensors":
         raise ValueError(f"unknown export format {format!r}; expected 'safetensors' or 'tf'")
     heads = electra_ckpt._HEADS

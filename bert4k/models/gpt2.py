@@ -1,4 +1,5 @@
-"""GPT-2 and GPT2-ML: configurations of the one `Transformer`, registered as families `gpt2` and `gpt2_ml`.
+"""GPT-2 and GPT2-ML: configurations of the one `Transformer`, families `gpt2` and `gpt2_ml`
+(registered in `bert4k.models.families`).
 
 GPT-2 (HF `GPT2LMHeadModel`, OpenAI TF, UER `gpt2-chinese-*`): learned positions, no token types, pre-LN blocks
 (`h = x + Attn(LN1(x)); y = h + FFN(LN2(h))`), a final LayerNorm, GELU-tanh (`gelu_new`), eps 1e-5, LM head tied to
@@ -22,9 +23,7 @@ from __future__ import annotations
 
 import os
 
-from bert4k.checkpoints import gpt2 as gpt2_ckpt
-from bert4k.config import TransformerConfig, register_config_reader
-from bert4k.models.families import Family, register_family
+from bert4k.config import TransformerConfig
 from bert4k.models.transformer import Transformer
 
 
@@ -82,10 +81,3 @@ def causal_transformer(config: TransformerConfig, application: str = "encoder", 
     """A GPT-style `Transformer`: these models are causal, so the builder's default `encoder` means `lm`."""
     return Transformer(config, application="lm" if application == "encoder" else application, **kwargs)
 
-
-register_family("gpt2", Family(gpt2_config, causal_transformer, gpt2_ckpt.gpt2_specs, gpt2_ckpt.hf_gpt2_names,
-                               gpt2_ckpt.openai_gpt2_names, gpt2_ckpt.to_openai_gpt2, gpt2_ckpt.GPT2_IGNORED))
-register_family("gpt2_ml", Family(gpt2_ml_config, causal_transformer, gpt2_ckpt.gpt2_ml_specs, gpt2_ckpt.same_names,
-                                  gpt2_ckpt.same_names, gpt2_ckpt.same_names))
-register_config_reader("gpt2", gpt2_config)
-register_config_reader("gpt2_ml", gpt2_ml_config)

@@ -6,20 +6,20 @@ import functools
 import keras
 from keras import ops
 
-from bert4k.checkpoints import t5 as t5_ckpt
-from bert4k.config import TransformerConfig, register_config_reader
+from bert4k.config import TransformerConfig
 from bert4k.layers.embeddings import TokenEmbedding
 from bert4k.layers.initializers import truncated_normal
 from bert4k.layers.norms import RMSNorm
 from bert4k.layers.t5 import RelativePositionBias, T5AttentionMask, T5Block
 from bert4k.models import condition
-from bert4k.models.families import Family, register_family
+from bert4k.models.functional import FunctionalModel
+from bert4k.models.python_inputs import as_input_arrays
 
 APPLICATIONS = ("encoder", "seq2seq")
 
 
 @keras.saving.register_keras_serializable("bert4k")
-class T5(keras.Model):
+class T5(FunctionalModel):
     """T5 encoder–decoder as one functional Keras model.
 
     Inputs: `[encoder_token_ids, decoder_token_ids]` (`[batch, len]` int; 0 = padding in the encoder and the start
@@ -181,11 +181,14 @@ class T5(keras.Model):
         dtype = self.decoder_blocks[0].compute_dtype
         return [(ops.zeros(shapes[0], dtype), ops.zeros(shapes[1], dtype)) for _ in self.decoder_blocks]
 
-    def decode_step(self, token_ids, cache, cache_index, context_cache, context_mask=None, cond=None):
+    def decode_step(self, token_ids, cache, cache_index, context_cache, context_mask=None, cond=None, *,
+                    condition_vector=None, cache_in_place: bool = False):
         """Decoder logits for `token_ids` `[batch, q]` placed at positions `cache_index ...`; returns
-        `(logits [batch, q, vocab], new_cache)`. `context_mask`: `[batch, 1, enc_len]` (encoder non-padding);
-        `cond`: the model's condition input(s) (the vector, or the condition model's inputs), as in `call`."""
-        cond = self.condition_vector(cond)
+        `(logits [batch, q, vocab], new_cache)`; the cache passed in is not modified unless `cache_in_place` (only
+        for a cache the caller owns, see `bert4k.layers.kv_cache.write_cache`). `context_mask`: `[batch, 1,
+        enc_len]` (encoder non-padding); `cond`: the model's condition input(s) (the vector, or the condition
+        model's inputs), as in `call`, or `condition_vector`: the vector already computed from them."""
+        cond = self.condition_vector(cond) if condition_vector is None else condition_vector
         positions = cache_index + ops.arange(ops.shape(token_ids)[1], dtype="int32")
         keys = ops.arange(ops.shape(cache[0][0])[1], dtype="int32")
         mask = ops.expand_dims(keys[None, :] <= positions[:, None], 0)
@@ -194,7 +197,8 @@ class T5(keras.Model):
         new_cache = []
         for block, layer_cache, layer_context in zip(self.decoder_blocks, cache, context_cache):
             x, layer_cache = block(x, attention_mask=mask, position_bias=bias, context_mask=context_mask,
-                                   cache=layer_cache, cache_index=cache_index, context_cache=layer_context, cond=cond)
+                                   cache=layer_cache, cache_index=cache_index, context_cache=layer_context, cond=cond,
+                                   cache_in_place=cache_in_place)
             new_cache.append(layer_cache)
         return self.lm_logits(self.decoder_norm(x, cond=cond)), new_cache
 
@@ -210,13 +214,7 @@ class T5(keras.Model):
     def from_config(cls, config, custom_objects=None):
         return cls(**config)
 
+    def predict(self, x, *args, **kwargs):
+        """Keras' `predict`; inputs may also be nested Python lists (`[[token_ids], [segment_ids]]`)."""
+        return super().predict(as_input_arrays(x, len(self.inputs)), *args, **kwargs)
 
-def _family(default_tied: bool) -> Family:
-    return Family(t5_ckpt.t5_config_reader(default_tied), T5, t5_ckpt.t5_specs, t5_ckpt.hf_t5_names,
-                  t5_ckpt.mesh_tf_names, t5_ckpt.to_mesh_tf, t5_ckpt.IGNORED)
-
-
-# "t5.1.0" and "mt5.1.1" are bert4keras' names for the same families.
-for _name, _tied in (("t5", True), ("t5.1.0", True), ("t5.1.1", False), ("mt5", False), ("mt5.1.1", False)):
-    register_family(_name, _family(_tied))
-    register_config_reader(_name, t5_ckpt.t5_config_reader(_tied))

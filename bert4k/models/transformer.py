@@ -15,6 +15,8 @@ from bert4k.layers.linear_attention import application_kind, linear_mask
 from bert4k.layers.norms import LayerNorm
 from bert4k.layers.structural import AttentionMask, PositionIds, QueryStream
 from bert4k.models import condition
+from bert4k.models.functional import FunctionalModel
+from bert4k.models.python_inputs import as_input_arrays
 
 HEAD_APPLICATIONS = ("mlm", "lm", "unilm", "plm")
 
@@ -24,8 +26,15 @@ def _activation_name(value, default: str = "softmax") -> str:
     return value if isinstance(value, str) else default
 
 
+def _attention_options(attention: str, options: dict | None, cfg: TransformerConfig) -> dict | None:
+    """The synthesizers' fixed length defaults to the model's maximum position."""
+    if attention.startswith("synthesizer_"):
+        return {"max_length": cfg.max_position_embeddings, **(options or {})}
+    return options
+
+
 @keras.saving.register_keras_serializable("bert4k")
-class Transformer(keras.Model):
+class Transformer(FunctionalModel):
     """A functional Keras model over one Transformer stack.
 
     Inputs: `token_ids` (`[batch, seq]`, `pad_token_id` = padding), then `segment_ids` when the config has token
@@ -35,13 +44,16 @@ class Transformer(keras.Model):
     Outputs follow bert4keras: the sequence output; with `with_pool` only the pooled output; with an MLM/LM head only
     the head's distribution; with both `[pooled, head]`. `logits=True` returns head logits instead of probabilities.
     `attention="linear"` uses linear attention (φ = elu + 1, never n×n) in every block: encoder, mlm, lm, unilm.
+    `attention="talking_heads"` / `"synthesizer_dense" | "synthesizer_random" | "synthesizer_factorized"`: see
+    `bert4k.layers.talking_heads` / `bert4k.layers.synthesizer`, settings in `attention_options` (the synthesizers'
+    fixed `max_length` defaults to `max_position_embeddings`).
     """
 
     def __init__(self, config: TransformerConfig | dict, application: str = "encoder", with_pool: bool = False,
                  with_mlm: bool | str = False, logits: bool = False, mask_token_id: int = 103,
                  layer_norm_cond: int | keras.Model | None = None, layer_norm_cond_hidden_size: int | None = None,
                  layer_norm_cond_hidden_act: str = "linear", family: str = "bert", dtype=None, attention: str = "softmax",
-                 **kwargs):
+                 attention_options: dict | None = None, **kwargs):
         if isinstance(config, dict):
             config = TransformerConfig.from_dict(config)
         if application not in masks.APPLICATIONS:
@@ -77,7 +89,8 @@ class Transformer(keras.Model):
                           intermediate_size=cfg.intermediate_size, key_size=cfg.key_size, activation=cfg.hidden_act,
                           norm_position=cfg.norm_position, layer_norm_eps=cfg.layer_norm_eps,
                           dropout=cfg.hidden_dropout_prob, attention_dropout=cfg.attention_probs_dropout_prob,
-                          initializer_range=init, cond_size=cond_size, attention=attention, dtype=dtype)
+                          initializer_range=init, cond_size=cond_size, attention=attention,
+                          attention_options=_attention_options(attention, attention_options, cfg), dtype=dtype)
         if cfg.shared_layers:
             shared = TransformerBlock(name="Transformer", **block_args)
             self.blocks = [shared] * cfg.num_hidden_layers
@@ -150,6 +163,7 @@ class Transformer(keras.Model):
         self.dtype_name = dtype
         self.family = family
         self.attention = attention
+        self.attention_options = attention_options
 
     # --- pieces shared by the functional graph and the cached decoding step ---
     def embed(self, token_ids, segment_ids=None, positions=None, cond=None, training=None):
@@ -178,22 +192,35 @@ class Transformer(keras.Model):
             x = self.mlm_bias(x)
         return self.head_activation(x) if activation else x
 
-    def call_with_cache(self, token_ids, mask, cache, cache_index, segment_ids=None, positions=None, cond=None):
-        """One decoding step over a static KV cache.
+    def call_with_cache(self, token_ids, mask, cache, cache_index, segment_ids=None, positions=None, cond=None, *,
+                        condition_vector=None, last_only: bool = False, logits: bool = False,
+                        cache_in_place: bool = False):
+        """The cached forward pass (the one decoding uses): new tokens over a static KV cache.
 
-        `token_ids`: the new tokens `[batch, q]`; `mask`: `[batch, q, cache_len]`; `cache`: per-block `(k, v)`
-        of shape `[batch, cache_len, heads, size]`; the new K/V are written at `cache_index`; `cond`: the model's
-        condition input(s) (the vector, or the condition model's inputs). Returns `(head_output, new_cache)`.
+        `token_ids`: the new tokens `[batch, q]`; `mask`: `[batch, q, cache_len]` (linear attention: its mask
+        structure, see `bert4k.layers.linear_attention.linear_mask`); `cache`: per-block `(k, v)` of shape
+        `[batch, cache_len, heads, size]` (linear attention: the running states `(S, Z)`); the new K/V are written
+        at `cache_index`; `positions`: `[batch, q]` position ids; `cond`: the model's condition input(s) (the
+        vector, or the condition model's inputs), or `condition_vector`: the vector already computed from them.
+        `last_only`: the head runs on the last position only (`[batch, 1, vocab]`). `logits=True`: logits whatever the
+        model's output activation (default: the model's own output). `cache_in_place`: write the cache in
+        place (only for a cache the caller owns; see `bert4k.layers.kv_cache.write_cache`).
+        Returns `(head_output, new_cache)`; the cache passed in is not modified unless `cache_in_place`.
         """
-        cond = condition.vector(self.condition_model, self.cond_dense, cond)
+        if condition_vector is None:
+            condition_vector = condition.vector(self.condition_model, self.cond_dense, cond)
+        cond = condition_vector
         x = self.embed(token_ids, segment_ids, positions, cond=cond)
         new_cache = []
         for block, layer_cache in zip(self.blocks, cache):
-            x, layer_cache = block(x, attention_mask=mask, cond=cond, cache=layer_cache, cache_index=cache_index)
+            x, layer_cache = block(x, attention_mask=mask, cond=cond, cache=layer_cache, cache_index=cache_index,
+                                   cache_in_place=cache_in_place)
             new_cache.append(layer_cache)
+        if last_only:
+            x = x[:, -1:]
         if self.output_norm is not None:
             x = self.output_norm(x, cond=cond)
-        return self.head(x, cond), new_cache
+        return self.head(x, cond, activation=not logits), new_cache
 
     def get_config(self):
         return {
@@ -210,9 +237,14 @@ class Transformer(keras.Model):
             "layer_norm_cond_hidden_act": self.layer_norm_cond_hidden_act,
             "family": self.family,
             "attention": self.attention,
+            "attention_options": self.attention_options,
             "dtype": self.dtype_name,
         }
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         return cls(**config)
+
+    def predict(self, x, *args, **kwargs):
+        """Keras' `predict`; inputs may also be nested Python lists (`[[token_ids], [segment_ids]]`)."""
+        return super().predict(as_input_arrays(x, len(self.inputs)), *args, **kwargs)

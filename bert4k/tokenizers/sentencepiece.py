@@ -1,8 +1,10 @@
 """SentencePiece tokenizer with the bert4keras API (T5 conventions by default)."""
 from __future__ import annotations
 
+import bisect
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import sentencepiece as spm
@@ -22,6 +24,18 @@ def load_keep_tokens(keep_tokens: Sequence[int] | str | os.PathLike) -> list[int
     return list(keep_tokens)
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _drop_surrogates(text: str) -> tuple[str, list[int] | None]:
+    """`text` without lone surrogates (which SentencePiece cannot take), and for each kept char its index in `text`
+    (None when nothing was dropped)."""
+    if not _SURROGATES.search(text):
+        return text, None
+    where = [i for i, ch in enumerate(text) if not "\ud800" <= ch <= "\udfff"]
+    return "".join(text[i] for i in where), where
+
+
 class SpTokenizer(TokenizerBase):
     """Tokenizer over a SentencePiece `.model`: token ids are the model's piece ids.
 
@@ -30,6 +44,9 @@ class SpTokenizer(TokenizerBase):
     the model builder: entry `i` is the row of the original checkpoint's embedding
     matrix that id `i` of this (cut-down) `.model` uses, e.g.
     `build_transformer_model(..., keep_tokens=tokenizer.keep_tokens)`.
+
+    Same contract as the WordPiece `Tokenizer`: any `str` is accepted (lone surrogates are dropped, as the
+    WordPiece cleaner does), `maxlen` is respected, and `rematch` maps tokens back to the chars of the text.
     """
 
     def __init__(
@@ -68,10 +85,68 @@ class SpTokenizer(TokenizerBase):
         """Piece of id `i`; `""` for ids past the model's pieces (a larger model vocab)."""
         return self.sp_model.id_to_piece(i) if 0 <= i < self._vocab_size else ""
 
+    def _source(self, text: str) -> tuple[str, list[int] | None]:
+        """The string SentencePiece encodes (surrogates dropped; pre-tokenized words joined by spaces), and for
+        each of its chars the index of the char of `text` it comes from (-1: none; None: the identity)."""
+        clean, where = _drop_surrogates(text)
+        if self._pre_tokenize is None:
+            return clean, where
+        words = [w for w in self._pre_tokenize(clean) if w]
+        position: list[int] = []
+        start = 0
+        for k, word in enumerate(words):
+            if k:
+                position.append(-1)
+            found = clean.find(word, start)
+            if found < 0:
+                position.extend([-1] * len(word))
+                continue
+            position.extend(range(found, found + len(word)))
+            start = found + len(word)
+        if where is not None:
+            position = [where[i] if i >= 0 else -1 for i in position]
+        return " ".join(words), position
+
     def _tokenize(self, text: str) -> list[str]:
-        if self._pre_tokenize is not None:
-            text = " ".join(self._pre_tokenize(text))
-        return self.sp_model.encode(text, out_type=str)
+        return self.sp_model.encode(self._source(text)[0], out_type=str)
+
+    def _tokenize_with_spans(self, text: str) -> tuple[list[str], list[tuple[int, int] | None]]:
+        """Pieces and, for each, the `(start, end)` chars of `text` it covers (None for an inserted `▁`)."""
+        source, position = self._source(text)
+        byte_offsets = [0]
+        for ch in source:
+            byte_offsets.append(byte_offsets[-1] + len(ch.encode("utf-8")))
+        pieces, spans = [], []
+        for piece in self.sp_model.encode(source, out_type="proto").pieces:
+            first, last = bisect.bisect_left(byte_offsets, piece.begin), bisect.bisect_left(byte_offsets, piece.end)
+            chars = [c if position is None else position[c] for c in range(first, last)]
+            chars = [c for c in chars if c >= 0]
+            pieces.append(piece.piece)
+            spans.append((min(chars), max(chars) + 1) if chars else None)
+        return pieces, spans
+
+    def rematch(self, text: str, tokens: Sequence[str]) -> list[list[int]]:
+        """For each token, the indices of the chars of `text` it covers (`[]` for added tokens and a `▁` that
+        SentencePiece inserted). `tokens` is the output of `tokenize(text)`, possibly truncated."""
+        ref_tokens, spans = self._tokenize_with_spans(text)
+        if self._token_translate:
+            ref_tokens = [self._token_translate.get(t, t) for t in ref_tokens]
+        tokens = list(tokens)
+        head = tail = []
+        if self._token_start is not None and tokens[:1] == [self._token_start]:
+            head, tokens = [[]], tokens[1:]
+        if self._token_end is not None and tokens[-1:] == [self._token_end]:
+            tail, tokens = [[]], tokens[:-1]
+        mapping, j = list(head), 0
+        for token in tokens:
+            try:
+                k = ref_tokens.index(token, j)
+            except ValueError:
+                mapping.append([])
+                continue
+            mapping.append([] if spans[k] is None else list(range(*spans[k])))
+            j = k + 1
+        return mapping + tail
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of `ids` as SentencePiece decodes it (control pieces such as `</s>`/`<pad>` dropped)."""

@@ -6,6 +6,8 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+import numpy as np
+
 from .vocab import is_cjk, is_punctuation, load_vocab, stem
 
 # Character kinds after normalisation.
@@ -132,6 +134,48 @@ class TokenizerBase:
     def ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
         return [self.id_to_token(int(i)) for i in ids]
 
+    def __call__(
+        self,
+        texts: str | Sequence[str],
+        pairs: str | Sequence[str] | None = None,
+        maxlen: int | None = None,
+        return_offsets: bool = False,
+        pad_to: int | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Encode one text or a batch (optionally with second texts) into padded arrays.
+
+        Returns `token_ids` and `segment_ids` (int32 `[batch, len]`, padded with the pad id / 0), `mask` (1 on real
+        tokens, 0 on padding) and, with `return_offsets`, `offsets` (`[batch, len, 2]` char `(start, end)` in the
+        text each token came from, `(0, 0)` for added and padding tokens, as Hugging Face's `offset_mapping`).
+        A single string gives a batch of one. `pad_to` pads to at least that length.
+        """
+        single = isinstance(texts, str)
+        texts = [texts] if single else list(texts)
+        if pairs is not None:
+            pairs = [pairs] if isinstance(pairs, str) else list(pairs)
+            if len(pairs) != len(texts):
+                raise ValueError(f"tokenizer: {len(texts)} texts but {len(pairs)} second texts")
+        rows = [self.encode(t, None if pairs is None else pairs[i], maxlen=maxlen) for i, t in enumerate(texts)]
+        width = max([len(ids) for ids, _ in rows] + [pad_to or 0])
+        pad = self._token_pad_id or 0
+        out = {"token_ids": np.full((len(rows), width), pad, "int32"),
+               "segment_ids": np.zeros((len(rows), width), "int32"),
+               "mask": np.zeros((len(rows), width), "int32")}
+        for i, (ids, segments) in enumerate(rows):
+            out["token_ids"][i, :len(ids)] = ids
+            out["segment_ids"][i, :len(ids)] = segments
+            out["mask"][i, :len(ids)] = 1
+        if return_offsets:
+            if pairs is not None or not hasattr(self, "rematch"):
+                raise ValueError(f"{type(self).__name__}: return_offsets is for single texts of a WordPiece Tokenizer")
+            out["offsets"] = np.zeros((len(rows), width, 2), "int32")
+            for i, text in enumerate(texts):
+                tokens = self.ids_to_tokens(rows[i][0])
+                for j, chars in enumerate(self.rematch(text, tokens)):
+                    if chars:
+                        out["offsets"][i, j] = (chars[0], chars[-1] + 1)
+        return out
+
 
 class Tokenizer(TokenizerBase):
     """BERT WordPiece tokenizer.
@@ -150,8 +194,11 @@ class Tokenizer(TokenizerBase):
     where its Rust code is wrong or outdated: it does not isolate CJK Extension E chars
     U+2B820..U+2B91F (it starts that block at U+2B920; Google's BERT and we isolate them),
     and its Unicode category tables are old (about Unicode 8), so it treats chars added
-    or re-categorised since as plain letters, where we use Python's `unicodedata`.  Unlike HF, `[CLS]`-like strings
-    inside the text are not special: they are tokenized as text, as in Google's BERT.
+    or re-categorised since as plain letters, where we use Python's `unicodedata`.
+
+    `special_tokens`: strings kept as one token when they occur in the text, matched exactly before any
+    normalisation (`True`: the vocab's `[PAD] [UNK] [CLS] [SEP] [MASK]`, as Hugging Face does). By default
+    (`None`) `[MASK]`-like strings in the text are tokenized as text (`[`, `mask`, `]`), as in Google's BERT.
     """
 
     def __init__(
@@ -163,6 +210,7 @@ class Tokenizer(TokenizerBase):
         pre_tokenize: Callable[[str], Iterable[str]] | None = None,
         token_translate: Mapping[str, str] | None = None,
         word_maxlen: int = 100,
+        special_tokens: Iterable[str] | bool | None = None,
     ) -> None:
         super().__init__(token_start, token_end, pre_tokenize, token_translate)
         source = None
@@ -179,6 +227,33 @@ class Tokenizer(TokenizerBase):
         self._plain = _Table(self._plain_form)  # char -> normal form, unspaced
         self._word_cache: dict[str, tuple[str, ...]] = {}
         self._set_special_ids(source or "the given token_dict")
+        self._special_split = self._special_pattern(special_tokens, source or "the given token_dict")
+
+    def _special_pattern(self, special_tokens, source: str) -> re.Pattern | None:
+        """A regex that splits text around the special tokens (longest first), or None."""
+        if special_tokens is None or special_tokens is False:
+            return None
+        if special_tokens is True:
+            names = ("pad", "unk", "start", "end", "mask")
+            special_tokens = [getattr(self, f"_token_{n}") for n in names if getattr(self, f"_token_{n}_id") is not None]
+        special_tokens = list(special_tokens)
+        absent = [t for t in special_tokens if t not in self._token_dict]
+        if absent:
+            raise ValueError(f"special_tokens {absent} are not in the vocabulary of {source}")
+        if not special_tokens:
+            return None
+        return re.compile("(" + "|".join(re.escape(t) for t in sorted(special_tokens, key=len, reverse=True)) + ")")
+
+    def _pieces(self, text: str) -> Iterable[tuple[str, int, bool]]:
+        """`(piece, offset, is_special)` of `text` split around its special tokens."""
+        if self._special_split is None:
+            yield text, 0, False
+            return
+        offset = 0
+        for k, piece in enumerate(self._special_split.split(text)):
+            if piece:
+                yield piece, offset, k % 2 == 1
+            offset += len(piece)
 
     # -- vocabulary --------------------------------------------------------------------
     def _lookup(self, token: str) -> int | None:
@@ -269,15 +344,18 @@ class Tokenizer(TokenizerBase):
 
     def _tokenize(self, text: str) -> list[str]:
         tokens: list[str] = []
-        if self._pre_tokenize is None:
-            self._words_to_tokens(text.translate(self._spaced).split(), tokens)
-            return tokens
-        for piece in self._pre_tokenize(text):
-            whole = self._whole_token(piece)
-            if whole is not None:
-                tokens.append(whole)
+        for part, _, special in self._pieces(text):
+            if special:
+                tokens.append(part)
+            elif self._pre_tokenize is None:
+                self._words_to_tokens(part.translate(self._spaced).split(), tokens)
             else:
-                self._words_to_tokens(piece.translate(self._spaced).split(), tokens)
+                for piece in self._pre_tokenize(part):
+                    whole = self._whole_token(piece)
+                    if whole is not None:
+                        tokens.append(whole)
+                    else:
+                        self._words_to_tokens(piece.translate(self._spaced).split(), tokens)
         return tokens
 
     # -- offsets ----------------------------------------------------------------------------
@@ -327,21 +405,25 @@ class Tokenizer(TokenizerBase):
         """Tokens of `text` (no start/end tokens) and each one's `(start, end)` in `text`."""
         tokens: list[str] = []
         spans: list[tuple[int, int]] = []
-        if self._pre_tokenize is None:
-            self._add_segment(text, 0, tokens, spans)
-        else:
-            pos = 0
-            for piece in self._pre_tokenize(text):
-                at = text.find(piece, pos)
-                if at < 0:
-                    raise ValueError(f"pre_tokenize returned {piece!r}, which is not a substring of the text")
-                pos = at + len(piece)
-                whole = self._whole_token(piece)
-                if whole is not None:
-                    tokens.append(whole)
-                    spans.append((at, pos))
-                else:
-                    self._add_segment(piece, at, tokens, spans)
+        for part, offset, special in self._pieces(text):
+            if special:
+                tokens.append(part)
+                spans.append((offset, offset + len(part)))
+            elif self._pre_tokenize is None:
+                self._add_segment(part, offset, tokens, spans)
+            else:
+                pos = 0
+                for piece in self._pre_tokenize(part):
+                    at = part.find(piece, pos)
+                    if at < 0:
+                        raise ValueError(f"pre_tokenize returned {piece!r}, which is not a substring of the text")
+                    pos = at + len(piece)
+                    whole = self._whole_token(piece)
+                    if whole is not None:
+                        tokens.append(whole)
+                        spans.append((offset + at, offset + pos))
+                    else:
+                        self._add_segment(piece, offset + at, tokens, spans)
         if self._token_translate:
             tokens = [self._token_translate.get(t, t) for t in tokens]
         return tokens, spans
@@ -355,7 +437,13 @@ class Tokenizer(TokenizerBase):
         and other added tokens get `[]`.  These are Hugging Face's `offset_mapping` spans.
         """
         ref_tokens, spans = self._tokenize_with_spans(text)
-        mapping, j = [], 0
+        tokens = list(tokens)
+        head = tail = []
+        if self._token_start is not None and tokens[:1] == [self._token_start]:
+            head, tokens = [[]], tokens[1:]  # the added start token, even where the text holds one too
+        if self._token_end is not None and tokens[-1:] == [self._token_end]:
+            tail, tokens = [[]], tokens[:-1]
+        mapping, j = list(head), 0
         for token in tokens:
             try:
                 k = ref_tokens.index(token, j)
@@ -364,7 +452,7 @@ class Tokenizer(TokenizerBase):
                 continue
             mapping.append(list(range(*spans[k])))
             j = k + 1
-        return mapping
+        return mapping + tail
 
     # -- decoding -----------------------------------------------------------------------------
     def decode(self, ids: Iterable[int], tokens: Sequence[str] | None = None) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import keras
 import numpy as np
 import torch
 
@@ -40,5 +41,10 @@ def random_ids(batch: int, length: int, vocab: int, seed: int = 0, pad_id: int =
     return ids
 
 
+def to_numpy(x) -> np.ndarray:
+    """A backend tensor (a torch one may require grad), a numpy array or a list → numpy."""
+    return np.asarray(keras.ops.convert_to_numpy(x)) if keras.ops.is_tensor(x) else np.asarray(x)
+
+
 def max_diff(a, b) -> float:
-    return float(np.max(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))))
+    return float(np.max(np.abs(to_numpy(a).astype(np.float64) - to_numpy(b).astype(np.float64))))

@@ -7,8 +7,8 @@ KV-cached path call `bert4k.generation.generate(model, ...)` on a `Transformer` 
 
 Differences from bert4keras, all from sharing the engine: `beam_search` keeps finished hypotheses instead of
 dropping all but the best of their step (same scoring: summed log-probabilities, no length penalty), and `minlen`
-bans the end id until it is reached instead of ignoring early ends. Sampling draws from numpy's global RNG, so
-`np.random.seed` makes it reproducible.
+bans the end id until it is reached instead of ignoring early ends. As in bert4keras, `random_sample` takes its
+seed from numpy's global RNG, so `np.random.seed` makes it reproducible (`generate` itself never reads that state).
 """
 from __future__ import annotations
 
@@ -115,4 +115,4 @@ class AutoRegressiveDecoder:
                       temperature: float = 1, min_ends: int = 1) -> list[np.ndarray]:
         """`n` sampled sequences, each restricted to the `topk` best / the `topp` nucleus at every step."""
         return self._run(inputs, states, temperature, min_ends, method="sample", num_samples=n, top_k=topk,
-                         top_p=topp)
+                         top_p=topp, seed=int(np.random.randint(2 ** 31 - 1)))

@@ -1,0 +1,218 @@
+"""Learning to rank on LightGBM's lambdarank example (../shared/data/lambdarank): a set Transformer over the
+documents of each query vs LightGBM `lambdarank` (LambdaMART) and a per-document MLP, NDCG@k and MRR on the test
+file; plus a synthetic set whose relevance depends on the other documents of the list.
+
+    python tasks/rank.py                       # full run (a few minutes on one core)
+    python tasks/rank.py --tiny --epochs 2     # smoke test
+
+A dev split (queries chosen by MD5 of their index, `--dev-fraction`) is cut from the training file; every model
+trains on the rest, the neural models pick their epoch by dev NDCG@10, and the test file is scored once at the end.
+The synthetic set: each list has its own random offset on feature 0, and relevance is graded by how close a
+document's feature 0 is to the list's mean, so no function of one document alone can rank it.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import common
+import keras
+import numpy as np
+
+from bert4k.ranking import (
+    RankingList,
+    approx_ndcg_loss,
+    build_set_ranker,
+    lambda_loss,
+    mean_ndcg,
+    mean_reciprocal_rank,
+    pad_lists,
+    read_libsvm_ranking,
+    softmax_loss,
+)
+
+LOSSES = {"softmax": softmax_loss, "approx_ndcg": approx_ndcg_loss, "lambda": lambda_loss}
+CUTOFFS = (1, 3, 5, 10)
+# LightGBM's examples/lambdarank/train.conf
+LGBM_PARAMS = dict(objective="lambdarank", metric="ndcg", num_leaves=31, learning_rate=0.1, min_data_in_leaf=50,
+                   min_sum_hessian_in_leaf=5.0, bagging_freq=1, bagging_fraction=0.9, feature_fraction=1.0,
+                   max_bin=255, verbose=-1, num_threads=1)
+LGBM_ROUNDS = 100
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=str(common.REPO / "runs" / "rank"), help="output folder (default: %(default)s)")
+    p.add_argument("--data-dir", default=str(common.DATA), help="the shared data folder (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=40, help="default: %(default)s")
+    p.add_argument("--batch-size", type=int, default=16, help="lists per batch (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=1e-3, help="default: %(default)s")
+    p.add_argument("--weight-decay", type=float, default=0.01, help="default: %(default)s")
+    p.add_argument("--hidden", type=int, default=64, help="hidden size (default: %(default)s)")
+    p.add_argument("--layers", type=int, default=2, help="set-attention blocks (default: %(default)s)")
+    p.add_argument("--heads", type=int, default=4, help="default: %(default)s")
+    p.add_argument("--dropout", type=float, default=0.3, help="default: %(default)s")
+    p.add_argument("--inducing-points", type=int, default=8, help="ISAB inducing points (default: %(default)s)")
+    p.add_argument("--loss", choices=sorted(LOSSES), default="softmax", help="default: %(default)s")
+    p.add_argument("--seeds", type=int, default=3, help="models per variant, scores averaged (default: %(default)s)")
+    p.add_argument("--dev-fraction", type=float, default=0.2, help="default: %(default)s")
+    p.add_argument("--synthetic-lists", type=int, default=600, help="synthetic training lists (default: %(default)s)")
+    p.add_argument("--tiny", action="store_true", help="small models, few lists (smoke test)")
+    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+# === data ===
+
+def split_dev(lists: list[RankingList], fraction: float) -> tuple[list[RankingList], list[RankingList]]:
+    dev = [common.held_out(f"lambdarank-train-{i}", fraction) for i in range(len(lists))]
+    return [r for r, d in zip(lists, dev) if not d], [r for r, d in zip(lists, dev) if d]
+
+
+class Standardizer:
+    """Feature-wise (x − mean) / std from the training documents."""
+
+    def __init__(self, lists: list[RankingList]):
+        x = np.concatenate([r.features for r in lists])
+        self.mean, self.std = x.mean(0), x.std(0) + 1e-6
+
+    def __call__(self, lists: list[RankingList]) -> list[RankingList]:
+        return [RankingList((r.features - self.mean) / self.std, r.labels) for r in lists]
+
+
+def synthetic_lists(count: int, rng: np.random.Generator, num_features: int = 4) -> list[RankingList]:
+    """Lists of 8–20 documents; feature 0 = list offset + noise; grade 3/2/1/0 for the 1/2/3/rest documents
+    closest to the list mean of feature 0. Other features are noise."""
+    out = []
+    for _ in range(count):
+        n = int(rng.integers(8, 21))
+        x = rng.normal(size=(n, num_features)).astype(np.float32)
+        x[:, 0] += rng.uniform(-5, 5)
+        order = np.argsort(np.abs(x[:, 0] - x[:, 0].mean()))
+        labels = np.zeros(n, np.int32)
+        labels[order[:1]], labels[order[1:3]], labels[order[3:6]] = 3, 2, 1
+        out.append(RankingList(x, labels))
+    return out
+
+
+# === evaluation ===
+
+def evaluate(lists: list[RankingList], scores: list[np.ndarray]) -> dict:
+    labels = [r.labels for r in lists]
+    metrics = {f"ndcg@{k}": mean_ndcg(labels, scores, k) for k in CUTOFFS}
+    metrics["mrr"] = mean_reciprocal_rank(labels, scores)
+    return metrics
+
+
+def unpad(padded: np.ndarray, lists: list[RankingList]) -> list[np.ndarray]:
+    return [padded[i, :len(r.labels)] for i, r in enumerate(lists)]
+
+
+# === models ===
+
+def train_lightgbm(train: list[RankingList], seed: int):
+    import lightgbm
+
+    data = lightgbm.Dataset(np.concatenate([r.features for r in train]), np.concatenate([r.labels for r in train]),
+                            group=[len(r.labels) for r in train])
+    booster = lightgbm.train({**LGBM_PARAMS, "seed": seed}, data, num_boost_round=LGBM_ROUNDS)
+    return lambda lists: [booster.predict(r.features) for r in lists]
+
+
+def train_neural(args, train, dev, length: int, seed: int, **model_kwargs):
+    """Train one set ranker; keep the weights of the epoch with the best dev NDCG@10. Returns (score fn, log)."""
+    keras.utils.set_random_seed(seed)
+    model = build_set_ranker(train[0].features.shape[1], hidden_size=args.hidden, heads=args.heads,
+                             dropout=args.dropout, inducing_points=args.inducing_points, **model_kwargs)
+    model.compile(optimizer=keras.optimizers.AdamW(args.lr, weight_decay=args.weight_decay), loss=LOSSES[args.loss])
+    features, labels, mask = pad_lists(train, length)
+    dev_features, _, dev_mask = pad_lists(dev, length)
+    best, best_weights, log = -1.0, None, []
+    for epoch in range(args.epochs):
+        history = model.fit([features, mask], labels, batch_size=args.batch_size, epochs=1, verbose=0, shuffle=True)
+        dev_ndcg = mean_ndcg([r.labels for r in dev], unpad(model.predict([dev_features, dev_mask], verbose=0), dev),
+                             10)
+        log.append({"epoch": epoch + 1, "loss": float(history.history["loss"][0]), "dev_ndcg@10": dev_ndcg})
+        if dev_ndcg > best:
+            best, best_weights = dev_ndcg, [w.numpy() for w in model.weights]
+    model.set_weights(best_weights)
+
+    def score(lists):
+        f, _, m = pad_lists(lists, length)
+        return unpad(model.predict([f, m], verbose=0), lists)
+
+    return score, log
+
+
+def ensemble(fns, lists):
+    runs = [fn(lists) for fn in fns]
+    return [np.mean([run[i] for run in runs], axis=0) for i in range(len(lists))]
+
+
+VARIANTS = {"set_transformer": dict(block="self"), "set_transformer_isab": dict(block="induced"),
+            "per_document_mlp": dict(num_layers=0)}
+
+
+def run_neural(args, train, dev, test, length, variants=VARIANTS) -> tuple[dict, dict]:
+    results, logs = {}, {}
+    for name, kwargs in variants.items():
+        kwargs = {"num_layers": args.layers, **kwargs}
+        fns, logs[name] = [], []
+        started = time.time()
+        for s in range(args.seeds):
+            fn, log = train_neural(args, train, dev, length, args.seed + s, **kwargs)
+            fns.append(fn)
+            logs[name].append(log)
+        results[name] = {"dev": evaluate(dev, ensemble(fns, dev)), "test": evaluate(test, ensemble(fns, test)),
+                         "best_epochs": [max(log, key=lambda e: e["dev_ndcg@10"])["epoch"] for log in logs[name]],
+                         "train_seconds": round(time.time() - started, 1)}
+        print(name, {k: round(v, 4) for k, v in results[name]["test"].items()}, flush=True)
+    return results, logs
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    args.data_dir = str(Path(args.data_dir))
+    out = common.setup(args)
+    started = time.time()
+    if args.tiny:
+        args.hidden, args.layers, args.heads, args.seeds, args.synthetic_lists = 16, 1, 2, 1, 60
+    folder = common.data_path("lambdarank")
+    raw_train = read_libsvm_ranking(folder / "rank.train")
+    test = read_libsvm_ranking(folder / "rank.test", num_features=raw_train[0].features.shape[1])
+    train, dev = split_dev(raw_train, args.dev_fraction)
+    if args.tiny:
+        train, dev, test = train[:24], dev[:8], test[:8]
+    length = max(len(r.labels) for r in raw_train + test)
+    rng = np.random.default_rng(args.seed)
+    metrics = {"train_queries": len(train), "dev_queries": len(dev), "test_queries": len(test),
+               "random": evaluate(test, [rng.random(len(r.labels)) for r in test])}
+    lgbm = train_lightgbm(train, args.seed)
+    metrics["lightgbm_lambdarank"] = {"dev": evaluate(dev, lgbm(dev)), "test": evaluate(test, lgbm(test))}
+    metrics["lightgbm_lambdarank_full_train"] = {"test": evaluate(test, train_lightgbm(raw_train, args.seed)(test))}
+    print("lightgbm", {k: round(v, 4) for k, v in metrics["lightgbm_lambdarank"]["test"].items()}, flush=True)
+    scale = Standardizer(train)
+    results, logs = run_neural(args, scale(train), scale(dev), scale(test), length)
+    metrics.update(results)
+
+    syn = synthetic_lists(args.synthetic_lists + 2 * (args.synthetic_lists // 4), rng)
+    quarter = args.synthetic_lists // 4
+    syn_train, syn_dev, syn_test = syn[:args.synthetic_lists], syn[-2 * quarter:-quarter], syn[-quarter:]
+    syn_args = argparse.Namespace(**{**vars(args), "dropout": 0.0, "seeds": 1})
+    syn_results, syn_logs = run_neural(syn_args, syn_train, syn_dev, syn_test, 20,
+                                       {k: VARIANTS[k] for k in ("set_transformer", "per_document_mlp")})
+    metrics["synthetic"] = {"lists": [len(syn_train), len(syn_dev), len(syn_test)], **syn_results,
+                            "random": evaluate(syn_test, [rng.random(len(r.labels)) for r in syn_test])}
+    common.write_json(out / "training_log.json", {"lambdarank": logs, "synthetic": syn_logs})
+    summary = {"test_ndcg@10": {name: metrics[name]["test"]["ndcg@10"] for name in
+                                ("lightgbm_lambdarank", *VARIANTS)},
+               "synthetic_test_ndcg@10": {name: syn_results[name]["test"]["ndcg@10"] for name in syn_results}}
+    metrics["summary"] = summary
+    common.finish(out, metrics, args, started, None)
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""KV-cache writes are functional on every public path: a cache made inside a compiled function (where TensorFlow
+folds it into a constant) is the same zeros on every call, and a cache passed in is never modified.
+
+Oracle: numpy attention over the keys / values written so far."""
+import keras
+import numpy as np
+from keras import ops
+
+from bert4k.config import TransformerConfig
+from bert4k.layers.attention import MultiHeadAttention
+from bert4k.layers.kv_cache import write_cache
+from bert4k.models.t5 import T5
+from bert4k.models.transformer import Transformer
+
+
+def compiled(fn):
+    """`fn` compiled the backend's way (where the bug lived: TF folds a zeros cache made inside into a constant)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn)
+    if backend == "jax":
+        import jax
+
+        return jax.jit(fn)
+    return fn
+
+
+def test_write_cache_leaves_its_input_alone():
+    cache = ops.zeros((2, 5, 3, 4))
+    update = ops.ones((2, 1, 3, 4))
+    out = write_cache(cache, update, 2)
+    assert float(ops.sum(ops.abs(cache))) == 0.0
+    expected = np.zeros((2, 5, 3, 4), "float32")
+    expected[:, 2] = 1.0
+    np.testing.assert_array_equal(ops.convert_to_numpy(out), expected)
+
+
+def numpy_attention(q, k, v):
+    scores = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(q.shape[-1])
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    return np.einsum("bhqk,bkhd->bqhd", probs, v)
+
+
+def test_attention_cache_made_inside_a_compiled_function_is_fresh_each_call():
+    layer = MultiHeadAttention(heads=2, head_size=4)
+    x = np.random.default_rng(0).normal(size=(1, 1, 8)).astype("float32")
+    layer(x)
+
+    @compiled
+    def step(x):
+        cache = (ops.zeros((1, 3, 2, 4)), ops.zeros((1, 3, 2, 4)))
+        mask = ops.convert_to_tensor(np.array([[[True, False, False]]]))
+        return layer(x, attention_mask=mask, cache=cache, cache_index=0)
+
+    sums = [float(ops.sum(step(x)[1][0])) for _ in range(3)]
+    assert sums[0] == sums[1] == sums[2] != 0.0
+    out, (k, _) = step(x)
+    q = ops.convert_to_numpy(layer._split_heads(layer.query(x), 4))
+    k_new, v_new = (ops.convert_to_numpy(t) for t in layer.project_key_value(x))
+    np.testing.assert_allclose(ops.convert_to_numpy(k)[:, :1], k_new, atol=1e-6)
+    heads = numpy_attention(q, k_new, v_new).reshape(1, 1, 8)
+    reference = ops.convert_to_numpy(layer.attention_output(heads))
+    np.testing.assert_allclose(ops.convert_to_numpy(out), reference, atol=1e-5)
+
+
+def test_transformer_call_with_cache_in_a_compiled_function_repeats():
+    cfg = TransformerConfig(vocab_size=23, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=24, max_position_embeddings=16, type_vocab_size=0, hidden_dropout_prob=0.0,
+                            attention_probs_dropout_prob=0.0)
+    model = Transformer(cfg, application="lm")
+    ids = np.array([[3, 5, 7]], "int32")
+    full = ops.convert_to_numpy(model(ids))
+
+    @compiled
+    def prefill(ids):
+        cache = [(ops.zeros((1, 4, 2, 8)), ops.zeros((1, 4, 2, 8))) for _ in model.blocks]
+        mask = ops.convert_to_tensor(np.tril(np.ones((3, 4), bool), 0)[None])
+        return model.call_with_cache(ids, mask, cache, 0)
+
+    for _ in range(3):  # the bug: each call wrote on top of the last call's keys
+        probs, cache = prefill(ids)
+        np.testing.assert_allclose(ops.convert_to_numpy(probs), full, atol=1e-5)
+    cache_keys = ops.convert_to_numpy(cache[0][0])
+    assert np.abs(cache_keys[:, 3]).max() == 0.0
+
+
+def test_t5_init_cache_and_decode_step_do_not_alias():
+    cfg = TransformerConfig(vocab_size=23, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                            intermediate_size=24, key_size=8, relative_attention_num_buckets=8,
+                            hidden_dropout_prob=0.0, feed_forward_proj="relu", pad_token_id=0)
+    model = T5(cfg, logits=True)
+    enc = np.array([[4, 5, 6, 0]], "int32")
+    dec = np.array([[0, 9]], "int32")
+    full = ops.convert_to_numpy(model([enc, dec]))
+    context = model.encode(enc)
+    context_cache, context_mask = model.context_cache(context), model.encoder_mask(enc)
+
+    @compiled
+    def first(token):
+        return model.decode_step(token, model.init_cache(1, 4), 0, context_cache, context_mask)
+
+    for _ in range(3):
+        logits, cache = first(dec[:, :1])
+        np.testing.assert_allclose(ops.convert_to_numpy(logits)[:, 0], full[:, 0], atol=1e-5)
+    kept = ops.convert_to_numpy(cache[0][0]).copy()
+    logits, _ = model.decode_step(dec[:, 1:], cache, 1, context_cache, context_mask)
+    np.testing.assert_allclose(ops.convert_to_numpy(logits)[:, 0], full[:, 1], atol=1e-5)
+    np.testing.assert_array_equal(ops.convert_to_numpy(cache[0][0]), kept)  # the step left its input alone

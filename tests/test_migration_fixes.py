@@ -1,0 +1,257 @@
+"""The bert4keras behaviours Keras 3 changed, each restored by the compatibility layer (issue 12 / 13.3 / 13.11),
+checked against an independent computation (HF transformers, numpy) where there is a value to check."""
+import copy
+import json
+import pickle
+
+import keras
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from bert4k.compat.models import UNSUPPORTED_FAMILIES, ModelHandle
+from tests.oracles.hf import max_diff, randomize
+
+VOCAB = 50
+
+
+@pytest.fixture(scope="module")
+def hf_bert(tmp_path_factory):
+    """A tiny random HF BERT with an MLM head, saved as safetensors."""
+    config = transformers.BertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=32, max_position_embeddings=32)
+    torch.manual_seed(0)
+    model = transformers.BertForMaskedLM(config)
+    randomize(model, seed=3, scale=0.1)
+    folder = tmp_path_factory.mktemp("bert")
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder, model
+
+
+def tiny_dense_model():
+    from bert4k.backend import keras as b4k_keras
+
+    x = b4k_keras.layers.Input(shape=(3,))
+    return b4k_keras.models.Model(x, b4k_keras.layers.Dense(2, name="dense")(x))
+
+
+# ---------------------------------------------------------------------------- save_weights with a bare prefix
+
+
+def test_save_and_load_weights_with_a_bare_prefix(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = tiny_dense_model()
+    model.save_weights("best_model.weights")
+    assert (tmp_path / "best_model.weights.weights.h5").is_file()
+    saved = [w.numpy() for w in model.weights]
+    for w in model.weights:
+        w.assign(np.zeros(w.shape))
+    model.load_weights("best_model.weights")
+    for w, value in zip(model.weights, saved):
+        np.testing.assert_array_equal(w.numpy(), value)
+
+
+def test_models_from_plain_keras_accept_a_bare_prefix_too(tmp_path):
+    import bert4k.backend  # noqa: F401 - importing it is what bert4keras scripts do
+
+    x = keras.Input(shape=(2,))
+    model = keras.models.Model(x, keras.layers.Dense(1)(x))
+    model.save_weights(str(tmp_path / "m.weights"))
+    model.load_weights(str(tmp_path / "m.weights"))
+    model.save_weights(str(tmp_path / "kept.weights.h5"))  # Keras 3 names pass through unchanged
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.weights.h5", "m.weights.weights.h5"]
+
+
+def test_a_tf_keras_checkpoint_prefix_is_refused_by_name(tmp_path):
+    model = tiny_dense_model()
+    (tmp_path / "old.weights.index").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"old\.weights\.index is a tf\.keras TF-format checkpoint"):
+        model.load_weights(str(tmp_path / "old.weights"))
+
+
+# ---------------------------------------------------------------------------- snippets
+
+
+def test_uniout_imports_as_a_no_op():
+    from bert4k.snippets import uniout
+
+    assert uniout.__name__ == "uniout"
+
+
+def test_keras_batch_does_not_call_ndim_on_lists_of_unequal_arrays():
+    from bert4k.snippets import keras_batch
+
+    x = [np.ones((8, 5), "int32"), np.zeros((8, 5), "int32"), np.ones((8, 1), "int32")]
+    (inputs,) = keras_batch((x, None))  # `(x,)`: inputs only
+    assert isinstance(inputs, tuple) and [b.shape for b in inputs] == [(8, 5), (8, 5), (8, 1)]
+    inputs, labels = keras_batch(([[[1, 2], [3, 4]], np.zeros((2, 2))], [[1], [0]]))
+    assert inputs[0].tolist() == [[1, 2], [3, 4]] and labels.shape == (2, 1)
+    with pytest.raises(ValueError, match=r"batch part \[0\]\[0\] is a ragged list.*sequence_padding"):
+        keras_batch(([[[1, 2], [3]], np.zeros((2, 2))], None))
+
+
+def test_forfit_accepts_every_batch_length():
+    """First two batches of length 4, then 9: a Keras-fixed spec of (None, 4) fails on the third."""
+    from bert4k.snippets import DataGenerator, sequence_padding
+
+    lengths = [4, 4, 9, 2, 7, 4]
+
+    class Gen(DataGenerator):
+        def __iter__(self, random=False):
+            for _, n in self.sample(random):
+                ids = sequence_padding([list(range(1, n + 1))] * 2)
+                yield [ids, np.zeros_like(ids)], np.array([[n % 2], [1 - n % 2]])
+
+    gen = Gen(lengths, batch_size=1)
+    dataset = gen.forfit(random=False)
+    assert [tuple(s.shape.as_list()) for s in dataset.element_spec[0]] == [(None, None), (None, None)]
+    assert dataset.element_spec[1].shape.as_list() == [None, 1]
+    token = keras.Input(shape=(None,), dtype="int32")
+    segment = keras.Input(shape=(None,), dtype="int32")
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(20, 4)(token + segment))
+    model = keras.Model([token, segment], keras.layers.Dense(2, activation="softmax")(pooled))
+    model.compile(loss="sparse_categorical_crossentropy", optimizer="adam")
+    history = model.fit(dataset, steps_per_epoch=len(gen), epochs=2, verbose=0)
+    assert len(history.history["loss"]) == 2
+    seen = [b[0][0].shape[1] for b in dataset.take(len(lengths))]
+    assert seen == lengths
+
+
+# ---------------------------------------------------------------------------- predict on nested lists
+
+
+def test_predict_takes_nested_python_lists(hf_bert):
+    from bert4k import build_transformer_model
+
+    folder, reference = hf_bert
+    model = build_transformer_model(folder, folder / "model.safetensors")
+    token_ids, segment_ids = [2, 7, 9, 3], [0, 0, 1, 1]
+    hidden = model.predict([[token_ids], [segment_ids]], verbose=0)
+    with torch.no_grad():
+        expected = reference.bert(torch.tensor([token_ids]), token_type_ids=torch.tensor([segment_ids]))[0]
+    assert max_diff(hidden, expected.numpy()) < 1e-4
+    with pytest.raises(ValueError, match="input 0 is a ragged nested list"):
+        model.predict([[[1, 2], [3]], [[0, 0], [0]]], verbose=0)
+
+
+# ---------------------------------------------------------------------------- build_transformer_model
+
+
+def test_gpt2_from_a_bert_style_config_matches_hf(tmp_path):
+    """CPM-LM as bert4keras reads it: BERT field names, `model='gpt2'`, exact GELU."""
+    from bert4k.models import build_transformer_model
+
+    hf_config = transformers.GPT2Config(vocab_size=VOCAB, n_embd=16, n_layer=2, n_head=2, n_positions=32,
+                                        activation_function="gelu")
+    torch.manual_seed(0)
+    reference = transformers.GPT2LMHeadModel(hf_config)
+    randomize(reference, seed=5, scale=0.1)
+    reference.save_pretrained(tmp_path, safe_serialization=True)
+    bert_style = {"vocab_size": VOCAB, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+                  "intermediate_size": 64, "max_position_embeddings": 32, "hidden_act": "gelu",
+                  "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}
+    (tmp_path / "bert_style.json").write_text(json.dumps(bert_style))
+    model = build_transformer_model(tmp_path / "bert_style.json", tmp_path / "model.safetensors", model="gpt2")
+    ids = np.array([[5, 9, 13, 2, 40, 7]])
+    with torch.no_grad():
+        expected = torch.softmax(reference(torch.tensor(ids)).logits, -1).numpy()
+    assert max_diff(model.predict(ids, verbose=0), expected) < 1e-4
+
+
+def test_compound_tokens_are_means_of_the_listed_embeddings(hf_bert):
+    from bert4k.models import build_transformer_model
+
+    folder, reference = hf_bert
+    keep_tokens = list(range(0, VOCAB, 2))  # 25 kept ids; compound ids index the kept vocabulary
+    compound = [[3, 4], ([1, 6, 7], [1.0, 2.0, 1.0])]
+    model = build_transformer_model(folder, folder / "model.safetensors", with_mlm=True, keep_tokens=keep_tokens,
+                                    compound_tokens=compound)
+    embeddings = reference.bert.embeddings.word_embeddings.weight.detach().numpy()[keep_tokens]
+    bias = reference.cls.predictions.bias.detach().numpy()[keep_tokens]
+    expected_rows = np.stack([embeddings[[3, 4]].mean(0), (embeddings[1] + 2 * embeddings[6] + embeddings[7]) / 4])
+    table = model.get_layer("Embedding-Token").embeddings.numpy()
+    assert table.shape == (27, 16)
+    assert max_diff(table[:25], embeddings) == 0
+    assert max_diff(table[25:], expected_rows) < 1e-6
+    mlm_bias = [w for w in model.weights if w.shape == (27,)]
+    assert len(mlm_bias) == 1
+    assert max_diff(mlm_bias[0].numpy()[25:], [bias[[3, 4]].mean(), (bias[1] + 2 * bias[6] + bias[7]) / 4]) < 1e-6
+    plain = build_transformer_model(folder, folder / "model.safetensors", with_mlm=True, keep_tokens=keep_tokens)
+    ids = np.array([[2, 5, 9, 3]])
+    ours = model.predict([ids, np.zeros_like(ids)], verbose=0)
+    assert ours.shape == (1, 4, 27)
+    # Same hidden states; the distribution over the 25 old tokens renormalised equals the plain model's.
+    old = ours[..., :25] / ours[..., :25].sum(-1, keepdims=True)
+    assert max_diff(old, plain.predict([ids, np.zeros_like(ids)], verbose=0)) < 1e-5
+    with pytest.raises(ValueError, match=r"compound_tokens\[0\]"):
+        build_transformer_model(folder, folder / "model.safetensors", compound_tokens=[[99]])
+
+
+def test_native_builder_refuses_compound_tokens(hf_bert):
+    from bert4k import build_transformer_model
+
+    folder, _ = hf_bert
+    with pytest.raises((TypeError, ValueError), match="compound_tokens"):
+        build_transformer_model(folder, compound_tokens=[[1, 2]])
+
+
+@pytest.mark.parametrize("family", sorted(UNSUPPORTED_FAMILIES))
+def test_unsupported_families_are_named(family, hf_bert):
+    from bert4k.models import build_transformer_model
+
+    folder, _ = hf_bert
+    with pytest.raises(NotImplementedError, match=f"model='{family}'.*does not implement"):
+        build_transformer_model(folder, model=family)
+
+
+def test_model_classes_and_refused_options_are_named(hf_bert):
+    from bert4k.models import build_transformer_model
+
+    folder, _ = hf_bert
+    with pytest.raises(NotImplementedError, match="model classes cannot be passed"):
+        build_transformer_model(folder, model=keras.Model)
+    with pytest.raises(NotImplementedError, match="autoresize_weights"):
+        build_transformer_model(folder, autoresize_weights=True)
+    with pytest.raises(ValueError, match="unknown model 'bart'"):
+        build_transformer_model(folder, model="bart")
+
+
+def test_model_handle_copies_and_pickles_without_recursion(hf_bert):
+    from bert4k.models import build_transformer_model
+
+    folder, _ = hf_bert
+    handle = build_transformer_model(folder, return_keras_model=False)
+    assert isinstance(handle, ModelHandle) and handle.output is handle.model.output
+    assert copy.copy(handle).model is handle.model
+    with pytest.raises(AttributeError):
+        object.__new__(ModelHandle).anything  # noqa: B018 - the attribute access is the test
+    restored = pickle.loads(pickle.dumps(handle))
+    assert [w.shape for w in restored.model.weights] == [w.shape for w in handle.model.weights]
+    report = handle.load_weights_from_checkpoint(folder / "model.safetensors")
+    assert report is not None
+
+
+# ---------------------------------------------------------------------------- Loss layer
+
+
+def test_loss_layer_sees_exact_integer_ids_under_mixed_bfloat16():
+    from bert4k.backend import K
+    from bert4k.layers import Loss
+
+    values = np.array([[21127, 8020, 3300]])
+
+    class Distance(Loss):
+        def compute_loss(self, inputs, mask=None):
+            return K.sum(K.abs(inputs - values.astype("float32")))
+
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        ids = keras.Input(shape=(None,), dtype="int32")
+        model = keras.Model(ids, Distance()(ids))
+        model.compile(optimizer="sgd")
+        loss = model.evaluate(values, verbose=0)
+    finally:
+        keras.config.set_dtype_policy(policy)
+    assert loss == 0.0  # bfloat16 would give |21120-21127| + |8032-8020| + |3296-3300| = 23

@@ -1,0 +1,66 @@
+"""`bert4k.pretrained`: the registry, and `from_pretrained` building model + tokenizer from a local folder, with
+errors that name the missing files and where to get them."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from bert4k import pretrained
+from tests.conftest import REPO
+
+SMALL = REPO / "pretrained" / "bert4k-small-zh"
+
+
+def test_registry_lists_the_public_checkpoints():
+    entries = pretrained.registry()
+    assert {"bert-base-chinese", "hfl/chinese-roberta-wwm-ext", "uer/gpt2-chinese-cluecorpussmall",
+            "google/mt5-small", "bert4k-small-zh"} <= set(entries)
+    assert pretrained.list_checkpoints() == sorted(entries)
+    assert "https://huggingface.co/google-bert/bert-base-chinese" in entries["bert-base-chinese"].describe()
+
+
+def test_from_pretrained_local_entry_equals_explicit_build():
+    from bert4k import build_transformer_model
+
+    model, tokenizer = pretrained.from_pretrained("bert4k-small-zh", application="mlm", logits=True)
+    x = tokenizer("这家酒店很好")
+    reference = build_transformer_model(str(SMALL / "config.json"), str(SMALL / "model.safetensors"),
+                                        application="mlm", logits=True)
+    inputs = [x["token_ids"], x["segment_ids"]]
+    np.testing.assert_allclose(model.predict(inputs, verbose=0), reference.predict(inputs, verbose=0), atol=1e-5)
+    assert tokenizer.token_to_id("[UNK]") not in x["token_ids"][0].tolist()
+
+
+def test_registry_name_without_local_copy_says_where_to_get_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"bert-base-chinese: no local copy in .*download config.json, "
+                                                r"model.safetensors, vocab.txt from https://huggingface.co/"):
+        pretrained.from_pretrained("bert-base-chinese", root=tmp_path)
+    with pytest.raises(FileNotFoundError, match="neither a folder nor a registry name"):
+        pretrained.from_pretrained("no-such-model", root=tmp_path)
+
+
+def test_folder_named_like_an_entry_is_checked(tmp_path):
+    folder = tmp_path / "hfl" / "chinese-roberta-wwm-ext"
+    folder.mkdir(parents=True)
+    shutil.copy(SMALL / "vocab.txt", folder / "vocab.txt")
+    with pytest.raises(FileNotFoundError, match=r"missing config.json, pytorch_model.bin for "
+                                                r"hfl/chinese-roberta-wwm-ext; obtain them from https://"):
+        pretrained.from_pretrained("hfl/chinese-roberta-wwm-ext", root=tmp_path)
+    # model.safetensors stands in for pytorch_model.bin; a config that is not this checkpoint's is refused
+    shutil.copy(SMALL / "model.safetensors", folder / "model.safetensors")
+    shutil.copy(SMALL / "config.json", folder / "config.json")
+    with pytest.raises(ValueError, match=r"config.json: num_hidden_layers = 4, but hfl/chinese-roberta-wwm-ext has 12"):
+        pretrained.from_pretrained(folder)
+
+
+def test_unregistered_folder_detects_family(tmp_path):
+    folder = tmp_path / "my-bert"
+    shutil.copytree(SMALL, folder)
+    model, tokenizer = pretrained.from_pretrained(folder)
+    assert model.family == "bert" and tokenizer.vocab_size == len((SMALL / "vocab.txt").read_text().splitlines())
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "xlnet"}))
+    with pytest.raises(ValueError, match="model_type 'xlnet' is not one bert4k knows"):
+        pretrained.from_pretrained(folder)
+    assert pretrained.from_pretrained(folder, model="bert")[0].family == "bert"
