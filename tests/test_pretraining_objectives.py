@@ -132,3 +132,31 @@ def test_step_batches_mask_whole_words_and_keep_labels():
             pair = [t for t in (2 * w, 2 * w + 1) if t < n]
             assert all(t + 1 in used for t in pair) or len(used) == 7
         assert 1 <= len(used) <= 7
+
+
+def test_electra_export_loads_in_transformers(tmp_path):
+    """train_small_bert.export_electra: the discriminator (with its replaced-token head) as HF ElectraForPreTraining,
+    the generator as ElectraForMaskedLM and the body as BertForMaskedLM give our outputs in transformers."""
+    import torch
+    import transformers
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pretrained"))
+    import train_small_bert
+
+    model, generator, discriminator = electra(seed=1)
+    masked, segments, _, _, _ = toy_batch(seed=4)
+    config = {**TINY, "model_type": "bert", "hidden_act": "gelu", "initializer_range": 0.02, "layer_norm_eps": 1e-12,
+              "pad_token_id": 0}
+    model((masked, segments, *toy_batch(seed=4)[2:4]))  # build the head
+    train_small_bert.export_electra(model, discriminator, generator, config, tmp_path)
+    ids = torch.tensor(masked, dtype=torch.long)
+    kwargs = dict(input_ids=ids, token_type_ids=torch.zeros_like(ids), attention_mask=(ids != 0).long())
+    real = masked != 0
+    with torch.no_grad():
+        rtd = transformers.ElectraForPreTraining.from_pretrained(tmp_path / "electra").eval()(**kwargs).logits.numpy()
+        gen = transformers.ElectraForMaskedLM.from_pretrained(tmp_path / "electra_generator").eval()(**kwargs).logits
+        (tmp_path / "config.json").write_text(__import__("json").dumps({**config, "architectures": ["BertForMaskedLM"]}))
+        body = transformers.BertModel.from_pretrained(tmp_path).eval()(**kwargs).last_hidden_state.numpy()
+    assert np.abs(rtd - np.asarray(model.detector_logits(masked, segments)))[real].max() < 1e-4
+    assert np.abs(gen.numpy() - np.asarray(generator([masked, segments])))[real].max() < 1e-4
+    assert np.abs(body - np.asarray(discriminator([masked, segments])))[real].max() < 1e-4
