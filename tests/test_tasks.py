@@ -101,7 +101,25 @@ def test_distinct_n_counts_repetition():
 def test_lm(tmp_path):
     out, m = run_task("lm", tmp_path, "--limit", "48", "--maxlen", "40", "--samples", "2")
     assert 1.0 < m["perplexity"] < 10 * m["vocab_size"] and math.isfinite(m["perplexity"])
-    assert len((out / "samples.txt").read_text(encoding="utf-8").splitlines()) == 2
+    samples = (out / "samples.txt").read_text(encoding="utf-8").splitlines()
+    assert len(samples) == 2 and m["samples_in_form"] == 1.0  # a tiny random model, yet every sample in form
+    sys.path.insert(0, str(TASKS))
+    import lm
+
+    assert all(lm.poem_form(s) in ((5, 4), (5, 8), (7, 4), (7, 8)) for s in samples)
+
+
+def test_poem_form_and_visible_unk():
+    sys.path.insert(0, str(TASKS))
+    import lm
+
+    from bert4k.tokenizers import Tokenizer
+
+    assert lm.poem_form("秦川雄帝宅，函谷壯皇居。") == (5, 2)
+    assert lm.poem_form("秦川雄帝宅，函谷壯皇。") is None and lm.poem_form("秦川雄帝宅，函谷") is None
+    tokenizer = Tokenizer(str(DATA / "bert-chinese-vocab" / "vocab.txt"), do_lower_case=True)
+    ids = tokenizer.tokens_to_ids(["秦", "[UNK]", "雄"])
+    assert lm.visible_text(tokenizer, ids) == "秦□雄" and tokenizer.decode(ids) == "秦雄"
 
 
 @pytest.mark.parametrize("name", ["classification", "qa", "seq2seq", "lm"])
