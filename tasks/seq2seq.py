@@ -22,6 +22,7 @@ import time
 
 import common
 import numpy as np
+from lm import visible_text
 
 from bert4k import objectives
 from bert4k.generation import generate
@@ -84,7 +85,7 @@ def decode_titles(model, tokenizer, abstracts: list[str], args) -> list[str]:
                        repetition_penalty=args.repetition_penalty, length_penalty=args.length_penalty)
         for row in ids:
             row = [int(i) for i in row]
-            titles.append(tokenizer.decode(row[:row.index(sep)] if sep in row else row))
+            titles.append(visible_text(tokenizer, row[:row.index(sep)] if sep in row else row))
     return titles
 
 
