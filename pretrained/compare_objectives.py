@@ -74,7 +74,7 @@ def main(argv=None) -> dict:
     results = {}
     for name, folder in [*((str(f), f) for f in folders), ("scratch", None)]:
         start = time.time()
-        accs = [score(folder, folders[0] / "vocab.txt", data, args, s) for s in args.seeds]
+        accs = [score(folder, (folder or folders[0]) / "vocab.txt", data, args, s) for s in args.seeds]
         record = json.loads((folder / "training.json").read_text()) if folder else {}
         cpu = (record.get("last") or {}).get("cpu_seconds", 0.0)
         results[name] = {"dev_accuracy": float(np.mean(accs)), "per_seed": accs, "pretrain_steps": record.get("steps", 0),
