@@ -12,9 +12,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-# HF config `model_type` of each family, for the config.json written beside an HF export.
-_HF_MODEL_TYPES = {"bert": "bert", "roberta": "roberta", "albert": "albert", "albert_unshared": "albert",
-                   "gpt2": "gpt2", "t5": "t5", "t5.1.0": "t5", "t5.1.1": "t5", "mt5": "mt5", "mt5.1.1": "mt5"}
 _TF_CONFIG_NAMES = {"bert": "bert_config.json", "roberta": "bert_config.json", "albert": "albert_config.json",
                     "albert_unshared": "albert_config.json", "gpt2": "hparams.json"}
 _GPT2_HPARAMS = {"n_vocab": "vocab_size", "n_ctx": "n_positions", "n_embd": "n_embd", "n_head": "n_head",
@@ -146,7 +143,7 @@ def _info(args: argparse.Namespace) -> int:
         from bert4k.config import read_json
         from bert4k.models.families import get_family
 
-        cfg = get_family(family).read_config(read_json(config))
+        cfg = get_family(family).config(read_json(config))
         fields = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size",
                   "max_position_embeddings", "type_vocab_size", "hidden_act", "embedding_size")
         summary = {k: getattr(cfg, k) for k in fields if getattr(cfg, k, None) is not None}
@@ -186,29 +183,14 @@ def _build_full(config: Path, weights: str, family: str):
     from bert4k.models.transformer import Transformer
 
     fam = get_family(family)
-    cfg = fam.read_config(read_json(config))
-    if fam.model_class is Transformer:
-        model = fam.model_class(cfg, with_pool=True, with_mlm=True, logits=True, family=family)
-    elif family.startswith("gpt2"):
-        model = fam.model_class(cfg, application="lm", logits=True, family=family)
+    cfg = fam.config(read_json(config))
+    if fam.reference("model_class") is Transformer:
+        model = fam.build(cfg, with_pool=True, with_mlm=True, logits=True)
+    elif fam.kind.startswith("gpt2"):
+        model = fam.build(cfg, application="lm", logits=True)
     else:
-        model = fam.model_class(cfg, logits=True, family=family)
+        model = fam.build(cfg, logits=True)
     return model, load_checkpoint(model, weights)
-
-
-def _hf_config(raw: dict, family: str, config: Path) -> dict:
-    """The HF config.json for an export: the source's own when it is HF, else translated from the Google/OpenAI one."""
-    raw = {k: v for k, v in raw.items() if k != "__path__"}
-    if "model_type" in raw:
-        return raw
-    if family not in _HF_MODEL_TYPES or family.startswith(("t5", "mt5")):
-        raise CommandError(f"{config}: cannot write an HF config.json for family {family!r} from this config "
-                           "(expected an HF config.json with model_type)")
-    if family == "gpt2":
-        if "n_vocab" not in raw:
-            raise CommandError(f"{config}: expected OpenAI hparams (n_vocab, n_ctx, n_embd, n_head, n_layer)")
-        raw = {hf: raw[k] for k, hf in _GPT2_HPARAMS.items() if k in raw}
-    return {**raw, "model_type": _HF_MODEL_TYPES[family]}
 
 
 def _tf_config(raw: dict, family: str) -> tuple[str, dict]:
@@ -257,19 +239,22 @@ def _convert(args: argparse.Namespace) -> int:
             print(f"wrote {dst}")
             return 0
         fam = get_family(family)
-        tensors = {k: v for k, v in export_tensors(fam.specs(model, None)).items() if k not in skipped}
-        raw = read_json(config)
+        tensors = {k: v for k, v in export_tensors(fam.reference("specs")(model, None)).items() if k not in skipped}
         tmp.mkdir(parents=True)
         done = _stage(f"writing {len(tensors)} tensors to {dst}")
         if args.to == "hf":
+            hf_config = fam.reference("hf_config")
+            if hf_config is None:
+                raise CommandError(f"family {family!r} has no Hugging Face config writer; use --to tf or keras")
             save_safetensors(tensors, tmp / "model.safetensors")
-            config_name, config_values = "config.json", _hf_config(raw, family, config)
+            config_name, config_values = "config.json", hf_config(model.config, model)
         else:
-            if fam.to_tf is None:
+            to_tf = fam.reference("to_tf")
+            if to_tf is None:
                 raise CommandError(f"family {family!r} has no TF checkpoint export")
-            prefix = {"gpt2": "model.ckpt", "albert": "albert_model.ckpt"}.get(family, "bert_model.ckpt")
-            save_tf_checkpoint(fam.to_tf(tensors), tmp / prefix)
-            config_name, config_values = _tf_config(raw, family)
+            prefix = {"gpt2": "model.ckpt", "albert": "albert_model.ckpt"}.get(fam.kind, "bert_model.ckpt")
+            save_tf_checkpoint(to_tf(tensors), tmp / prefix)
+            config_name, config_values = _tf_config(read_json(config), family)
         (tmp / config_name).write_text(json.dumps(config_values, ensure_ascii=False, indent=2) + "\n",
                                        encoding="utf-8")
         for name in VOCAB_FILES:

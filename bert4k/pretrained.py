@@ -19,8 +19,6 @@ CONFIG_FILES = ("config.json", "bert_config.json", "albert_config.json", "hparam
 VOCAB_FILES = ("vocab.txt", "spiece.model", "sentencepiece.model")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
-# HF `model_type` → bert4k family, for folders that are not in the registry.
-_MODEL_TYPES = {"bert": "bert", "roberta": "roberta", "albert": "albert", "gpt2": "gpt2", "t5": "t5", "mt5": "mt5"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,21 +129,16 @@ def _first(folder: Path, names: tuple[str, ...]) -> Path | None:
 
 
 def detect_family(path: str | os.PathLike) -> str:
-    """The family of a checkpoint folder (or of one config file) from its config."""
+    """The family name of a checkpoint folder (or of one config file), as `build_transformer_model` detects it from
+    the config and the checkpoint's tensor names."""
+    from bert4k.checkpoints.readers import has_checkpoint, tensor_names
+    from bert4k.config import read_json
+    from bert4k.models.families import detect_family as detect
+
     path = Path(path)
-    config_file = path if path.is_file() else _first(path, ("albert_config.json", "hparams.json", *CONFIG_FILES))
-    if config_file is None:
-        raise FileNotFoundError(f"{path}: no config file (looked for {', '.join(CONFIG_FILES)})")
-    if config_file.name == "albert_config.json":
-        return "albert"
-    if config_file.name == "hparams.json":
-        return "gpt2"
-    with open(config_file, encoding="utf-8") as f:
-        model_type = json.load(f).get("model_type", "bert" if config_file.name == "bert_config.json" else None)
-    if model_type not in _MODEL_TYPES:
-        raise ValueError(f"{config_file}: model_type {model_type!r} is not one bert4k knows "
-                         f"({', '.join(_MODEL_TYPES)}); pass model=")
-    return _MODEL_TYPES[model_type]
+    folder = path if path.is_dir() else path.parent
+    names = (lambda: tensor_names(folder)) if has_checkpoint(folder) else None
+    return detect(read_json(path), names)[0].name
 
 
 def load_tokenizer(folder: str | os.PathLike, do_lower_case: bool = True):
@@ -165,7 +158,7 @@ def from_pretrained(path_or_name: str | os.PathLike, application: str = "encoder
                     root: str | os.PathLike | None = None, **kwargs: Any):
     """`(model, tokenizer)` from a local checkpoint folder or a registry name.
 
-    `model=` overrides the family (default: the registry's, else read from the folder's config); other keyword
+    `model=` overrides the family (default: the registry's, else detected from the folder's files); other keyword
     arguments go to `build_transformer_model` (`with_mlm`, `logits`, `keep_tokens`, `dtype`, ...).
     """
     from bert4k.models.builder import build_transformer_model
@@ -173,7 +166,7 @@ def from_pretrained(path_or_name: str | os.PathLike, application: str = "encoder
     folder, entry = locate(path_or_name, root)
     if entry is not None:
         check_folder(folder, entry)
-    family = model or (entry.model if entry else detect_family(folder))
+    family = model or (entry.model if entry else None)  # None: build_transformer_model detects it
     config = _first(folder, CONFIG_FILES)
     if config is None:
         raise FileNotFoundError(f"{folder}: no config file (looked for {', '.join(CONFIG_FILES)})")

@@ -145,12 +145,14 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
 
 class LearningCurve(keras.callbacks.Callback):
     """Saves a PNG of the training loss per batch and every epoch-level metric (e.g. `val_loss`, `val_accuracy`,
-    or values other callbacks add to the epoch logs) after each epoch and at the end of training."""
+    or values other callbacks add to the epoch logs) after each epoch and at the end of training; `baselines`
+    (`{label: value}`) are drawn as horizontal lines beside the metrics."""
 
-    def __init__(self, path: str, title: str | None = None):
+    def __init__(self, path: str, title: str | None = None, baselines: dict[str, float] | None = None):
         super().__init__()
         self.path = os.fspath(path)
         self.title = title
+        self.baselines = dict(baselines or {})
         self.batch_loss: list[tuple[int, float]] = []
         self.epochs: list[tuple[int, dict]] = []
         self._step = 0
@@ -189,8 +191,10 @@ class LearningCurve(keras.callbacks.Callback):
                 continue
             points = [(s, logs[key]) for s, logs in self.epochs if key in logs]
             ax_metric.plot(*zip(*points), "o-", label=key)
+        for (label, value), color in zip(self.baselines.items(), ("gray", "tab:red", "tab:purple", "tab:brown")):
+            ax_metric.axhline(value, ls="--", lw=1, color=color, label=f"{label} (baseline)")
         ax_metric.set_xlabel("step")
-        if names:
+        if names or self.baselines:
             ax_metric.legend(fontsize=8)
         if self.title:
             fig.suptitle(self.title)
@@ -223,7 +227,8 @@ class EpochEvaluation(keras.callbacks.Callback):
 
 def training_callbacks(out_dir: str, resume: bool = True, csv_name: str = "log.csv",
                        png_name: str = "learning_curve.png", swap_ema: bool = False, title: str | None = None,
-                       before: Iterable[keras.callbacks.Callback] = ()) -> list[keras.callbacks.Callback]:
+                       before: Iterable[keras.callbacks.Callback] = (),
+                       baselines: dict[str, float] | None = None) -> list[keras.callbacks.Callback]:
     """`before` + [BackupAndRestore (resume an interrupted `fit` from `out_dir/backup`), SwapEMAWeights (if
     `swap_ema`: validate with the EMA weights), CSVLogger (`out_dir/csv_name`, appended when resuming),
     LearningCurve (`out_dir/png_name`)]. The progress bar is Keras' own (`fit(verbose=1)`)."""
@@ -236,7 +241,7 @@ def training_callbacks(out_dir: str, resume: bool = True, csv_name: str = "log.c
     if swap_ema:
         callbacks.append(keras.callbacks.SwapEMAWeights())
     callbacks.append(keras.callbacks.CSVLogger(os.path.join(out_dir, csv_name), append=resuming))
-    callbacks.append(LearningCurve(os.path.join(out_dir, png_name), title=title))
+    callbacks.append(LearningCurve(os.path.join(out_dir, png_name), title=title, baselines=baselines))
     return callbacks
 
 

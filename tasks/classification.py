@@ -18,12 +18,21 @@ epochs, learning rate, max length, class weighting); flags override it.
     python tasks/classification.py --dataset csl --epochs 3
     python tasks/classification.py --config bert_config.json --checkpoint bert_model.ckpt --vocab vocab.txt
 
-Writes to --out: predictions.tsv, metrics.json, log.csv, learning_curve.png.
+Your data: --train FILE [--dev FILE] [--test FILE], TSV with a header row or JSONL, fields `text` and `label`
+(any strings; the classes are the labels of --train). Without --test, a deterministic 20% of --train (by MD5 of
+the text) is held out; without --dev, the held-out set is evaluated after each epoch.
+
+    python tasks/classification.py --train my_train.tsv --test my_test.tsv
+    python tasks/classification.py --predict new.jsonl --saved runs/classification-my_train-bert4k-small-zh
+
+Writes to --out: predictions.tsv, metrics.json, log.csv, learning_curve.png, model.keras + vocab.txt.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import common
 import keras
@@ -49,7 +58,7 @@ def parse_args(argv=None):
     pre.add_argument("--dataset", choices=DATASETS, default="chnsenticorp")
     recipe = RECIPES[pre.parse_known_args(argv)[0].dataset]
     p = common.task_parser(__doc__, out="classification", epochs=recipe["epochs"], batch_size=32,
-                           maxlen=recipe["maxlen"], lr=recipe["lr"])
+                           maxlen=recipe["maxlen"], lr=recipe["lr"], columns="text, label")
     p.add_argument("--dataset", choices=DATASETS, default="chnsenticorp")
     p.add_argument("--class-weight", choices=("none", "balanced"), default=recipe["class_weight"],
                    help="weight the loss by inverse class frequency (default for this dataset: %(default)s)")
@@ -129,16 +138,61 @@ def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 1.0).astype("float32")
 
 
-def weighted_cross_entropy(weights: np.ndarray):
-    """Sparse softmax cross-entropy on logits, each example weighted by `weights[label]`."""
-    table = keras.ops.convert_to_tensor(weights)
+@keras.saving.register_keras_serializable("bert4k_tasks")
+class WeightedCrossEntropy(keras.losses.Loss):
+    """Sparse softmax cross-entropy on logits, each example weighted by `class_weights[label]`."""
 
-    def loss(y_true, logits):
+    def __init__(self, class_weights: list[float], name: str = "weighted_cross_entropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.class_weights = [float(w) for w in class_weights]
+
+    def call(self, y_true, logits):
         y_true = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
         ce = keras.losses.sparse_categorical_crossentropy(y_true, logits, from_logits=True)
-        return ce * keras.ops.take(table, y_true)
+        return ce * keras.ops.take(keras.ops.convert_to_tensor(self.class_weights), y_true)
 
-    return loss
+    def get_config(self):
+        return {**super().get_config(), "class_weights": self.class_weights}
+def load_files(args):
+    """`(train_texts, train_labels, dev, test_texts, test_labels, label_names)` from --train/--dev/--test; `dev` is
+    `(texts, labels)` or None."""
+    train, test = common.split_records(args, ("text", "label"), "text", HELD_OUT)
+    dev = common.read_records(args.dev, ("text", "label")) if args.dev else None
+    names = sorted({str(r["label"]) for r in train})
+    index = {name: i for i, name in enumerate(names)}
+    for path, rows in ((args.test or args.train, test), (args.dev, dev or [])):
+        unknown = sorted({str(r["label"]) for r in rows} - set(index))
+        if unknown:
+            raise ValueError(f"{path}: labels {unknown} do not occur in --train {args.train} (classes: {names})")
+
+    def split(rows):
+        rows = common.limited(rows, args.limit)
+        return [r["text"] for r in rows], np.array([index[str(r["label"])] for r in rows], "int32")
+
+    return (*split(train), split(dev) if dev is not None else None, *split(test), names)
+
+
+def predict_file(args) -> dict:
+    """Score --predict FILE with the model saved in --saved; write predictions.tsv (and accuracy when labelled)."""
+    model, tokenizer = common.load_saved(args.saved)
+    saved = json.loads((Path(args.saved) / "metrics.json").read_text(encoding="utf-8"))
+    names, maxlen = saved["labels"], saved["settings"]["maxlen"]
+    rows = common.read_records(args.predict, ("text",))
+    texts = [r["text"] for r in rows]
+    encoded = [tokenizer.encode(t, maxlen=maxlen) for t in texts]
+    logits = common.predict_in_order(model, [[i for i, _ in encoded], [s for _, s in encoded]], 2 * args.batch_size)
+    probs = keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
+    predicted = logits.argmax(-1)
+    out = Path(args.out)
+    with open(out / "predictions.tsv", "w", encoding="utf-8") as f:
+        f.write("predicted\tconfidence\ttext\n")
+        f.writelines(f"{names[k]}\t{p[k]:.4f}\t{t}\n" for t, k, p in zip(texts, predicted, probs))
+    result = {"predicted": len(texts), "file": args.predict, "saved": args.saved}
+    if all("label" in r for r in rows):
+        result["accuracy"] = accuracy(np.array([names.index(str(r["label"])) for r in rows]), predicted)
+    print(json.dumps(result, ensure_ascii=False))
+    print(f"wrote {out / 'predictions.tsv'}")
+    return result
 
 
 def baselines(dataset: str, train_texts, train_labels, test_texts, test_labels) -> dict:
@@ -167,13 +221,21 @@ def baselines(dataset: str, train_texts, train_labels, test_texts, test_labels) 
 def main(argv=None) -> dict:
     started = time.time()
     args = parse_args(argv)
+    if common.prediction_run(args):
+        common.setup(args)
+        return predict_file(args)
     out = common.setup(args)
-    train_texts, train_labels, test_texts, test_labels, names = load(args.dataset, args.limit)
-    print(f"{args.dataset}: {len(train_texts)} train, {len(test_texts)} held-out, {len(names)} classes")
+    dev = None
+    if args.train:
+        args.dataset = None
+        train_texts, train_labels, dev, test_texts, test_labels, names = load_files(args)
+    else:
+        train_texts, train_labels, test_texts, test_labels, names = load(args.dataset, args.limit)
+    print(f"{args.dataset or args.train}: {len(train_texts)} train, {len(test_texts)} held-out, {len(names)} classes")
     metrics = {"task": "classification", "dataset": args.dataset, "train_examples": len(train_texts),
                "eval_examples": len(test_texts)}
     if not args.no_baseline:
-        metrics["baselines"] = baselines(args.dataset, train_texts, train_labels, test_texts, test_labels)
+        metrics["baselines"] = baselines(args.dataset or "csl", train_texts, train_labels, test_texts, test_labels)
         print("baselines:", {k: round(v, 4) for k, v in metrics["baselines"].items()})
 
     source = common.model_source(args)
@@ -187,13 +249,17 @@ def main(argv=None) -> dict:
     model = heads.build_sequence_classifier(encoder, len(names), pooling=args.pooling, dropout=args.dropout)
     print(f"model: {source.name}, {model.count_params():,} parameters")
     train_data = common.dataset(train_cols, train_labels, args.batch_size, shuffle=True, seed=args.seed)
-    test_data = common.dataset(test_cols, test_labels, 2 * args.batch_size)
+    val_texts, val_labels = dev if dev is not None else (test_texts, test_labels)
+    val_ids = [tokenizer.encode(t, maxlen=args.maxlen) for t in val_texts]
+    val_data = common.dataset([[i for i, _ in val_ids], [s for _, s in val_ids]], val_labels, 2 * args.batch_size)
     _, train_seconds = common.timed(
         common.fit, model, args, out, train_data, len(train_labels),
-        loss=(weighted_cross_entropy(class_weights(train_labels, len(names))) if args.class_weight == "balanced"
-              else keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")], val_data=test_data,
-        title=f"{args.dataset} ({source.name})")
+        loss=(WeightedCrossEntropy(class_weights(train_labels, len(names)).tolist())
+              if args.class_weight == "balanced" else keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")], val_data=val_data,
+        title=f"{args.dataset or args.train} ({source.name})",
+        baselines={k: v for k, v in metrics.get("baselines", {}).items() if not k.endswith("_seconds")})
+    common.save_model(model, source.vocab, out)
 
     logits = common.predict_in_order(model, test_cols, 2 * args.batch_size)
     predicted = logits.argmax(-1)

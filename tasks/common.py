@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from collections import Counter
@@ -43,9 +44,28 @@ TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermed
 
 # === arguments ===
 
-def task_parser(doc: str, *, out: str, epochs: int, batch_size: int, maxlen: int, lr: float) -> argparse.ArgumentParser:
-    """The arguments every task script takes; a script adds its own."""
+# Settings that do not change what a run computes: a backup made under other values of these may be resumed.
+_RESUME_NEUTRAL = ("out", "no_resume", "data_dir", "predict", "saved")
+
+
+def task_parser(doc: str, *, out: str, epochs: int, batch_size: int, maxlen: int, lr: float,
+                columns: str = "", file_format: str | None = None, dev: bool = True) -> argparse.ArgumentParser:
+    """The arguments every task script takes; a script adds its own. `out` is the task's name (the default output
+    folder is runs/<task>-<dataset>-<model>). A script that reads the user's files passes `columns` (the fields of
+    its --train/--dev/--test/--predict files; `file_format` describes them when they are not TSV/JSONL records;
+    `dev=False` for a script that evaluates only at the end)."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(task_name=out)
+    if columns:
+        g = p.add_argument_group("your data (default: the script's demo split of the shared data)", file_format or
+                                 f"TSV with a header row, or JSONL (one object a line), with the fields: {columns}")
+        g.add_argument("--train", metavar="FILE", help="training examples")
+        if dev:
+            g.add_argument("--dev", metavar="FILE", help="examples evaluated after each epoch (default: --test)")
+        g.add_argument("--test", metavar="FILE", help="held-out examples scored at the end (default: a "
+                       "deterministic part of --train)")
+        g.add_argument("--predict", metavar="FILE", help="score FILE with the model saved in --saved (no training)")
+        g.add_argument("--saved", metavar="DIR", help="a previous run's output folder (model.keras + vocab.txt)")
     g = p.add_argument_group("model")
     g.add_argument("--config", help="config json (or directory) of a checkpoint to start from")
     g.add_argument("--checkpoint", help="checkpoint (TF prefix, .safetensors/.bin, or directory) to start from")
@@ -56,7 +76,7 @@ def task_parser(doc: str, *, out: str, epochs: int, batch_size: int, maxlen: int
                    help=f"random initialisation (default: start from {PRETRAINED.relative_to(REPO)} if present)")
     g.add_argument("--tiny", action="store_true", help="a tiny random model (smoke tests)")
     g = p.add_argument_group("training")
-    g.add_argument("--out", default=str(REPO / "runs" / out), help="output folder (default: %(default)s)")
+    g.add_argument("--out", help="output folder (default: runs/<task>-<dataset>-<model>)")
     g.add_argument("--epochs", type=int, default=epochs, help="default: %(default)s")
     g.add_argument("--batch-size", type=int, default=batch_size, help="default: %(default)s")
     g.add_argument("--maxlen", type=int, default=maxlen, help="max tokens per example (default: %(default)s)")
@@ -73,16 +93,148 @@ def task_parser(doc: str, *, out: str, epochs: int, batch_size: int, maxlen: int
     return p
 
 
+def model_tag(args: argparse.Namespace) -> str:
+    """A short name of the starting model, for the default output folder."""
+    if getattr(args, "tiny", False):
+        return "tiny"
+    given = getattr(args, "checkpoint", None) or getattr(args, "config", None)
+    if given:
+        path = Path(given)
+        name = (path if path.is_dir() else path.parent).name or path.stem
+        return f"{name}-scratch" if args.from_scratch else name
+    if getattr(args, "from_scratch", False) or not pretrained_available():
+        return "scratch"
+    return PRETRAINED.name
+
+
+def default_out(args: argparse.Namespace) -> Path:
+    """runs/<task>-<dataset>-<model>; the dataset is --dataset, or the --train file's name, or the task's demo."""
+    dataset = Path(args.train).stem if getattr(args, "train", None) else getattr(args, "dataset", None) or "demo"
+    return REPO / "runs" / f"{args.task_name}-{dataset}-{model_tag(args)}"
+
+
+def resume_settings(args: argparse.Namespace) -> dict:
+    return {k: v for k, v in sorted(vars(args).items()) if k not in _RESUME_NEUTRAL}
+
+
+def check_resume(out: Path, args: argparse.Namespace) -> None:
+    """Keep `out/backup` only if it was made with the same settings; otherwise say what differs and start fresh.
+    Writes the current settings to `out/settings.json`."""
+    settings = json.loads(json.dumps(resume_settings(args), default=_json_default))
+    path, backup = out / "settings.json", out / "backup"
+    if backup.is_dir() and any(backup.iterdir()) and not getattr(args, "no_resume", False):
+        saved = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+        if saved != settings:
+            diffs = [] if saved is None else [f"{k}: {saved.get(k)!r} → {settings.get(k)!r}"
+                                              for k in sorted(set(saved) | set(settings)) if saved.get(k) != settings.get(k)]
+            changed = "no settings.json" if saved is None else ", ".join(diffs[:6]) + (", …" if len(diffs) > 6 else "")
+            print(f"{out}: the interrupted run there used other settings ({changed}); starting fresh")
+            shutil.rmtree(backup)
+        else:
+            print(f"{out}: resuming the interrupted run with the same settings (--no-resume to start fresh)")
+    write_json(path, settings)
+
+
 def setup(args: argparse.Namespace) -> Path:
-    """Seed, precision and the output folder; returns the output folder."""
+    """Seed, precision and the output folder (default `default_out`; a backup there is resumed only when its
+    settings match); returns the output folder."""
     global DATA
     DATA = Path(args.data_dir)
     training.set_seed(args.seed)
     if args.bf16:
         training.use_mixed_precision("mixed_bfloat16")
+    if args.out is None:
+        args.out = str(default_out(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if getattr(args, "predict", None) is None:
+        check_resume(out, args)
     return out
+
+
+def read_records(path: str | os.PathLike, fields: Sequence[str]) -> list[dict]:
+    """Rows of a TSV (header row naming the columns) or JSONL file, each a dict with at least `fields`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        if path.suffix in (".jsonl", ".json"):
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{n}: not a JSON object ({e})") from None
+                missing = [k for k in fields if k not in row]
+                if missing:
+                    raise ValueError(f"{path}:{n}: missing field(s) {missing}; expected {list(fields)}, got "
+                                     f"{sorted(row)}")
+                rows.append(row)
+            return rows
+        header = f.readline().rstrip("\n").split("\t")
+        missing = [k for k in fields if k not in header]
+        if missing:
+            raise ValueError(f"{path}: header row {header} lacks column(s) {missing}; expected a TSV header "
+                             f"naming {list(fields)} (or a .jsonl file)")
+        for n, line in enumerate(f, 2):
+            if not line.strip():
+                continue
+            values = line.rstrip("\n").split("\t")
+            if len(values) != len(header):
+                raise ValueError(f"{path}:{n}: {len(values)} tab-separated values, expected {len(header)} "
+                                 f"({header})")
+            rows.append(dict(zip(header, values)))
+    return rows
+
+
+def save_model(model, vocab: str | os.PathLike | Sequence[str], out: Path) -> Path:
+    """Write `out/model.keras` and `out/vocab.txt` (a copy of the `vocab` file, or the given tokens in id order),
+    each under a temporary name, then renamed."""
+    path = out / "model.keras"
+    tmp = out / f".model.tmp-{os.getpid()}.keras"
+    model.save(tmp)
+    os.replace(tmp, path)
+    vocab_tmp = out / f".vocab.tmp-{os.getpid()}.txt"
+    if isinstance(vocab, (str, os.PathLike)):
+        shutil.copy(vocab, vocab_tmp)
+    else:
+        vocab_tmp.write_text("".join(t + "\n" for t in vocab), encoding="utf-8")
+    os.replace(vocab_tmp, out / "vocab.txt")
+    print(f"saved {path} (+ vocab.txt); score a file with it: --predict FILE --saved {out}")
+    return path
+
+
+def prediction_run(args: argparse.Namespace) -> bool:
+    """True for `--predict FILE --saved DIR` (then `--out` defaults to DIR); checks the pair."""
+    if not getattr(args, "predict", None):
+        return False
+    if not args.saved:
+        raise SystemExit("--predict needs --saved DIR (the output folder of a finished run)")
+    args.out = args.out or args.saved
+    return True
+
+
+def split_records(args: argparse.Namespace, fields: Sequence[str], key: str, fraction: float) -> tuple[list, list]:
+    """`(train, test)` records of --train and --test; without --test, the records whose `key` field
+    `held_out(…, fraction)` picks are the test set."""
+    train = read_records(args.train, fields)
+    if args.test:
+        return train, read_records(args.test, fields)
+    return ([r for r in train if not held_out(r[key], fraction)], [r for r in train if held_out(r[key], fraction)])
+
+
+def load_saved(folder: str | os.PathLike):
+    """`(model, tokenizer)` saved by `save_model` in a previous run's output folder."""
+    from bert4k.pretrained import load_model
+
+    folder = Path(folder)
+    for name in ("model.keras", "vocab.txt"):
+        if not (folder / name).exists():
+            raise FileNotFoundError(f"{folder / name} not found: --saved must be the output folder of a finished "
+                                    "run of this script")
+    return load_model(folder / "model.keras"), Tokenizer(str(folder / "vocab.txt"), do_lower_case=True)
 
 
 def data_path(*parts: str) -> Path:
@@ -257,16 +409,18 @@ def predict_in_order(model, columns: Sequence[Sequence[Sequence[int]]], batch_si
 # === training ===
 
 def fit(model, args: argparse.Namespace, out: Path, train_data, n_train: int, loss, metrics=None, val_data=None,
-        before: Sequence[keras.callbacks.Callback] = (), title: str | None = None):
+        before: Sequence[keras.callbacks.Callback] = (), title: str | None = None,
+        baselines: dict[str, float] | None = None):
     """Compile with `bert4k.training.create_optimizer` (AdamW, warmup + linear decay, decay exclusions, optional
-    accumulation and EMA) and fit with resume, CSV log and learning-curve callbacks. Returns the History."""
+    accumulation and EMA) and fit with resume, CSV log and learning-curve callbacks (`baselines`, `{label: value}`
+    on the metric's scale, are drawn as horizontal lines). Returns the History."""
     steps = training.steps_per_epoch(n_train, args.batch_size) * args.epochs
     optimizer = training.create_optimizer(model, args.lr, total_steps=steps, warmup=args.warmup,
                                           weight_decay=args.weight_decay, grad_accum_steps=args.grad_accum,
                                           use_ema=args.ema)
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
     callbacks = training.training_callbacks(str(out), resume=not args.no_resume, swap_ema=args.ema and val_data
-                                            is not None, title=title, before=before)
+                                            is not None, title=title, before=before, baselines=baselines)
     verbose = 1 if sys.stdout.isatty() else 2
     return model.fit(train_data, validation_data=val_data, epochs=args.epochs, callbacks=callbacks, verbose=verbose,
                      shuffle=False)
@@ -315,7 +469,32 @@ def finish(out: Path, metrics: dict, args: argparse.Namespace, started: float, s
              if isinstance(v, (int, float, str))}
     print(json.dumps(shown, ensure_ascii=False))
     print(f"wrote {out / 'metrics.json'} ({record['wall_seconds']} s)")
+    print(score_line(metrics))
     return record
+
+
+SCORES = ("accuracy", "f1", "rouge_l", "perplexity", "ndcg@10", "ndcg", "em")
+
+
+def _flat_baselines(baselines: dict, key: str) -> dict[str, float]:
+    """`{name: value}` of the baselines for score `key` (entries may be numbers or dicts of scores)."""
+    flat = {}
+    for name, value in baselines.items():
+        if isinstance(value, dict) and isinstance(value.get(key), (int, float)):
+            flat[name] = value[key]
+        elif isinstance(value, (int, float)) and not name.endswith("_seconds"):
+            flat[name] = value
+    return flat
+
+
+def score_line(metrics: dict) -> str:
+    """`model <score> <value> | baselines: <name> <value>, ...` — the run's result in one line."""
+    key = next((k for k in SCORES if isinstance(metrics.get(k), (int, float))), None)
+    if key is None:
+        return "model: no score"
+    baselines = _flat_baselines(metrics.get("baselines") or {}, key)
+    shown = ", ".join(f"{name} {value:.4g}" for name, value in baselines.items())
+    return f"model {key} {metrics[key]:.4g}" + (f" | baselines: {shown}" if shown else " | no baselines run")
 
 
 def timed(fn: Callable, *args, **kwargs):

@@ -15,7 +15,12 @@ vocabulary (ours, or a public BERT/GPT-2 with a BERT vocab) is trimmed on load.
     python tasks/lm.py --from-scratch --train-poems 0 --epochs 2
     python tasks/lm.py --config C --checkpoint K --vocab V --model gpt2
 
-Writes to --out: samples.txt, metrics.json, log.csv, learning_curve.png.
+Your data: --train FILE [--test FILE], TSV with a header row or JSONL, field `text` (one document each); without
+--test a deterministic 5% of --train (by MD5 of the text) is held out. `--predict FILE --saved DIR` reports the
+perplexity of a saved model on the texts of FILE.
+
+Writes to --out: samples.txt, metrics.json, log.csv, learning_curve.png, model.keras + vocab.txt (the cut
+vocabulary, in the model's ids).
 """
 from __future__ import annotations
 
@@ -35,7 +40,8 @@ HELD_OUT = common.SPLITS["tang-poems"]
 
 
 def parse_args(argv=None):
-    p = common.task_parser(__doc__, out="lm", epochs=1, batch_size=32, maxlen=80, lr=5e-4)
+    p = common.task_parser(__doc__, out="lm", epochs=1, batch_size=32, maxlen=80, lr=5e-4, columns="text",
+                           dev=False)
     p.add_argument("--train-poems", type=int, default=8000, help="training poems (0: all; default: %(default)s)")
     p.add_argument("--samples", type=int, default=20, help="poems to sample (default: %(default)s)")
     p.add_argument("--prompt-chars", type=int, default=2, help="chars of a held-out poem used as prompt")
@@ -120,6 +126,23 @@ def load(train_poems: int, limit: int = 0):
     return train, common.limited(test, limit)
 
 
+def load_files(args):
+    """`(train, test)` texts from --train/--test."""
+    train, test = common.split_records(args, ("text",), "text", HELD_OUT)
+    return ([r["text"] for r in common.limited(train, args.limit)],
+            [r["text"] for r in common.limited(test, args.limit)])
+
+
+def predict_file(args) -> dict:
+    """Perplexity of the model saved in --saved on the texts of --predict FILE."""
+    model, tokenizer = common.load_saved(args.saved)
+    rows = [tokenizer.encode(r["text"], maxlen=args.maxlen)[0] for r in common.read_records(args.predict, ("text",))]
+    result = {"perplexity": perplexity(model, rows, 2 * args.batch_size), "texts": len(rows), "file": args.predict,
+              "saved": args.saved}
+    print(json.dumps(result, ensure_ascii=False))
+    return result
+
+
 def perplexity(model, rows: list[list[int]], batch_size: int) -> float:
     """exp(mean next-token negative log-likelihood) over every token after the first of each row."""
     total, count = 0.0, 0
@@ -151,8 +174,11 @@ def unigram_perplexity(train_rows: list[list[int]], test_rows: list[list[int]], 
 def main(argv=None) -> dict:
     started = time.time()
     args = parse_args(argv)
+    if common.prediction_run(args):
+        common.setup(args)
+        return predict_file(args)
     out = common.setup(args)
-    train, test = load(args.train_poems, args.limit)
+    train, test = load_files(args) if args.train else load(args.train_poems, args.limit)
     source = common.model_source(args)
     tokenizer = source.tokenizer()
     full_train = [tokenizer.encode(p, maxlen=args.maxlen)[0] for p in train]
@@ -170,7 +196,8 @@ def main(argv=None) -> dict:
     data = common.dataset(columns, train_rows, args.batch_size, shuffle=True, seed=args.seed)
     _, train_seconds = common.timed(common.fit, model, args, out, data, len(train_rows),
                                     **objectives.compile_kwargs("lm", from_logits=True),
-                                    title=f"Tang poems LM ({source.name})")
+                                    title=f"{args.train or 'Tang poems'} LM ({source.name})")
+    common.save_model(model, tokenizer.ids_to_tokens(vocab.keep_tokens), out)
 
     ppl, eval_seconds = common.timed(perplexity, model, test_rows, 2 * args.batch_size)
     sampled = [(p, r) for p, r in zip(test, test_rows) if poem_form(p)][:args.samples]
@@ -190,7 +217,7 @@ def main(argv=None) -> dict:
     texts = [visible_text(tokenizer, vocab.to_full[prompt + row].tolist()) for prompt, row in zip(prompts, new)]
     with open(out / "samples.txt", "w", encoding="utf-8") as f:
         f.writelines(text + "\n" for text in texts)
-    metrics = {"task": "lm", "dataset": "tang-poems", "perplexity": ppl,
+    metrics = {"task": "lm", "dataset": args.train or "tang-poems", "perplexity": ppl,
                "baselines": {"unigram_perplexity": unigram_perplexity(train_rows, test_rows, len(vocab))},
                "train_poems": len(train_rows), "eval_poems": len(test_rows), "vocab_size": len(vocab),
                "eval_unk_rate": unk_rate, "samples_in_form": float(np.mean([poem_form(t) is not None for t in texts]))

@@ -15,7 +15,12 @@ is mapped back to the original characters through `Tokenizer.rematch` offsets.
     python tasks/qa.py --train-questions 0 --epochs 2    # all 7042 training questions
     python tasks/qa.py --config C --checkpoint K --vocab V
 
-Writes to --out: predictions.json ({question id: answer}), metrics.json, log.csv, learning_curve.png.
+Your data: --train FILE [--test FILE] in the CMRC 2018 / SQuAD JSON layout (data → paragraphs → context, qas →
+id, question, answers → text, answer_start); --test defaults to the CMRC 2018 trial set. `--predict FILE --saved
+DIR` answers the questions of FILE (answers may be absent; scored when present) with a saved model.
+
+Writes to --out: predictions.json ({question id: answer}), metrics.json, log.csv, learning_curve.png,
+model.keras + vocab.txt.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import common
 import keras
@@ -36,7 +42,10 @@ EVAL_FILE = ("cmrc2018", "cmrc2018_trial.json")
 
 
 def parse_args(argv=None):
-    p = common.task_parser(__doc__, out="qa", epochs=2, batch_size=16, maxlen=192, lr=5e-4)
+    p = common.task_parser(__doc__, out="qa", epochs=2, batch_size=16, maxlen=192, lr=5e-4,
+                           columns="context, question, answers", dev=False,
+                           file_format="CMRC 2018 / SQuAD JSON: data → paragraphs → context, qas → id, question, "
+                                       "answers → text, answer_start")
     p.add_argument("--stride", type=int, default=96, help="context tokens between window starts (default: 96)")
     p.add_argument("--max-question-tokens", type=int, default=32)
     p.add_argument("--max-answer-tokens", type=int, default=40)
@@ -65,9 +74,10 @@ def to_simplified() -> Callable[[str], str]:
     return opencc.OpenCC("t2s").convert
 
 
-def read_squad(path, convert: Callable[[str], str] | None = None) -> list[Question]:
-    """Questions of a CMRC/DRCD (SQuAD-style) file, texts passed through `convert` if given; the first answer
-    is the training target (its start is searched for when the stored offset does not match)."""
+def read_squad(path, convert: Callable[[str], str] | None = None, require_answers: bool = True) -> list[Question]:
+    """Questions of a CMRC/DRCD (SQuAD-style) file, texts passed through `convert` if given; the first answer is
+    the training target (its start is searched for when the stored offset does not match); questions without
+    answers are an error unless `require_answers=False`."""
     with open(path, encoding="utf-8") as f:
         data = json.load(f)
     convert = convert or (lambda text: text)
@@ -76,9 +86,12 @@ def read_squad(path, convert: Callable[[str], str] | None = None) -> list[Questi
         for paragraph in article["paragraphs"]:
             context = convert(paragraph["context"])
             for qa in paragraph["qas"]:
-                answers = [convert(a["text"]) for a in qa["answers"]]
+                answers = [convert(a["text"]) for a in qa.get("answers", [])]
                 if not answers:
-                    raise ValueError(f"{path}: question {qa['id']} has no answer")
+                    if require_answers:
+                        raise ValueError(f"{path}: question {qa['id']} has no answer")
+                    out.append(Question(str(qa["id"]).strip(), convert(qa["question"]), context, [], -1))
+                    continue
                 start = qa["answers"][0].get("answer_start", -1)
                 if context[start:start + len(answers[0])] != answers[0]:
                     start = context.find(answers[0])
@@ -169,17 +182,37 @@ def predict_answers(model, windows: list[Window], questions: list[Question], max
     return answers
 
 
+def predict_file(args) -> dict:
+    """Answer the questions of --predict FILE with the span extractor saved in --saved."""
+    model, tokenizer = common.load_saved(args.saved)
+    questions = read_squad(args.predict, require_answers=False)
+    featurizer = Featurizer(tokenizer, args.maxlen, args.stride, args.max_question_tokens)
+    windows = [w for i, q in enumerate(questions) for w in featurizer.windows(i, q)]
+    answers = predict_answers(model, windows, questions, args.max_answer_tokens, 2 * args.batch_size)
+    common.write_json(Path(args.out) / "predictions.json", answers)
+    result = {"predicted": len(answers), "file": args.predict, "saved": args.saved}
+    if all(q.answers for q in questions):
+        with open(args.predict, encoding="utf-8") as f:
+            result.update({k: v for k, v in cmrc2018_corpus_score(answers, json.load(f)).items() if k in ("em", "f1")})
+    print(json.dumps(result, ensure_ascii=False))
+    return result
+
+
 def main(argv=None) -> dict:
     started = time.time()
     args = parse_args(argv)
+    if common.prediction_run(args):
+        common.setup(args)
+        return predict_file(args)
     out = common.setup(args)
     convert = None if args.keep_traditional else to_simplified()
-    train_questions = [q for parts in TRAIN_FILES
-                       for q in read_squad(common.data_path(*parts), convert if parts[0] == "drcd" else None)]
+    train_files = ([(args.train, None)] if args.train else
+                   [(common.data_path(*parts), convert if parts[0] == "drcd" else None) for parts in TRAIN_FILES])
+    train_questions = [q for path, conv in train_files for q in read_squad(path, conv)]
     unusable = sum(q.start < 0 for q in train_questions)
     train_questions = [q for q in train_questions if q.start >= 0]
     train_questions = spread(train_questions, args.limit or args.train_questions)
-    eval_path = common.data_path(*EVAL_FILE)
+    eval_path = args.test or common.data_path(*EVAL_FILE)
     eval_questions = common.limited(read_squad(eval_path), args.limit)
 
     source = common.model_source(args)
@@ -198,7 +231,8 @@ def main(argv=None) -> dict:
     data = common.dataset(cols, targets, args.batch_size, shuffle=True, seed=args.seed)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     _, train_seconds = common.timed(common.fit, model, args, out, data, len(train_windows), loss=[ce, ce],
-                                    title=f"CMRC 2018 span extraction ({source.name})")
+                                    title=f"{args.train or 'CMRC 2018'} span extraction ({source.name})")
+    common.save_model(model, source.vocab, out)
 
     answers, eval_seconds = common.timed(predict_answers, model, eval_windows, eval_questions,
                                          args.max_answer_tokens, 2 * args.batch_size)
@@ -210,7 +244,7 @@ def main(argv=None) -> dict:
         for paragraph in article["paragraphs"]:
             paragraph["qas"] = [qa for qa in paragraph["qas"] if qa["id"].strip() in keep]
     score = cmrc2018_corpus_score(answers, dataset)
-    metrics = {"task": "qa", "dataset": "cmrc2018_trial", "em": score["em"], "f1": score["f1"],
+    metrics = {"task": "qa", "dataset": args.train or "cmrc2018_trial", "em": score["em"], "f1": score["f1"],
                "eval_questions": score["total"], "train_questions": len(train_questions),
                "train_windows": len(train_windows), "train_seconds": train_seconds, "eval_seconds": eval_seconds,
                "parameters": model.count_params()}

@@ -14,11 +14,16 @@ of the abstract.
     python tasks/seq2seq.py --decode greedy --epochs 5
     python tasks/seq2seq.py --config C --checkpoint K --vocab V
 
-Writes to --out: predictions.tsv, metrics.json, log.csv, learning_curve.png.
+Your data: --train FILE [--test FILE], TSV with a header row or JSONL, fields `source` (the abstract) and `target`
+(the title); without --test a deterministic 20% of --train is held out. `--predict FILE --saved DIR` generates a
+target for each `source` of FILE with a saved model (and scores them when FILE has `target`).
+
+Writes to --out: predictions.tsv, metrics.json, log.csv, learning_curve.png, model.keras + vocab.txt.
 """
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import common
 import numpy as np
@@ -33,7 +38,8 @@ LEAD = 20
 
 
 def parse_args(argv=None):
-    p = common.task_parser(__doc__, out="seq2seq", epochs=8, batch_size=16, maxlen=256, lr=5e-4)
+    p = common.task_parser(__doc__, out="seq2seq", epochs=8, batch_size=16, maxlen=256, lr=5e-4,
+                           columns="source, target", dev=False)
     p.add_argument("--max-title-tokens", type=int, default=40)
     p.add_argument("--decode", choices=("beam", "greedy"), default="beam")
     p.add_argument("--beams", type=int, default=3)
@@ -63,6 +69,28 @@ def distinct_n(texts: list[str], n: int) -> float:
     """Distinct character n-grams over all n-grams of all texts (Li et al. 2016's distinct-n); 0 if none."""
     grams = [t[i:i + n] for t in texts for i in range(len(t) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
+def load_files(args):
+    """`(train, test)` lists of `(source, target)` from --train/--test."""
+    train, test = common.split_records(args, ("source", "target"), "source", HELD_OUT)
+    return ([(r["source"], r["target"]) for r in common.limited(train, args.limit)],
+            [(r["source"], r["target"]) for r in common.limited(test, args.limit)])
+
+
+def predict_file(args) -> dict:
+    """Generate a target for each `source` of --predict FILE with the model saved in --saved."""
+    model, tokenizer = common.load_saved(args.saved)
+    rows = common.read_records(args.predict, ("source",))
+    generated = decode_titles(model, tokenizer, [r["source"] for r in rows], args)
+    out = Path(args.out)
+    with open(out / "predictions.tsv", "w", encoding="utf-8") as f:
+        f.write("generated\tsource\n")
+        f.writelines(f"{g}\t{r['source']}\n" for r, g in zip(rows, generated))
+    result = {"predicted": len(rows), "file": args.predict, "saved": args.saved}
+    if all("target" in r for r in rows):
+        result.update(scores(generated, [r["target"] for r in rows]))
+    print(result)
+    print(f"wrote {out / 'predictions.tsv'}")
+    return result
 
 
 def scores(candidates: list[str], references: list[str]) -> dict:
@@ -92,11 +120,15 @@ def decode_titles(model, tokenizer, abstracts: list[str], args) -> list[str]:
 def main(argv=None) -> dict:
     started = time.time()
     args = parse_args(argv)
+    if common.prediction_run(args):
+        common.setup(args)
+        return predict_file(args)
     out = common.setup(args)
-    train, test = load(args.limit)
-    print(f"csl-title: {len(train)} train, {len(test)} held-out")
+    train, test = load_files(args) if args.train else load(args.limit)
+    dataset = args.train or "csl-title"
+    print(f"{dataset}: {len(train)} train, {len(test)} held-out")
     references = [t for _, t in test]
-    metrics = {"task": "seq2seq", "dataset": "csl-title", "train_examples": len(train), "eval_examples": len(test),
+    metrics = {"task": "seq2seq", "dataset": dataset, "train_examples": len(train), "eval_examples": len(test),
                "baselines": {f"lead{LEAD}": scores([a[:LEAD] for a, _ in test], references)}}
     print("baseline:", metrics["baselines"])
 
@@ -110,7 +142,8 @@ def main(argv=None) -> dict:
     data = common.dataset([ids, segments], labels, args.batch_size, shuffle=True, seed=args.seed)
     _, train_seconds = common.timed(common.fit, model, args, out, data, len(train),
                                     **objectives.compile_kwargs("unilm", from_logits=True),
-                                    title=f"CSL title generation ({source.name})")
+                                    title=f"{dataset} title generation ({source.name})")
+    common.save_model(model, source.vocab, out)
 
     titles, decode_seconds = common.timed(decode_titles, model, tokenizer, [a for a, _ in test], args)
     with open(out / "predictions.tsv", "w", encoding="utf-8") as f:

@@ -1,6 +1,5 @@
 """`bert4k.pretrained`: the registry, and `from_pretrained` building model + tokenizer from a local folder, with
 errors that name the missing files and where to get them."""
-import json
 import shutil
 
 import numpy as np
@@ -55,12 +54,18 @@ def test_folder_named_like_an_entry_is_checked(tmp_path):
 
 
 def test_unregistered_folder_detects_family(tmp_path):
+    import transformers
+
     folder = tmp_path / "my-bert"
     shutil.copytree(SMALL, folder)
     model, tokenizer = pretrained.from_pretrained(folder)
     assert model.family == "bert" and tokenizer.vocab_size == len((SMALL / "vocab.txt").read_text().splitlines())
-    config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "model_type": "xlnet"}))
-    with pytest.raises(ValueError, match="model_type 'xlnet' is not one bert4k knows"):
-        pretrained.from_pretrained(folder)
-    assert pretrained.from_pretrained(folder, model="bert")[0].family == "bert"
+    gpt = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=tokenizer.vocab_size, n_positions=16,
+                                                               n_embd=8, n_layer=1, n_head=2))
+    gpt.save_pretrained(tmp_path / "my-gpt")
+    shutil.copy(SMALL / "vocab.txt", tmp_path / "my-gpt" / "vocab.txt")
+    assert pretrained.detect_family(tmp_path / "my-gpt") == "gpt2"
+    model, _ = pretrained.from_pretrained(tmp_path / "my-gpt", application="lm")
+    assert model.family == "gpt2"
+    with pytest.raises(ValueError, match="unknown model 'xlnet'"):
+        pretrained.from_pretrained(folder, model="xlnet")

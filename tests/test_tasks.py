@@ -18,7 +18,7 @@ def run_task(name: str, tmp_path: Path, *extra: str) -> dict:
     if str(TASKS) not in sys.path:
         sys.path.insert(0, str(TASKS))
     module = importlib.import_module(name)
-    out = tmp_path / name
+    out = Path(extra[extra.index("--out") + 1]) if "--out" in extra else tmp_path / name
     module.main(["--tiny", "--epochs", "1", "--batch-size", "8", "--out", str(out), "--data-dir", str(DATA),
                  *extra])
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
@@ -66,7 +66,7 @@ def test_class_weights_balance_the_loss():
     labels = np.array([0, 0, 0, 1])
     weights = classification.class_weights(labels, 3)
     assert np.allclose(weights[:2] * np.bincount(labels, minlength=3)[:2], len(labels) / 3) and weights[2] == 1.0
-    loss = classification.weighted_cross_entropy(weights)
+    loss = classification.WeightedCrossEntropy(weights.tolist(), reduction=None)
     logits = np.zeros((4, 3), "float32")
     got = np.asarray(loss(labels, logits))
     assert np.allclose(got, np.log(3) * weights[labels], atol=1e-6)
@@ -166,3 +166,107 @@ def test_our_pretrained_checkpoint_loads_in_bert4k_and_transformers():
     with torch.no_grad():
         expected = reference(input_ids=torch.tensor([ids]), token_type_ids=torch.tensor([segments])).logits.numpy()
     assert np.abs(got - expected).max() < 1e-4
+
+
+# === the user's own files, saved models, resume only with the same settings ===
+
+def _own_files(tmp_path: Path, n: int = 40) -> tuple[Path, Path]:
+    lines = (DATA / "chnsenticorp" / "train.tsv").read_text(encoding="utf-8").splitlines()[1:n + 1]
+    rows = [line.split("\t", 1) for line in lines]
+    names = {"0": "差评", "1": "好评"}
+    train = tmp_path / "mine.tsv"
+    train.write_text("text\tlabel\n" + "".join(f"{t}\t{names[y]}\n" for y, t in rows[:n // 2]), encoding="utf-8")
+    test = tmp_path / "mine_test.jsonl"
+    test.write_text("".join(json.dumps({"text": t, "label": names[y]}, ensure_ascii=False) + "\n"
+                            for y, t in rows[n // 2:]), encoding="utf-8")
+    return train, test
+
+
+def test_classification_on_own_files_saves_and_predicts(tmp_path, capsys):
+    train, test = _own_files(tmp_path)
+    out, m = run_task("classification", tmp_path, "--train", str(train), "--test", str(test), "--maxlen", "32")
+    assert m["labels"] == ["好评", "差评"] and m["train_examples"] == m["eval_examples"] == 20
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-1].startswith(f"model accuracy {m['accuracy']:.4g} | baselines: majority")
+    assert (out / "model.keras").exists() and (out / "vocab.txt").exists()
+    module = importlib.import_module("classification")
+    scored = module.main(["--predict", str(test), "--saved", str(out), "--out", str(tmp_path / "scored")])
+    assert scored["predicted"] == 20 and abs(scored["accuracy"] - m["accuracy"]) < 1e-9
+    got = [row.split("\t")[0] for row in (tmp_path / "scored" / "predictions.tsv").read_text().splitlines()[1:]]
+    expected = [row.split("\t")[1] for row in (out / "predictions.tsv").read_text().splitlines()[1:]]
+    assert got == expected  # the saved model predicts what the run predicted
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("sentence\tlabel\nx\t1\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad.tsv: header row \['sentence', 'label'\] lacks column\(s\) \['text'\]"):
+        module.main(["--tiny", "--train", str(bad), "--out", str(tmp_path / "bad")])
+
+
+def test_backup_from_other_settings_is_not_resumed(tmp_path, capsys):
+    """An interrupted ChnSentiCorp run's backup must not be restored into a CSL model (it crashed before): the
+    backup is kept only when the saved settings equal the new run's."""
+    import common
+
+    module = importlib.import_module("classification")
+    chnsenticorp = module.parse_args(["--tiny", "--out", str(tmp_path)])
+    csl = module.parse_args(["--tiny", "--dataset", "csl", "--out", str(tmp_path / "elsewhere")])
+    common.check_resume(tmp_path, chnsenticorp)
+    (tmp_path / "backup").mkdir()
+    (tmp_path / "backup" / "latest.weights.h5").write_bytes(b"weights of the chnsenticorp model")
+    common.check_resume(tmp_path, module.parse_args(["--tiny", "--out", str(tmp_path / "x")]))  # --out is neutral
+    assert "resuming the interrupted run with the same settings" in capsys.readouterr().out
+    assert (tmp_path / "backup" / "latest.weights.h5").exists()
+    common.check_resume(tmp_path, csl)
+    said = capsys.readouterr().out  # the per-dataset recipes differ too (epochs, lr, maxlen, class weighting)
+    assert "used other settings (" in said and "dataset: 'chnsenticorp' → 'csl'" in said and "starting fresh" in said
+    assert not (tmp_path / "backup").exists()
+    assert json.loads((tmp_path / "settings.json").read_text())["dataset"] == "csl"
+    assert common.default_out(csl) == common.REPO / "runs" / "classification-csl-tiny"
+
+
+@pytest.mark.slow
+def test_seq2seq_and_lm_on_own_files_save_and_predict(tmp_path):
+    rows = [line.split("\t") for line in (DATA / "csl-title" / "dev.tsv").read_text(encoding="utf-8").splitlines()]
+    papers = tmp_path / "papers.jsonl"
+    papers.write_text("".join(json.dumps({"source": a[:120], "target": t}, ensure_ascii=False) + "\n"
+                              for _, a, t in rows[:24]), encoding="utf-8")
+    out, m = run_task("seq2seq", tmp_path, "--train", str(papers), "--maxlen", "64", "--max-title-tokens", "6",
+                      "--beams", "2")
+    assert m["dataset"] == str(papers) and m["train_examples"] + m["eval_examples"] == 24
+    scored = importlib.import_module("seq2seq").main(["--predict", str(papers), "--saved", str(out), "--maxlen", "64",
+                                                       "--max-title-tokens", "6", "--beams", "2",
+                                                       "--out", str(tmp_path / "titles")])
+    generated = {r.split("\t")[1] for r in (out / "predictions.tsv").read_text().splitlines()[1:]}
+    again = {r.split("\t")[0] for r in (tmp_path / "titles" / "predictions.tsv").read_text().splitlines()[1:]}
+    assert scored["predicted"] == 24 and generated <= again  # the saved model decodes what the run decoded
+
+    texts = tmp_path / "texts.tsv"
+    texts.write_text("text\n" + "".join(f"{t}\n" for _, _, t in rows[:60]), encoding="utf-8")
+    out, m = run_task("lm", tmp_path, "--train", str(texts), "--maxlen", "40", "--samples", "2")
+    test = tmp_path / "held_out.jsonl"
+    import common
+
+    held = [t for _, _, t in rows[:60] if common.held_out(t, common.SPLITS["tang-poems"])]
+    test.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in held), encoding="utf-8")
+    scored = importlib.import_module("lm").main(["--predict", str(test), "--saved", str(out), "--maxlen", "40",
+                                                  "--out", str(tmp_path / "ppl")])
+    assert abs(scored["perplexity"] - m["perplexity"]) / m["perplexity"] < 1e-4
+
+
+@pytest.mark.slow
+def test_qa_on_own_file_saves_and_predicts(tmp_path):
+    data = json.loads((DATA / "cmrc2018" / "cmrc2018_trial.json").read_text(encoding="utf-8"))
+    paragraph = data["data"][0]["paragraphs"][0]
+    paragraph["qas"] = paragraph["qas"][:4]
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps({"data": [{"paragraphs": [paragraph]}]}, ensure_ascii=False), encoding="utf-8")
+    out, m = run_task("qa", tmp_path, "--train", str(mine), "--test", str(mine), "--maxlen", "128", "--stride", "64")
+    assert m["dataset"] == str(mine) and m["eval_questions"] == 4
+    unanswered = json.loads(mine.read_text(encoding="utf-8"))
+    for qa in unanswered["data"][0]["paragraphs"][0]["qas"]:
+        del qa["answers"]
+    (tmp_path / "questions.json").write_text(json.dumps(unanswered, ensure_ascii=False), encoding="utf-8")
+    scored = importlib.import_module("qa").main(["--predict", str(tmp_path / "questions.json"), "--saved", str(out),
+                                                  "--maxlen", "128", "--stride", "64", "--out", str(tmp_path / "a")])
+    assert scored["predicted"] == 4 and "f1" not in scored
+    assert (json.loads((tmp_path / "a" / "predictions.json").read_text()) ==
+            json.loads((out / "predictions.json").read_text()))
