@@ -121,6 +121,12 @@ def test_explicit_model_overrides_detection(tmp_path, caplog):
     assert "look like 'bert'" in caplog.text
 
 
+def test_unknown_model_type_is_refused_unless_model_is_given():
+    with pytest.raises(ValueError, match=r"model_type 'xlnet' is not one bert4k knows .*pass model="):
+        build_transformer_model({**HF_BERT, "model_type": "xlnet"})
+    assert build_transformer_model({**HF_BERT, "model_type": "xlnet"}, model="bert").family == "bert"
+
+
 def test_new_family_registers_by_keyword_and_is_detected():
     bert = get_family("bert")
     family = Family(name="toy", read_config=bert.read_config, model_class=bert.model_class, specs=bert.specs,
