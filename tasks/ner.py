@@ -328,14 +328,15 @@ def main(argv=None) -> dict:
     train, dev, test, test_name = split(args)
     types = entity_types(train, test, test_name)
     tagset = tagging.TagSet(types)
-    print(f"train {len(train)}, dev {len(dev)}, test {len(test)} sentences ({test_name}); types {types}")
+    print(f"train {len(train)}, dev {len(dev)}, test {len(test)} sentences ({test_name}); types {types}", flush=True)
 
     results, found = {}, {}
     if not args.no_baseline:
         baseline = crfsuite_baseline(train, dev, test, args.baseline_iterations)
         found["crfsuite"] = baseline.pop("_found")
         results["crfsuite"] = baseline
-        print(f"crfsuite baseline: F1 {baseline['f1']:.4f}")
+        print(f"crfsuite baseline: F1 {baseline['f1']:.4f}", flush=True)
+        common.write_json(out / "metrics.partial.json", results)
     source = common.model_source(args)
     tokenizer = source.tokenizer()
     pieces = {name: featurize(part, tokenizer, args.maxlen) for name, part in (("train", train), ("dev", dev),
@@ -346,7 +347,8 @@ def main(argv=None) -> dict:
                           pieces["test"])
         found[head] = result.pop("_found")
         results[head] = result
-        print(f"{head}: F1 {result['f1']:.4f}")
+        print(f"{head}: F1 {result['f1']:.4f}", flush=True)
+        common.write_json(out / "metrics.partial.json", results)  # what is done so far, if the run is cut short
     write_predictions(out / "predictions.jsonl", test, found)
     metrics = {"task": "ner", "dataset": "msra-ner", "test_set": test_name, "types": types,
                "train_sentences": len(train), "dev_sentences": len(dev), "test_sentences": len(test),
