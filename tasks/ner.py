@@ -184,11 +184,12 @@ def gp_dataset(pieces: list[Piece], types: list[str], batch_size: int, seed: int
 # === models ===
 
 def masked_token_crossentropy(y_true, logits):
-    """Mean softmax cross-entropy over tokens whose label (tag id + 1) is not 0."""
+    """Softmax cross-entropy per token `[batch, seq]`, 0 where the label (tag id + 1) is 0 (padding); Keras
+    averages it (over the real tokens when the encoder output carries a Keras mask)."""
     y_true = ops.cast(y_true, "int32")
     keep = ops.cast(ops.greater(y_true, 0), "float32")
     ce = keras.losses.sparse_categorical_crossentropy(ops.maximum(y_true - 1, 0), logits, from_logits=True)
-    return ops.sum(ce * keep, axis=-1) / ops.maximum(ops.sum(keep, axis=-1), 1.0)
+    return ce * keep
 
 
 def build(head: str, source: common.ModelSource, args, tagset: tagging.TagSet):
