@@ -39,8 +39,13 @@ class MaskedLMLoss(keras.losses.Loss):
         super().__init__(name=name or type(self).__name__, **kwargs)
         self.from_logits = from_logits
 
-    def call(self, y_true, y_pred):
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        # Shift before Keras reads the output's padding mask: the slice carries none, so an unshifted `[b, n]` mask
+        # never meets `[b, n - shift]` losses (label 0 = ignore already leaves padding out).
         y_true, y_pred = _shifted(y_true, y_pred, self.shift)
+        return super().__call__(y_true, y_pred, sample_weight)
+
+    def call(self, y_true, y_pred):
         # ignore_class attaches the label mask to the per-token losses; the default reduction then averages
         # over the labelled positions only.
         return keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=self.from_logits,

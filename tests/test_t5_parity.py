@@ -295,5 +295,8 @@ def test_bf16_runs_close_to_float32(v11, v11_model, dtype):
     t5 = build_transformer_model(st_dir, st_dir, model="t5.1.1", logits=True, dtype=dtype)
     out = to_numpy(t5([enc, dec], training=False))
     assert out.dtype == np.float32 and np.isfinite(out).all()
-    assert max_diff(out, expected) <= 0.2 * float(np.sqrt(np.mean(np.square(expected))))
+    rms = float(np.sqrt(np.mean(np.square(expected))))
+    # measured on these weights (seeds 14-16): max error 0.08-0.11 x RMS, RMS error 0.018-0.022 x RMS
+    assert max_diff(out, expected) <= 0.15 * rms
+    assert float(np.sqrt(np.mean(np.square(out - expected)))) <= 0.03 * rms
     assert generate(t5, enc, 3).shape == (3, 3)

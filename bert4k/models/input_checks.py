@@ -39,8 +39,12 @@ def _concrete(x) -> np.ndarray | None:
         return None if isinstance(x, jax.core.Tracer) else np.asarray(x)
     if backend == "torch":
         import torch
+        from keras.src.backend.common.symbolic_scope import in_symbolic_scope
 
-        return None if torch.compiler.is_compiling() else x.detach().cpu().numpy()
+        # Keras infers shapes on torch by calling the model on dummy tensors (all ones) in a symbolic scope
+        if in_symbolic_scope() or torch.compiler.is_compiling() or x.is_meta:
+            return None
+        return x.detach().cpu().numpy()
     return None
 
 
