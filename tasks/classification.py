@@ -4,11 +4,14 @@ Datasets (under the shared data folder):
   chnsenticorp  ChnSentiCorp reviews, positive/negative. The official dev/test are absent, so a deterministic
                 20% of chnsenticorp/train.tsv (by MD5 of the text) is held out for evaluation.
   csl           CSL paper title -> one of 13 disciplines; csl-category/train.tsv vs csl-category/dev.tsv.
+  online-shopping  e-commerce review -> one of 7 product categories; a deterministic 20% held out (MD5 of the text).
+  waimai        food-delivery review, positive/negative; a deterministic 20% held out (MD5 of the text).
 
 The model starts from our small pretrained checkpoint (pretrained/bert4k-small-zh) when present, or from a
 checkpoint you name (--config/--checkpoint/--vocab), or from random weights (--from-scratch). The same run
-reports the majority class and a TF-IDF (char 1-2-grams) + logistic regression (ChnSentiCorp) / linear SVM
-(CSL) baseline trained and scored on the same split.
+reports the majority class and a TF-IDF (char 1-2-grams) + logistic regression (sentiment) / linear SVM
+(categories) baseline trained and scored on the same split. Each dataset has its own default recipe (`RECIPES`:
+epochs, learning rate, max length, class weighting); flags override it.
 
     python tasks/classification.py                       # ChnSentiCorp, from our pretrained model
     python tasks/classification.py --from-scratch        # the same architecture from random weights
@@ -26,6 +29,7 @@ Writes to --out: predictions.tsv, metrics.json, log.csv, learning_curve.png, mod
 """
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -37,14 +41,27 @@ import numpy as np
 from bert4k import heads
 from bert4k.metrics import accuracy
 
-DATASETS = ("chnsenticorp", "csl")
+DATASETS = ("chnsenticorp", "csl", "online-shopping", "waimai")
 HELD_OUT = common.SPLITS["chnsenticorp"]
+SENTIMENT = ("chnsenticorp", "waimai")
+# Per-dataset defaults (the search behind them: README "Fine-tuning recipes").
+RECIPES = {
+    "chnsenticorp": dict(epochs=3, lr=2e-4, maxlen=160, class_weight="none"),
+    "csl": dict(epochs=6, lr=3e-4, maxlen=64, class_weight="balanced"),
+    "online-shopping": dict(epochs=2, lr=2e-4, maxlen=96, class_weight="balanced"),
+    "waimai": dict(epochs=3, lr=2e-4, maxlen=96, class_weight="none"),
+}
 
 
 def parse_args(argv=None):
-    p = common.task_parser(__doc__, out="classification", epochs=2, batch_size=32, maxlen=128, lr=1e-4,
-                           columns="text, label")
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--dataset", choices=DATASETS, default="chnsenticorp")
+    recipe = RECIPES[pre.parse_known_args(argv)[0].dataset]
+    p = common.task_parser(__doc__, out="classification", epochs=recipe["epochs"], batch_size=32,
+                           maxlen=recipe["maxlen"], lr=recipe["lr"], columns="text, label")
     p.add_argument("--dataset", choices=DATASETS, default="chnsenticorp")
+    p.add_argument("--class-weight", choices=("none", "balanced"), default=recipe["class_weight"],
+                   help="weight the loss by inverse class frequency (default for this dataset: %(default)s)")
     p.add_argument("--pooling", choices=heads.POOLINGS, default="cls", help="sentence vector (default: cls)")
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF baseline")
@@ -68,6 +85,8 @@ def load(dataset: str, limit: int = 0):
         train = [r for r in rows if not common.held_out(r[0], HELD_OUT)]
         test = [r for r in rows if common.held_out(r[0], HELD_OUT)]
         names = ["negative", "positive"]
+    elif dataset in ("online-shopping", "waimai"):
+        train, test, names = _reviews(dataset)
     else:
         def read(name):
             path = common.data_path("csl-category", name)
@@ -91,6 +110,49 @@ def load(dataset: str, limit: int = 0):
             [t for t, _ in test], np.array([y for _, y in test], "int32"), names)
 
 
+def _reviews(dataset: str):
+    """online-shopping (category) or waimai (sentiment) reviews, split by `common.held_out` of the text."""
+    path = common.data_path(dataset, "train.tsv")
+    expected = ["category", "label", "review"] if dataset == "online-shopping" else ["label", "review"]
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split("\t")
+        if header != expected:
+            raise ValueError(f"{path}: expected header {'<TAB>'.join(expected)!r}, got {header}")
+        for n, line in enumerate(f, 2):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != len(expected) or not parts[-1]:
+                raise ValueError(f"{path}:{n}: expected {len(expected)} tab-separated columns, got {line[:60]!r}")
+            rows.append((parts[-1], parts[0]))
+    names = sorted({label for _, label in rows}) if dataset == "online-shopping" else ["negative", "positive"]
+    index = {name: i for i, name in enumerate(names)} if dataset == "online-shopping" else {"0": 0, "1": 1}
+    fraction = common.SPLITS[dataset]
+    train = [(t, index[y]) for t, y in rows if not common.held_out(t, fraction)]
+    test = [(t, index[y]) for t, y in rows if common.held_out(t, fraction)]
+    return train, test, names
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Inverse-frequency weights `n / (k · count)`, mean 1 over the training examples (absent classes: 1)."""
+    counts = np.bincount(labels, minlength=num_classes).astype("float64")
+    return np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 1.0).astype("float32")
+
+
+@keras.saving.register_keras_serializable("bert4k_tasks")
+class WeightedCrossEntropy(keras.losses.Loss):
+    """Sparse softmax cross-entropy on logits, each example weighted by `class_weights[label]`."""
+
+    def __init__(self, class_weights: list[float], name: str = "weighted_cross_entropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.class_weights = [float(w) for w in class_weights]
+
+    def call(self, y_true, logits):
+        y_true = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
+        ce = keras.losses.sparse_categorical_crossentropy(y_true, logits, from_logits=True)
+        return ce * keras.ops.take(keras.ops.convert_to_tensor(self.class_weights), y_true)
+
+    def get_config(self):
+        return {**super().get_config(), "class_weights": self.class_weights}
 def load_files(args):
     """`(train_texts, train_labels, dev, test_texts, test_labels, label_names)` from --train/--dev/--test; `dev` is
     `(texts, labels)` or None."""
@@ -146,7 +208,7 @@ def baselines(dataset: str, train_texts, train_labels, test_texts, test_labels) 
     start = time.time()
     vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 2), sublinear_tf=True, min_df=1)
     x_train, x_test = vectorizer.fit_transform(train_texts), vectorizer.transform(test_texts)
-    if dataset == "chnsenticorp":
+    if dataset in SENTIMENT:
         name, clf = "tfidf_logreg", LogisticRegression(C=10.0, max_iter=2000)
     else:
         name, clf = "tfidf_linear_svm", LinearSVC(C=1.0)
@@ -192,7 +254,8 @@ def main(argv=None) -> dict:
     val_data = common.dataset([[i for i, _ in val_ids], [s for _, s in val_ids]], val_labels, 2 * args.batch_size)
     _, train_seconds = common.timed(
         common.fit, model, args, out, train_data, len(train_labels),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=(WeightedCrossEntropy(class_weights(train_labels, len(names)).tolist())
+              if args.class_weight == "balanced" else keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")], val_data=val_data,
         title=f"{args.dataset or args.train} ({source.name})",
         baselines={k: v for k, v in metrics.get("baselines", {}).items() if not k.endswith("_seconds")})
@@ -205,7 +268,11 @@ def main(argv=None) -> dict:
         f.write("gold\tpredicted\tconfidence\ttext\n")
         rows = zip(test_texts, test_labels, predicted, probs)
         f.writelines(f"{names[gold]}\t{names[pred]}\t{p[pred]:.4f}\t{text}\n" for text, gold, pred, p in rows)
+    from sklearn.metrics import f1_score
+
     metrics.update(accuracy=accuracy(test_labels, predicted), train_seconds=train_seconds,
+                   macro_f1=float(f1_score(test_labels, predicted, average="macro")),
+                   predicted_classes=len(set(predicted.tolist())),
                    parameters=model.count_params(), labels=names)
     return common.finish(out, metrics, args, started, source)
 

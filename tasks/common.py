@@ -36,8 +36,8 @@ PRETRAINED = REPO / "pretrained" / "bert4k-small-zh"
 SMALL = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
              max_position_embeddings=512, type_vocab_size=2)
 # Fractions held out for evaluation where the data has no usable official split (by `held_out(key, fraction)`);
-# pretrained/train_small_bert.py leaves these texts out of pretraining.
-SPLITS = {"chnsenticorp": 0.2, "csl-title": 0.2, "tang-poems": 0.05}
+# pretrained/corpus.py leaves these texts out of pretraining.
+SPLITS = {"chnsenticorp": 0.2, "csl-title": 0.2, "tang-poems": 0.05, "online-shopping": 0.2, "waimai": 0.2}
 TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
             max_position_embeddings=512, type_vocab_size=2)
 

@@ -3,7 +3,10 @@
 Each poem is `[CLS] poem [SEP]` (its lines joined; Traditional script as stored). The model learns next-token
 prediction; the script reports the per-token perplexity on held-out poems (a deterministic 5% by MD5 of the poem
 id, [SEP] included, [CLS] not predicted) beside an add-one-smoothed unigram model, and writes samples from the
-shared KV-cached decoder (`bert4k.generation.generate`, nucleus sampling) for prompts taken from held-out poems.
+prompts taken from held-out poems: nucleus sampling constrained to the prompt poem's form (5 or 7 characters per
+clause, punctuation exactly at clause ends, as many clauses as the poem), or free (`--free-form`, the shared
+KV-cached decoder `bert4k.generation.generate`). `samples_in_form` is the fraction of samples with equal 5- or
+7-character clauses; a generated `[UNK]` is written as "□", never dropped.
 
 The vocabulary is cut to the tokens seen in the training poems (`keep_tokens`), so a checkpoint with a large
 vocabulary (ours, or a public BERT/GPT-2 with a BERT vocab) is trimmed on load.
@@ -31,6 +34,7 @@ import numpy as np
 
 from bert4k import objectives
 from bert4k.generation import generate
+from bert4k.tokenizers.vocab import is_cjk
 
 HELD_OUT = common.SPLITS["tang-poems"]
 
@@ -43,7 +47,69 @@ def parse_args(argv=None):
     p.add_argument("--prompt-chars", type=int, default=2, help="chars of a held-out poem used as prompt")
     p.add_argument("--top-p", type=float, default=0.9)
     p.add_argument("--min-count", type=int, default=1, help="keep tokens seen this often in training poems")
+    p.add_argument("--free-form", action="store_true",
+                   help="sample without the poem-form constraint (clause length and punctuation)")
     return p.parse_args(argv)
+
+
+CLAUSE_ENDS = "，。？！；"
+UNK_MARK = "□"  # how a generated [UNK] is shown (never dropped)
+
+
+def poem_form(poem: str) -> tuple[int, int] | None:
+    """`(characters per clause, clauses)` when every clause of `poem` has the same length 5 or 7, else None."""
+    clauses, current = [], 0
+    for ch in poem:
+        if ch in CLAUSE_ENDS:
+            clauses.append(current)
+            current = 0
+        else:
+            current += 1
+    if current or not clauses or len(set(clauses)) != 1 or clauses[0] not in (5, 7):
+        return None
+    return clauses[0], len(clauses)
+
+
+def visible_text(tokenizer, ids: list[int]) -> str:
+    """`tokenizer.decode` with every `[UNK]` shown as `UNK_MARK` instead of dropped."""
+    tokens = [UNK_MARK if t == "[UNK]" else t for t in tokenizer.ids_to_tokens(ids)]
+    return tokenizer.decode(ids, tokens=tokens)
+
+
+def sample_in_form(model, prompts: list[list[int]], forms: list[tuple[int, int]], allowed_chars: np.ndarray,
+                   end_ids: np.ndarray, top_p: float, seed: int) -> list[list[int]]:
+    """Nucleus sampling that keeps each poem's form: at clause ends only `end_ids` (punctuation), elsewhere only
+    `allowed_chars` (boolean mask over the vocabulary: characters, no specials or punctuation). `prompts` are
+    `[CLS] + first chars` (no punctuation inside); returns the new ids of each poem (form complete)."""
+    rng = np.random.default_rng(seed)
+    rows = [list(p) for p in prompts]
+    lengths = [(n + 1) * k for n, k in forms]  # chars + one punctuation per clause
+    while True:
+        active = [i for i, r in enumerate(rows) if len(r) - 1 < lengths[i]]
+        if not active:
+            break
+        width = max(len(rows[i]) for i in active)
+        ids = np.zeros((len(active), width), "int32")
+        for j, i in enumerate(active):
+            ids[j, :len(rows[i])] = rows[i]
+        inputs = ids if len(model.inputs) == 1 else [ids, np.zeros_like(ids)]
+        logits = np.asarray(model.predict_on_batch(inputs), dtype=np.float64)
+        for j, i in enumerate(active):
+            position = len(rows[i]) - 1  # index of the next char inside the poem
+            at_end = (position + 1) % (forms[i][0] + 1) == 0
+            allowed = np.zeros(logits.shape[-1], bool)
+            if at_end:
+                allowed[end_ids] = True
+            else:
+                allowed = allowed_chars
+            row = np.where(allowed, logits[j, len(rows[i]) - 1], -np.inf)
+            p = np.exp(row - row.max())
+            p /= p.sum()
+            order = np.argsort(-p)
+            keep = order[:max(1, int(np.searchsorted(np.cumsum(p[order]), top_p)) + 1)]
+            q = p[keep] / p[keep].sum()
+            rows[i].append(int(rng.choice(keep, p=q)))
+    return [r[len(p):] for r, p in zip(rows, prompts)]
 
 
 def load(train_poems: int, limit: int = 0):
@@ -134,20 +200,29 @@ def main(argv=None) -> dict:
     common.save_model(model, tokenizer.ids_to_tokens(vocab.keep_tokens), out)
 
     ppl, eval_seconds = common.timed(perplexity, model, test_rows, 2 * args.batch_size)
-    prompts = [r[:1 + args.prompt_chars] for r in test_rows[:args.samples]]
+    sampled = [(p, r) for p, r in zip(test, test_rows) if poem_form(p)][:args.samples]
+    prompts = [r[:1 + args.prompt_chars] for _, r in sampled]
+    forms = [poem_form(p) for p, _ in sampled]
     sep = int(vocab.to_compact[tokenizer.token_to_id("[SEP]")])
-    new = generate(model, prompts, args.maxlen - 1 - args.prompt_chars, method="sample", top_p=args.top_p,
-                   stop_ids=sep, seed=args.seed)
+    if args.free_form:
+        new = generate(model, prompts, args.maxlen - 1 - args.prompt_chars, method="sample", top_p=args.top_p,
+                       stop_ids=sep, seed=args.seed)
+        new = [[int(i) for i in row] for row in new]
+        new = [row[:row.index(sep)] if sep in row else row for row in new]
+    else:
+        tokens = tokenizer.ids_to_tokens(vocab.to_full.tolist())
+        end_ids = np.array([i for i, t in enumerate(tokens) if t in CLAUSE_ENDS])
+        allowed = np.array([len(t) == 1 and t not in CLAUSE_ENDS and is_cjk(t) for t in tokens])
+        new = sample_in_form(model, prompts, forms, allowed, end_ids, args.top_p, args.seed)
+    texts = [visible_text(tokenizer, vocab.to_full[prompt + row].tolist()) for prompt, row in zip(prompts, new)]
     with open(out / "samples.txt", "w", encoding="utf-8") as f:
-        for prompt, row in zip(prompts, new):
-            row = [int(i) for i in row]
-            row = row[:row.index(sep)] if sep in row else row
-            text = tokenizer.decode(vocab.to_full[prompt + row].tolist())
-            f.write(text + "\n")
+        f.writelines(text + "\n" for text in texts)
     metrics = {"task": "lm", "dataset": args.train or "tang-poems", "perplexity": ppl,
                "baselines": {"unigram_perplexity": unigram_perplexity(train_rows, test_rows, len(vocab))},
                "train_poems": len(train_rows), "eval_poems": len(test_rows), "vocab_size": len(vocab),
-               "eval_unk_rate": unk_rate, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
+               "eval_unk_rate": unk_rate, "samples_in_form": float(np.mean([poem_form(t) is not None for t in texts]))
+               if texts else 0.0, "sample_decoding": "free" if args.free_form else "form-constrained",
+               "train_seconds": train_seconds, "eval_seconds": eval_seconds,
                "parameters": model.count_params()}
     return common.finish(out, metrics, args, started, source)
 

@@ -184,11 +184,12 @@ def gp_dataset(pieces: list[Piece], types: list[str], batch_size: int, seed: int
 # === models ===
 
 def masked_token_crossentropy(y_true, logits):
-    """Mean softmax cross-entropy over tokens whose label (tag id + 1) is not 0."""
+    """Softmax cross-entropy per token `[batch, seq]`, 0 where the label (tag id + 1) is 0 (padding); Keras
+    averages it (over the real tokens when the encoder output carries a Keras mask)."""
     y_true = ops.cast(y_true, "int32")
     keep = ops.cast(ops.greater(y_true, 0), "float32")
     ce = keras.losses.sparse_categorical_crossentropy(ops.maximum(y_true - 1, 0), logits, from_logits=True)
-    return ops.sum(ce * keep, axis=-1) / ops.maximum(ops.sum(keep, axis=-1), 1.0)
+    return ce * keep
 
 
 def build(head: str, source: common.ModelSource, args, tagset: tagging.TagSet):
@@ -328,14 +329,15 @@ def main(argv=None) -> dict:
     train, dev, test, test_name = split(args)
     types = entity_types(train, test, test_name)
     tagset = tagging.TagSet(types)
-    print(f"train {len(train)}, dev {len(dev)}, test {len(test)} sentences ({test_name}); types {types}")
+    print(f"train {len(train)}, dev {len(dev)}, test {len(test)} sentences ({test_name}); types {types}", flush=True)
 
     results, found = {}, {}
     if not args.no_baseline:
         baseline = crfsuite_baseline(train, dev, test, args.baseline_iterations)
         found["crfsuite"] = baseline.pop("_found")
         results["crfsuite"] = baseline
-        print(f"crfsuite baseline: F1 {baseline['f1']:.4f}")
+        print(f"crfsuite baseline: F1 {baseline['f1']:.4f}", flush=True)
+        common.write_json(out / "metrics.partial.json", results)
     source = common.model_source(args)
     tokenizer = source.tokenizer()
     pieces = {name: featurize(part, tokenizer, args.maxlen) for name, part in (("train", train), ("dev", dev),
@@ -346,7 +348,8 @@ def main(argv=None) -> dict:
                           pieces["test"])
         found[head] = result.pop("_found")
         results[head] = result
-        print(f"{head}: F1 {result['f1']:.4f}")
+        print(f"{head}: F1 {result['f1']:.4f}", flush=True)
+        common.write_json(out / "metrics.partial.json", results)  # what is done so far, if the run is cut short
     write_predictions(out / "predictions.jsonl", test, found)
     metrics = {"task": "ner", "dataset": "msra-ner", "test_set": test_name, "types": types,
                "train_sentences": len(train), "dev_sentences": len(dev), "test_sentences": len(test),

@@ -1,15 +1,17 @@
 """Extractive question answering (CMRC 2018 format): fine-tune a span extractor, evaluate EM/F1.
 
-Training data: the CMRC 2018 train sample plus DRCD dev + test (Traditional Chinese; the official CMRC and DRCD
-train sets are not available here). Evaluation: the CMRC 2018 trial set, scored with the official character-level
-EM/F1 rules (`bert4k.metrics.cmrc2018_corpus_score`).
+Training data: the CMRC 2018 train sample plus DRCD dev + test (the official CMRC and DRCD train sets are not
+available here). DRCD is Traditional Chinese; it is converted to Simplified with OpenCC (`t2s`) so that training
+and evaluation share one script (`--keep-traditional` to skip). Evaluation: the CMRC 2018 trial set, scored with
+the official character-level EM/F1 rules (`bert4k.metrics.cmrc2018_corpus_score`).
 
 Each context is cut into windows of `--maxlen` tokens (`[CLS] question [SEP] context piece [SEP]`) every
-`--stride` context tokens. Training uses the windows that contain the whole answer; at evaluation the best span
+`--stride` context tokens. In training, a window that does not hold the whole answer points at `[CLS]` (so scores
+of different windows are comparable); at evaluation the best span
 (start logit + end logit, at most `--max-answer-tokens` long, inside the context) over all windows of a question
 is mapped back to the original characters through `Tokenizer.rematch` offsets.
 
-    python tasks/qa.py                                   # from our pretrained model, 2000 training questions
+    python tasks/qa.py                                   # from our pretrained model, 1000 training questions
     python tasks/qa.py --train-questions 0 --epochs 2    # all 7042 training questions
     python tasks/qa.py --config C --checkpoint K --vocab V
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import common
@@ -39,15 +42,16 @@ EVAL_FILE = ("cmrc2018", "cmrc2018_trial.json")
 
 
 def parse_args(argv=None):
-    p = common.task_parser(__doc__, out="qa", epochs=1, batch_size=16, maxlen=192, lr=2e-4,
+    p = common.task_parser(__doc__, out="qa", epochs=2, batch_size=16, maxlen=192, lr=5e-4,
                            columns="context, question, answers", dev=False,
                            file_format="CMRC 2018 / SQuAD JSON: data → paragraphs → context, qas → id, question, "
                                        "answers → text, answer_start")
     p.add_argument("--stride", type=int, default=96, help="context tokens between window starts (default: 96)")
     p.add_argument("--max-question-tokens", type=int, default=32)
     p.add_argument("--max-answer-tokens", type=int, default=40)
-    p.add_argument("--train-questions", type=int, default=2000,
+    p.add_argument("--train-questions", type=int, default=1000,
                    help="use this many training questions, evenly spread (0: all; default: %(default)s)")
+    p.add_argument("--keep-traditional", action="store_true", help="train on DRCD in Traditional script")
     return p.parse_args(argv)
 
 
@@ -60,27 +64,38 @@ class Question:
     start: int  # char offset of the first answer in the context (-1 if unknown)
 
 
-def read_squad(path, require_answers: bool = True) -> list[Question]:
-    """Questions of a CMRC/DRCD (SQuAD-style) file; the first answer is the training target (questions without
-    answers are an error unless `require_answers=False`)."""
+def to_simplified() -> Callable[[str], str]:
+    """OpenCC's Traditional → Simplified converter."""
+    try:
+        import opencc
+    except ImportError:
+        raise ImportError("tasks/qa.py converts DRCD to Simplified Chinese with OpenCC: pip install opencc "
+                          "(or pass --keep-traditional)") from None
+    return opencc.OpenCC("t2s").convert
+
+
+def read_squad(path, convert: Callable[[str], str] | None = None, require_answers: bool = True) -> list[Question]:
+    """Questions of a CMRC/DRCD (SQuAD-style) file, texts passed through `convert` if given; the first answer is
+    the training target (its start is searched for when the stored offset does not match); questions without
+    answers are an error unless `require_answers=False`."""
     with open(path, encoding="utf-8") as f:
         data = json.load(f)
+    convert = convert or (lambda text: text)
     out = []
     for article in data["data"]:
         for paragraph in article["paragraphs"]:
-            context = paragraph["context"]
+            context = convert(paragraph["context"])
             for qa in paragraph["qas"]:
-                answers = [a["text"] for a in qa.get("answers", [])]
+                answers = [convert(a["text"]) for a in qa.get("answers", [])]
                 if not answers:
                     if require_answers:
                         raise ValueError(f"{path}: question {qa['id']} has no answer")
-                    out.append(Question(str(qa["id"]).strip(), qa["question"], context, [], -1))
+                    out.append(Question(str(qa["id"]).strip(), convert(qa["question"]), context, [], -1))
                     continue
-                first = qa["answers"][0]
-                start = first.get("answer_start", -1)
-                if context[start:start + len(first["text"])] != first["text"]:
-                    start = context.find(first["text"])
-                out.append(Question(str(qa["id"]).strip(), qa["question"], context, answers, start))
+                start = qa["answers"][0].get("answer_start", -1)
+                if context[start:start + len(answers[0])] != answers[0]:
+                    start = context.find(answers[0])
+                out.append(Question(str(qa["id"]).strip(), convert(qa["question"]), context, answers, start))
     return out
 
 
@@ -190,8 +205,10 @@ def main(argv=None) -> dict:
         common.setup(args)
         return predict_file(args)
     out = common.setup(args)
-    train_files = [args.train] if args.train else [common.data_path(*parts) for parts in TRAIN_FILES]
-    train_questions = [q for path in train_files for q in read_squad(path)]
+    convert = None if args.keep_traditional else to_simplified()
+    train_files = ([(args.train, None)] if args.train else
+                   [(common.data_path(*parts), convert if parts[0] == "drcd" else None) for parts in TRAIN_FILES])
+    train_questions = [q for path, conv in train_files for q in read_squad(path, conv)]
     unusable = sum(q.start < 0 for q in train_questions)
     train_questions = [q for q in train_questions if q.start >= 0]
     train_questions = spread(train_questions, args.limit or args.train_questions)
@@ -200,10 +217,10 @@ def main(argv=None) -> dict:
 
     source = common.model_source(args)
     featurizer = Featurizer(source.tokenizer(), args.maxlen, args.stride, args.max_question_tokens)
-    train_windows = [w for i, q in enumerate(train_questions) for w in featurizer.windows(i, q, q.answers[0])
-                     if w.end > 0]
+    train_windows = [w for i, q in enumerate(train_questions) for w in featurizer.windows(i, q, q.answers[0])]
     eval_windows = [w for i, q in enumerate(eval_questions) for w in featurizer.windows(i, q)]
-    print(f"train: {len(train_questions)} questions → {len(train_windows)} windows with the answer "
+    print(f"train: {len(train_questions)} questions → {len(train_windows)} windows "
+          f"({sum(w.end > 0 for w in train_windows)} with the answer) "
           f"({unusable} questions skipped: answer not found in context); "
           f"eval: {len(eval_questions)} questions → {len(eval_windows)} windows")
 

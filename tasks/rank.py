@@ -2,7 +2,7 @@
 documents of each query vs LightGBM `lambdarank` (LambdaMART) and a per-document MLP, NDCG@k and MRR on the test
 file; plus a synthetic set whose relevance depends on the other documents of the list.
 
-    python tasks/rank.py                       # full run (a few minutes on one core)
+    python tasks/rank.py                       # full run (~30 min on one busy shared core)
     python tasks/rank.py --tiny --epochs 2     # smoke test
 
 A dev split (queries chosen by MD5 of their index, `--dev-fraction`) is cut from the training file: each neural model

@@ -3,7 +3,9 @@
 `[CLS] abstract [SEP] title [SEP]`: the abstract (segment 0) attends bidirectionally, the title (segment 1)
 causally and to the whole abstract; the loss is next-token cross-entropy on the title. Titles are decoded with
 the shared KV-cached decoder (`bert4k.generation.generate`, beam search by default) and scored with character
-ROUGE-L (F) and BLEU-4 against the reference, beside the "first 20 characters of the abstract" baseline.
+ROUGE-L (F) and BLEU-4 against the reference, with distinct-1/2 and the fraction of distinct titles (repetition
+shows there), beside the "first 20 characters of the abstract" baseline. Decoding uses a repetition penalty on
+the generated tokens and length-normalised beam scores.
 
 Data: csl-title/dev.tsv (1000 papers; the official train split is absent), a deterministic 20% held out by MD5
 of the abstract.
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import common
 import numpy as np
+from lm import visible_text
 
 from bert4k import objectives
 from bert4k.generation import generate
@@ -35,11 +38,15 @@ LEAD = 20
 
 
 def parse_args(argv=None):
-    p = common.task_parser(__doc__, out="seq2seq", epochs=4, batch_size=16, maxlen=256, lr=3e-4,
+    p = common.task_parser(__doc__, out="seq2seq", epochs=8, batch_size=16, maxlen=256, lr=5e-4,
                            columns="source, target", dev=False)
     p.add_argument("--max-title-tokens", type=int, default=40)
     p.add_argument("--decode", choices=("beam", "greedy"), default="beam")
     p.add_argument("--beams", type=int, default=3)
+    p.add_argument("--repetition-penalty", type=float, default=1.2,
+                   help="CTRL-style, on the generated tokens only (UniLM: not the abstract); 1 = off (default: 1.2)")
+    p.add_argument("--length-penalty", type=float, default=1.0,
+                   help="beam score = sum log p / length ** this (default: %(default)s)")
     return p.parse_args(argv)
 
 
@@ -58,6 +65,10 @@ def load(limit: int = 0):
     return common.limited(train, limit), common.limited(test, limit)
 
 
+def distinct_n(texts: list[str], n: int) -> float:
+    """Distinct character n-grams over all n-grams of all texts (Li et al. 2016's distinct-n); 0 if none."""
+    grams = [t[i:i + n] for t in texts for i in range(len(t) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
 def load_files(args):
     """`(train, test)` lists of `(source, target)` from --train/--test."""
     train, test = common.split_records(args, ("source", "target"), "source", HELD_OUT)
@@ -83,8 +94,11 @@ def predict_file(args) -> dict:
 
 
 def scores(candidates: list[str], references: list[str]) -> dict:
+    """Character ROUGE-L (F), BLEU-4, distinct-1/2 and the fraction of distinct outputs."""
     return {"rouge_l": corpus_rouge_l(candidates, references)[0],
-            "bleu": corpus_bleu(candidates, [[r] for r in references])}
+            "bleu": corpus_bleu(candidates, [[r] for r in references]),
+            "distinct_1": distinct_n(candidates, 1), "distinct_2": distinct_n(candidates, 2),
+            "unique_outputs": len(set(candidates)) / max(len(candidates), 1)}
 
 
 def decode_titles(model, tokenizer, abstracts: list[str], args) -> list[str]:
@@ -95,10 +109,11 @@ def decode_titles(model, tokenizer, abstracts: list[str], args) -> list[str]:
     for start in range(0, len(abstracts), args.batch_size):
         batch = [tokenizer.encode(a, maxlen=source_len) for a in abstracts[start:start + args.batch_size]]
         ids = generate(model, ([b[0] for b in batch], [b[1] for b in batch]), args.max_title_tokens,
-                       method=args.decode, num_beams=args.beams, stop_ids=sep)
+                       method=args.decode, num_beams=args.beams, stop_ids=sep,
+                       repetition_penalty=args.repetition_penalty, length_penalty=args.length_penalty)
         for row in ids:
             row = [int(i) for i in row]
-            titles.append(tokenizer.decode(row[:row.index(sep)] if sep in row else row))
+            titles.append(visible_text(tokenizer, row[:row.index(sep)] if sep in row else row))
     return titles
 
 

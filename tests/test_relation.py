@@ -61,7 +61,8 @@ def test_masked_bce_matches_numpy():
     got = keras.ops.convert_to_numpy(rel.masked_binary_crossentropy(y, logits))
     p = 1 / (1 + np.exp(-logits.astype(np.float64)))
     ce = -(np.where(y > 0, np.log(p), np.log(1 - p)))
-    ref = [ce[0].sum() / 2 / 5, ce[1, :3].sum() / 2 / 3]
+    ref = ce.sum(axis=(2, 3)) / 2
+    ref[1, 3:] = 0
     np.testing.assert_allclose(got, ref, rtol=1e-5)
 
 

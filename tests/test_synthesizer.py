@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from bert4k import build_transformer_model, masks
+from bert4k import build_transformer_model, generate, masks
 from bert4k.layers.synthesizer import SynthesizerAttention
 from tests.oracles.hf import random_ids
 from tests.oracles.perturbation import check_application_masks, predict
@@ -113,6 +113,8 @@ def test_errors_name_the_variant():
     cache = [(np.zeros((1, 4, 2, 8), "float32"),) * 2 for _ in model.blocks]
     with pytest.raises(ValueError, match="synthesizer_dense' has no KV-cache form"):
         model.call_with_cache(np.ones((1, 1), "int32"), np.ones((1, 1, 4), bool), cache, 0)
+    with pytest.raises(ValueError, match="no cached decoding for attention='synthesizer_dense'"):
+        generate(model, np.ones((1, 3), "int32"), 2)
     with pytest.raises(ValueError, match="synthesizer must be one of"):
         SynthesizerAttention(2, 4, synthesizer="mixed")
     with pytest.raises(ValueError, match=r"does not take attention_options \['softmax_heads'\]"):

@@ -43,6 +43,35 @@ def test_classification_csl(tmp_path):
     assert len(m["labels"]) == 13 and 0.0 <= m["accuracy"] <= 1.0
 
 
+@pytest.mark.parametrize("dataset,n_labels", [("online-shopping", 7), ("waimai", 2)])
+def test_classification_review_datasets(tmp_path, dataset, n_labels):
+    """The review datasets load with their labels and held-out split, and the TF-IDF baseline beats chance."""
+    sys.path.insert(0, str(TASKS))
+    import classification
+
+    train_texts, train_labels, test_texts, test_labels, names = classification.load(dataset)
+    assert len(names) == n_labels and set(train_labels.tolist()) == set(range(n_labels))
+    assert not set(train_texts) & set(test_texts) and 0.15 < len(test_texts) / (len(train_texts) + len(test_texts)) < 0.25
+    base = classification.baselines(dataset, train_texts[::8], train_labels[::8], test_texts[::8],
+                                    test_labels[::8])
+    tfidf = base["tfidf_logreg" if dataset == "waimai" else "tfidf_linear_svm"]
+    assert tfidf > base["majority"] + 0.05
+
+
+def test_class_weights_balance_the_loss():
+    sys.path.insert(0, str(TASKS))
+    import classification
+    import numpy as np
+
+    labels = np.array([0, 0, 0, 1])
+    weights = classification.class_weights(labels, 3)
+    assert np.allclose(weights[:2] * np.bincount(labels, minlength=3)[:2], len(labels) / 3) and weights[2] == 1.0
+    loss = classification.WeightedCrossEntropy(weights.tolist(), reduction=None)
+    logits = np.zeros((4, 3), "float32")
+    got = np.asarray(loss(labels, logits))
+    assert np.allclose(got, np.log(3) * weights[labels], atol=1e-6)
+
+
 def test_qa(tmp_path):
     out, m = run_task("qa", tmp_path, "--limit", "12", "--maxlen", "128", "--stride", "64")
     assert m["eval_questions"] == 12 and m["train_windows"] >= 12
@@ -57,12 +86,40 @@ def test_seq2seq(tmp_path):
     assert 0.0 <= m["rouge_l"] <= 1.0 and 0.0 <= m["bleu"] <= 1.0
     assert 0.2 < m["baselines"]["lead20"]["rouge_l"] < 0.6  # DESIGN: ≈ 0.32 on a larger split
     assert len((out / "predictions.tsv").read_text(encoding="utf-8").splitlines()) == 1 + 8
+    assert 0.0 < m["distinct_1"] <= 1.0 and 0.0 <= m["distinct_2"] <= 1.0 and 0.0 < m["unique_outputs"] <= 1.0
+
+
+def test_distinct_n_counts_repetition():
+    sys.path.insert(0, str(TASKS))
+    import seq2seq
+
+    assert seq2seq.distinct_n(["基于于于于"], 1) == 2 / 5  # 基, 于 out of five chars
+    assert seq2seq.distinct_n(["基于于于于"], 2) == 2 / 4  # 基于, 于于 out of four bigrams
+    assert seq2seq.distinct_n(["ab", "ab"], 2) == 0.5 and seq2seq.distinct_n(["a"], 2) == 0.0
 
 
 def test_lm(tmp_path):
     out, m = run_task("lm", tmp_path, "--limit", "48", "--maxlen", "40", "--samples", "2")
     assert 1.0 < m["perplexity"] < 10 * m["vocab_size"] and math.isfinite(m["perplexity"])
-    assert len((out / "samples.txt").read_text(encoding="utf-8").splitlines()) == 2
+    samples = (out / "samples.txt").read_text(encoding="utf-8").splitlines()
+    assert len(samples) == 2 and m["samples_in_form"] == 1.0  # a tiny random model, yet every sample in form
+    sys.path.insert(0, str(TASKS))
+    import lm
+
+    assert all(lm.poem_form(s) in ((5, 4), (5, 8), (7, 4), (7, 8)) for s in samples)
+
+
+def test_poem_form_and_visible_unk():
+    sys.path.insert(0, str(TASKS))
+    import lm
+
+    from bert4k.tokenizers import Tokenizer
+
+    assert lm.poem_form("秦川雄帝宅，函谷壯皇居。") == (5, 2)
+    assert lm.poem_form("秦川雄帝宅，函谷壯皇。") is None and lm.poem_form("秦川雄帝宅，函谷") is None
+    tokenizer = Tokenizer(str(DATA / "bert-chinese-vocab" / "vocab.txt"), do_lower_case=True)
+    ids = tokenizer.tokens_to_ids(["秦", "[UNK]", "雄"])
+    assert lm.visible_text(tokenizer, ids) == "秦□雄" and tokenizer.decode(ids) == "秦雄"
 
 
 @pytest.mark.parametrize("name", ["classification", "qa", "seq2seq", "lm"])
@@ -159,7 +216,8 @@ def test_backup_from_other_settings_is_not_resumed(tmp_path, capsys):
     assert "resuming the interrupted run with the same settings" in capsys.readouterr().out
     assert (tmp_path / "backup" / "latest.weights.h5").exists()
     common.check_resume(tmp_path, csl)
-    assert "used other settings (dataset: 'chnsenticorp' → 'csl'); starting fresh" in capsys.readouterr().out
+    said = capsys.readouterr().out  # the per-dataset recipes differ too (epochs, lr, maxlen, class weighting)
+    assert "used other settings (" in said and "dataset: 'chnsenticorp' → 'csl'" in said and "starting fresh" in said
     assert not (tmp_path / "backup").exists()
     assert json.loads((tmp_path / "settings.json").read_text())["dataset"] == "csl"
     assert common.default_out(csl) == common.REPO / "runs" / "classification-csl-tiny"

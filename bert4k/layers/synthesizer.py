@@ -81,9 +81,9 @@ class SynthesizerAttention(MultiHeadAttention):
             raise ValueError(f"{name} cannot add a position bias")
         if attention_mask is not None and not hasattr(attention_mask, "shape"):
             raise ValueError(f"{name} takes a boolean [batch, q, k] mask, got {type(attention_mask).__name__}")
-        n = query.shape[1]
-        if n is not None and n > self.max_length:
-            raise ValueError(f"{name}: sequence length {n} exceeds max_length {self.max_length} (the synthesized "
+        static_n = query.shape[1]
+        if static_n is not None and static_n > self.max_length:
+            raise ValueError(f"{name}: sequence length {static_n} exceeds max_length {self.max_length} (the synthesized "
                              "attention has a fixed maximum length)")
         n = ops.shape(query)[1]
         logits = self._logits(query, n)

@@ -15,6 +15,7 @@ from typing import Any
 
 from bert4k.checkpoints import albert as albert_ckpt
 from bert4k.checkpoints import bert as bert_ckpt
+from bert4k.checkpoints import electra as electra_ckpt
 from bert4k.checkpoints import gpt2 as gpt2_ckpt
 from bert4k.checkpoints import t5 as t5_ckpt
 from bert4k.checkpoints.evidence import Evidence
@@ -166,3 +167,11 @@ for _name, _tied in (("t5", True), ("t5.1.0", True), ("t5.1.1", False), ("mt5", 
         name=_name, read_config=t5_ckpt.t5_config_reader(_tied), model_class=T5,
         specs=t5_ckpt.t5_specs, from_hf=t5_ckpt.hf_t5_names, from_tf=t5_ckpt.mesh_tf_names, to_tf=t5_ckpt.to_mesh_tf,
         ignore=t5_ckpt.IGNORED, hf_config=t5_ckpt.hf_config, adapter=_T5_ADAPTER, kind="t5"))
+
+register_family(Family(
+    name="electra", read_config=electra_ckpt.electra_config, model_class=Transformer, specs=electra_ckpt.electra_specs,
+    from_hf=electra_ckpt.hf_electra_names, from_tf=electra_ckpt.google_electra_names,
+    to_tf=electra_ckpt.to_google_electra, ignore=(r"embeddings\.position_ids", r"embeddings\.token_type_ids", r"generator_lm_head\.weight"),
+    heads=(r"discriminator_predictions\..+", r"generator_predictions\..+", r"generator_lm_head\.bias"),
+    tied_heads=(("generator_lm_head.weight", "embeddings.word_embeddings.weight"),),
+    hf_config=electra_ckpt.hf_config, detect=electra_ckpt.detect_electra))
