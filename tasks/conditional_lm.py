@@ -193,7 +193,7 @@ def train(model, args, train_data, heldout_data, name: str) -> list[dict]:
 def sample_texts(model, vocab: Vocab, labels: np.ndarray | None, args) -> list[str]:
     """One sampled review per row, starting from [CLS]; `labels` is the condition (None: unconditioned)."""
     prompts = np.full((len(labels) if labels is not None else args.samples * len(LABELS), 1), vocab.start, "int32")
-    inputs = (prompts, labels[:, None]) if labels is not None else prompts
+    inputs = {"token_ids": prompts, "cond": labels[:, None]} if labels is not None else prompts
     out = generate(model, inputs, args.max_new_tokens, method="sample", top_p=args.top_p, stop_ids=vocab.end,
                    seed=args.seed)
     return [vocab.decode(row) for row in np.asarray(out)]
