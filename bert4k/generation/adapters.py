@@ -135,7 +135,26 @@ def _rows_of(x, name: str) -> list[np.ndarray]:
     return [np.asarray(v).reshape(-1) for v in x]
 
 
-class TransformerAdapter(DecodingAdapter):
+class ModelAdapter(DecodingAdapter):
+    """An adapter for one built-in model, held weakly (the registry maps model → adapter weakly: no strong
+    reference back keeps the model alive)."""
+
+    def __init__(self, model):
+        self._model = weakref.ref(model)
+
+    @property
+    def model(self):
+        model = self._model()
+        if model is None:
+            raise ReferenceError("generate: the model of this adapter has been deleted")
+        return model
+
+    @property
+    def variables(self) -> list:
+        return self.model.variables
+
+
+class TransformerAdapter(ModelAdapter):
     """Decodes a `Transformer` built with application `lm` (causal) or `unilm` (source bidirectional, target causal),
     through the model's own cached forward pass (`Transformer.call_with_cache`).
 
@@ -156,24 +175,13 @@ class TransformerAdapter(DecodingAdapter):
         if getattr(model, "application", None) not in ("lm", "unilm"):
             raise ValueError(f"generate: a Transformer with application {getattr(model, 'application', None)!r} "
                              "cannot decode; build it with application='lm' or 'unilm'")
-        self._model = weakref.ref(model)  # the registry maps model → adapter weakly: no reference cycle
+        super().__init__(model)
         self.input_pad_id = model.config.pad_token_id
         self.pad_id = max(model.config.pad_token_id, 0)
         self.unilm = model.application == "unilm"
         self.cache_block = cache_block
         # the layers carry the dtype policy (`dtype="bfloat16"`), not the functional model itself
         self.compute_dtype = model.blocks[0].compute_dtype
-
-    @property
-    def model(self):
-        model = self._model()
-        if model is None:
-            raise ReferenceError("generate: the model of this adapter has been deleted")
-        return model
-
-    @property
-    def variables(self) -> list:
-        return self.model.variables
 
     # --- inputs ---
     def _parse(self, inputs):

@@ -3,16 +3,15 @@ once per call; decoder self-attention uses a static cache written at the step in
 from __future__ import annotations
 
 import math
-import weakref
 
 import numpy as np
 from keras import ops
 
-from bert4k.generation.adapters import DecodingAdapter, _rows_of
+from bert4k.generation.adapters import ModelAdapter, _rows_of
 from bert4k.generation.compile import compiled
 
 
-class T5Adapter(DecodingAdapter):
+class T5Adapter(ModelAdapter):
     """Decodes a `T5` model.
 
     Inputs: encoder token ids — a 2-D array (0 = padding, wherever it stands, exactly as the model reads it), a list
@@ -28,22 +27,11 @@ class T5Adapter(DecodingAdapter):
     in_place_writes = True  # `step(..., in_place=True)` may write the self-attention caches in place
 
     def __init__(self, model, cache_block: int = 32):
-        self._model = weakref.ref(model)  # the registry maps model → adapter weakly: no strong reference back
+        super().__init__(model)
         self.compute_dtype = model.decoder_blocks[0].compute_dtype
         self.pad_id = model.config.pad_token_id
         self.start_id = model.config.decoder_start_token_id
         self.cache_block = cache_block
-
-    @property
-    def model(self):
-        model = self._model()
-        if model is None:
-            raise ReferenceError("generate: the model of this adapter has been deleted")
-        return model
-
-    @property
-    def variables(self) -> list:
-        return self.model.variables
 
     def _parse(self, inputs):
         """`(encoder ids [rows, len], condition input tensor(s) or None)`."""
