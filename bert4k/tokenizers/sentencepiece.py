@@ -131,22 +131,7 @@ class SpTokenizer(TokenizerBase):
         ref_tokens, spans = self._tokenize_with_spans(text)
         if self._token_translate:
             ref_tokens = [self._token_translate.get(t, t) for t in ref_tokens]
-        tokens = list(tokens)
-        head = tail = []
-        if self._token_start is not None and tokens[:1] == [self._token_start]:
-            head, tokens = [[]], tokens[1:]
-        if self._token_end is not None and tokens[-1:] == [self._token_end]:
-            tail, tokens = [[]], tokens[:-1]
-        mapping, j = list(head), 0
-        for token in tokens:
-            try:
-                k = ref_tokens.index(token, j)
-            except ValueError:
-                mapping.append([])
-                continue
-            mapping.append([] if spans[k] is None else list(range(*spans[k])))
-            j = k + 1
-        return mapping + tail
+        return self._align(tokens, ref_tokens, spans)
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of `ids` as SentencePiece decodes it (control pieces such as `</s>`/`<pad>` dropped)."""

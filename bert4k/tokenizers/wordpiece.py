@@ -128,6 +128,26 @@ class TokenizerBase:
             segment_ids += [1] * len(second)
         return ids, segment_ids
 
+    def _align(self, tokens: Sequence[str], ref_tokens: list[str], spans: list) -> list[list[int]]:
+        """`rematch`'s alignment: each of `tokens` (a possibly truncated tokenisation) is found in `ref_tokens` in
+        order and gets the char indices of its span (`[]` for added start/end tokens, unknown ones, span None)."""
+        tokens = list(tokens)
+        head = tail = []
+        if self._token_start is not None and tokens[:1] == [self._token_start]:
+            head, tokens = [[]], tokens[1:]  # the added start token, even where the text holds one too
+        if self._token_end is not None and tokens[-1:] == [self._token_end]:
+            tail, tokens = [[]], tokens[:-1]
+        mapping, j = list(head), 0
+        for token in tokens:
+            try:
+                k = ref_tokens.index(token, j)
+            except ValueError:
+                mapping.append([])
+                continue
+            mapping.append([] if spans[k] is None else list(range(*spans[k])))
+            j = k + 1
+        return mapping + tail
+
     def tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:
         return [self.token_to_id(t) for t in tokens]
 
@@ -436,23 +456,7 @@ class Tokenizer(TokenizerBase):
         dropped inside it; `[UNK]` covers the whole word it replaced; `[CLS]`, `[SEP]`
         and other added tokens get `[]`.  These are Hugging Face's `offset_mapping` spans.
         """
-        ref_tokens, spans = self._tokenize_with_spans(text)
-        tokens = list(tokens)
-        head = tail = []
-        if self._token_start is not None and tokens[:1] == [self._token_start]:
-            head, tokens = [[]], tokens[1:]  # the added start token, even where the text holds one too
-        if self._token_end is not None and tokens[-1:] == [self._token_end]:
-            tail, tokens = [[]], tokens[:-1]
-        mapping, j = list(head), 0
-        for token in tokens:
-            try:
-                k = ref_tokens.index(token, j)
-            except ValueError:
-                mapping.append([])
-                continue
-            mapping.append(list(range(*spans[k])))
-            j = k + 1
-        return mapping + tail
+        return self._align(tokens, *self._tokenize_with_spans(text))
 
     # -- decoding -----------------------------------------------------------------------------
     def decode(self, ids: Iterable[int], tokens: Sequence[str] | None = None) -> str:
