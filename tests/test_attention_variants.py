@@ -13,6 +13,7 @@ from bert4k.checkpoints import CheckpointMismatch
 from bert4k.layers.attention import MultiHeadAttention
 from bert4k.layers.linear_attention import initial_state, linear_attention, linear_mask
 from tests.oracles.hf import random_ids, randomize
+from tests.oracles.perturbation import changed_rows, predict
 
 TINY = dict(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
             max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -109,18 +110,6 @@ def test_attention_layer_linear_mode_and_errors():
         build_transformer_model(TINY, application="plm", attention="linear")
     with pytest.raises(ValueError, match="softmax' or 'linear"):
         MultiHeadAttention(2, 4, attention="cosine")
-
-
-def predict(model, ids, segments):
-    return keras.ops.convert_to_numpy(model([ids, segments], training=False))
-
-
-def changed_rows(model, ids, segments, position, new_token=7):
-    """Rows (of row 0) whose output moves when the token at `position` changes."""
-    other = ids.copy()
-    other[0, position] = new_token if ids[0, position] != new_token else new_token + 1
-    diff = np.abs(predict(model, other, segments) - predict(model, ids, segments))[0]
-    return [i for i in range(ids.shape[1]) if diff[i].max() > 1e-6]
 
 
 def test_linear_encoder_perturbation():
