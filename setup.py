@@ -14,6 +14,8 @@ setup(
         "sentencepiece",
         "jieba",
         "matplotlib",
+        "ml-dtypes",
+        "safetensors",
     ],
     extras_require={
         "test": [

@@ -1,19 +1,22 @@
-"""GPT-2-small greedy decoding throughput: bert4k (static KV cache, one compiled step) beside Hugging Face
-`generate` (PyTorch CPU, its cache on) and the no-cache path (the whole prefix rerun every step, as bert4keras does).
+"""GPT-2-small greedy decoding speed: bert4k (static KV cache, one compiled decoding loop) on each Keras backend
+beside Hugging Face `generate` (PyTorch CPU, its cache on) and the no-cache path (the prefix rerun every step).
 
 Same random weights everywhere: HF's model is saved once as safetensors and loaded by bert4k. Each implementation
-runs in its own process (TensorFlow's and PyTorch's thread pools in one process slow each other down), with the
-same number of threads. bert4k's greedy tokens are checked equal to HF's. Prints one JSON line per configuration
-with new tokens/s (median of `--repeats` runs after a warm-up) and the ratios to HF (same dtype, same batch) and to
-the no-cache path, then a summary line.
+runs in its own long-lived worker process pinned to the same CPUs (`taskset`) with the same thread count
+(PyTorch's and TensorFlow's thread pools in one process slow each other down). Every worker loads and warms up
+(compiles) first; then the timed runs are interleaved: round r runs every worker once, so a change of machine
+load hits all implementations alike. Reported per configuration: median new tokens/s, the spread (min…max), and
+the ratio to HF in the same dtype and batch computed round by round (median of the per-round ratios). Tokens are
+checked equal to HF's (float32). `--per-token` instead times the cost of one new token after a long and a short
+prompt (`(t(prompt, 1 + n) - t(prompt, 1)) / n`, the prefill cancelled).
 
-    python bench/bench_generation.py                              # vocab 50257, batch 1 and 4, fp32 + bf16
-    python bench/bench_generation.py --vocab 21128 --batches 1    # UER gpt2-chinese-* vocabulary size
+    python bench/bench_generation.py                                    # fp32 + bf16, batch 1 and 4, all backends
+    python bench/bench_generation.py --backends jax --no-bf16 --threads 1
+    python bench/bench_generation.py --per-token --prompts 8 512 --backends tensorflow jax
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -23,20 +26,13 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 import numpy as np
 
-# (impl, dtype, variant). bert4k variants: "default" (fused while_loop; XLA for float32, not for bfloat16),
-# "no-xla" / "xla" (fused loop, XLA forced off / on), "python-loop" (per-step Python loop over the compiled step, the
-# path a streamer takes). "no-cache" reruns the whole prefix every step.
-CONFIGS = [("hf", "float32", None), ("bert4k", "float32", "default"), ("bert4k", "float32", "no-xla"),
-           ("bert4k", "float32", "python-loop"), ("hf", "bfloat16", None), ("bert4k", "bfloat16", "default"),
-           ("bert4k", "bfloat16", "xla"), ("bert4k-no-cache", "float32", None), ("hf-no-cache", "float32", None)]
+BACKENDS = ("tensorflow", "jax", "torch")
 
 
-def prompts(args, batch: int) -> np.ndarray:
-    return np.random.default_rng(batch).integers(1, args.vocab, size=(batch, args.prompt)).astype("int32")
+def prompt_ids(vocab: int, batch: int, length: int) -> np.ndarray:
+    return np.random.default_rng(batch * 1000 + length).integers(1, vocab, size=(batch, length)).astype("int32")
 
 
 def save_weights(args, folder: str) -> None:
@@ -50,11 +46,14 @@ def save_weights(args, folder: str) -> None:
     transformers.GPT2LMHeadModel(config).save_pretrained(folder, safe_serialization=True)
 
 
+# === workers ===
+
 def hf_runner(args, dtype: str, use_cache: bool):
     import torch
     import transformers
 
     torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
     model = transformers.GPT2LMHeadModel.from_pretrained(args.weights).eval().to(getattr(torch, dtype))
 
     def run(prompt: np.ndarray, new: int) -> np.ndarray:
@@ -66,10 +65,23 @@ def hf_runner(args, dtype: str, use_cache: bool):
     return run
 
 
-def bert4k_runner(args, dtype: str, variant: str | None, use_cache: bool):
-    import tensorflow as tf
+def set_threads(backend: str, threads: int) -> None:
+    if backend == "tensorflow":
+        import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    elif backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+        torch.set_num_interop_threads(1)
+
+
+def bert4k_runner(args, dtype: str, variant: str, use_cache: bool):
+    import keras
+
+    set_threads(keras.backend.backend(), args.threads)
     from bert4k import build_transformer_model
     from bert4k.generation import generate
 
@@ -78,111 +90,188 @@ def bert4k_runner(args, dtype: str, variant: str | None, use_cache: bool):
         options = {"default": {}, "xla": {"jit_compile": True}, "no-xla": {"jit_compile": False},
                    "python-loop": {"streamer": lambda ids: None}}[variant]
         return lambda prompt, new: generate(model, prompt, new, **options)
-    forward = tf.function(lambda x: model(x, training=False)[:, -1],
-                          input_signature=[tf.TensorSpec([None, None], tf.int32)])
 
     def run(prompt: np.ndarray, new: int) -> np.ndarray:
         ids = np.asarray(prompt, "int32")
         for _ in range(new):
-            token = np.argmax(forward(ids).numpy(), axis=-1)
-            ids = np.concatenate([ids, token[:, None].astype("int32")], axis=1)
+            logits = keras.ops.convert_to_numpy(model(ids, training=False))
+            ids = np.concatenate([ids, np.argmax(logits[:, -1], axis=-1)[:, None].astype("int32")], axis=1)
         return ids[:, prompt.shape[1]:]
     return run
 
 
 def worker(args) -> None:
-    """Time one configuration over every batch size; print one JSON object."""
-    impl, dtype, variant = args.worker, args.dtype, None if args.variant == "none" else args.variant
+    """Load, warm up every (batch, prompt, new) shape, print READY, then answer `RUN i` lines with one timing."""
+    impl, dtype, variant = args.worker, args.dtype, args.variant
     no_cache = impl.endswith("no-cache")
-    if impl.startswith("hf"):
-        run = hf_runner(args, dtype, use_cache=not no_cache)
-    else:
-        run = bert4k_runner(args, dtype, variant, use_cache=not no_cache)
-    results = {}
-    for batch in args.batches:
-        prompt = prompts(args, batch)
-        run(prompt, 4 if no_cache else args.new)  # warm-up: compiles the step for this batch / cache size
-        times, tokens = [], None
-        for _ in range(1 if no_cache else args.repeats):
-            start = time.perf_counter()
-            tokens = run(prompt, args.new)
-            times.append(time.perf_counter() - start)
-        results[batch] = {"seconds": statistics.median(times), "tokens": hashlib.sha1(tokens.tobytes()).hexdigest(),
-                          "load": os.getloadavg()[0]}
-    print("RESULT " + json.dumps(results))
+    run = (hf_runner(args, dtype, not no_cache) if impl.startswith("hf")
+           else bert4k_runner(args, dtype, variant, not no_cache))
+    jobs = json.loads(args.jobs)
+    for batch, length, new in jobs:
+        run(prompt_ids(args.vocab, batch, length), new)
+    print("READY", flush=True)
+    for line in sys.stdin:
+        batch, length, new = jobs[int(line.split()[1])]
+        prompt = prompt_ids(args.vocab, batch, length)
+        start = time.perf_counter()
+        tokens = run(prompt, new)
+        seconds = time.perf_counter() - start
+        print("RESULT " + json.dumps({"seconds": seconds, "tokens": np.asarray(tokens).tolist()}), flush=True)
 
 
-def run_worker(args, impl: str, dtype: str, variant) -> dict:
-    command = [sys.executable, os.path.abspath(__file__), "--worker", impl, "--dtype", dtype,
-               "--variant", str(variant).lower(), "--weights", args.weights, "--threads", str(args.threads),
-               "--vocab", str(args.vocab), "--layers", str(args.layers), "--prompt", str(args.prompt),
-               "--new", str(args.new), "--repeats", str(args.repeats), "--batches", *map(str, args.batches)]
-    out = subprocess.run(command, capture_output=True, text=True, check=False)
-    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
-    if not lines:
-        raise RuntimeError(f"worker {impl}/{dtype} failed:\n{out.stderr[-3000:]}")
-    return {int(k): v for k, v in json.loads(lines[-1][len("RESULT "):]).items()}
+class Worker:
+    def __init__(self, args, impl: str, backend: str, dtype: str, variant: str, jobs: list):
+        self.name = (impl, backend, dtype, variant)
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": backend,
+               "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+        if backend == "jax":
+            env["XLA_FLAGS"] = (f"--xla_cpu_multi_thread_eigen={'true' if args.threads > 1 else 'false'} "
+                                f"intra_op_parallelism_threads={args.threads}")
+        command = ["taskset", "-c", args.cpus, sys.executable, os.path.abspath(__file__), "--worker", impl,
+                   "--dtype", dtype, "--variant", variant, "--weights", args.weights, "--threads",
+                   str(args.threads), "--vocab", str(args.vocab), "--layers", str(args.layers),
+                   "--jobs", json.dumps(jobs)]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self._expect("READY")
+
+    def _expect(self, prefix: str) -> str:
+        for line in self.process.stdout:
+            if line.startswith(prefix):
+                return line[len(prefix):].strip()
+        raise RuntimeError(f"worker {self.name} exited (code {self.process.wait()})")
+
+    def run(self, job: int) -> dict:
+        self.process.stdin.write(f"RUN {job}\n")
+        self.process.stdin.flush()
+        return json.loads(self._expect("RESULT "))
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+
+
+# === driver ===
+
+def configurations(args) -> list:
+    configs = []
+    dtypes = ["float32"] + ([] if args.no_bf16 else ["bfloat16"])
+    for dtype in dtypes:
+        configs.append(("hf", "torch", dtype, "default"))
+        for backend in args.backends:
+            configs.append(("bert4k", backend, dtype, "default"))
+            for variant in args.variants:
+                configs.append(("bert4k", backend, dtype, variant))
+    if args.no_cache:
+        configs += [("hf-no-cache", "torch", "float32", "default"), ("bert4k-no-cache", args.backends[0], "float32",
+                                                                     "default")]
+    return configs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vocab", type=int, default=50257)
     parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--prompt", type=int, default=32)
+    parser.add_argument("--prompts", type=int, nargs="+", default=[32], help="prompt lengths")
     parser.add_argument("--new", type=int, default=128)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--only", nargs="+", help="run only these impls (hf, bert4k, bert4k-no-cache, hf-no-cache)")
-    parser.add_argument("--variants", nargs="+", help="bert4k variants to run (default, no-xla, xla, python-loop)")
+    parser.add_argument("--cpus", help="CPU list for taskset (default: the first --threads CPUs this process may use)")
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--variants", nargs="*", default=[], help="extra bert4k variants: xla, no-xla, python-loop")
     parser.add_argument("--no-bf16", action="store_true")
+    parser.add_argument("--no-cache", action="store_true", help="also time the no-cache paths (slow)")
+    parser.add_argument("--per-token", action="store_true", help="time one token after each prompt length")
+    parser.add_argument("--skip-hf", action="store_true")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
-    parser.add_argument("--variant", default="none", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", default="default", help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
+    parser.add_argument("--jobs", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
+    args.cpus = args.cpus or ",".join(str(c) for c in sorted(os.sched_getaffinity(0))[:args.threads])
 
+    if args.per_token:  # (batch, prompt, new): 1 + n new tokens and 1 new token, the prefill cancels out
+        jobs = [(b, p, n) for b in args.batches for p in args.prompts for n in (1, 1 + args.new)]
+    else:
+        jobs = [(b, p, args.new) for b in args.batches for p in args.prompts]
+    configs = [c for c in configurations(args) if not (args.skip_hf and c[0].startswith("hf"))]
     args.weights = tempfile.mkdtemp(prefix="bench-gpt2-")
     save_weights(args, args.weights)
-    base = dict(model="gpt2-small", layers=args.layers, vocab=args.vocab, prompt=args.prompt, new_tokens=args.new,
-                threads=args.threads)
-    configs = [c for c in CONFIGS if (not args.only or c[0] in args.only)
-               and not (args.no_bf16 and c[1] == "bfloat16")
-               and not (c[0] == "bert4k" and args.variants and c[2] not in args.variants)]
-    results = {}
+    times = {c: {j: [] for j in range(len(jobs))} for c in configs}
+    tokens = {}
+    workers = []
     try:
-        for impl, dtype, variant in configs:
-            results[(impl, dtype, variant)] = run_worker(args, impl, dtype, variant)
+        for config in configs:  # loading and compiling one at a time
+            workers.append(Worker(args, *config, jobs))
+        for _ in range(args.repeats):
+            for j in range(len(jobs)):
+                for w in workers:
+                    result = w.run(j)
+                    times[w.name][j].append(result["seconds"])
+                    tokens[w.name, j] = result["tokens"]
     finally:
+        for w in workers:
+            w.close()
         shutil.rmtree(args.weights, ignore_errors=True)
+    report(args, configs, jobs, times, tokens)
 
-    def tps(key, batch):
-        return batch * args.new / results[key][batch]["seconds"] if key in results else None
 
-    for batch in args.batches:
-        hf_tokens = results.get(("hf", "float32", None), {}).get(batch, {}).get("tokens")
-        for (impl, dtype, variant), per_batch in results.items():
-            value = tps((impl, dtype, variant), batch)
-            row = {**base, "impl": impl, "dtype": dtype, "batch": batch, "new_tok_s": round(value, 2),
-                   "ms_per_step": round(1000 * per_batch[batch]["seconds"] / args.new, 1),
-                   "load_average": round(per_batch[batch]["load"], 1)}
-            if variant is not None:
-                row["variant"] = variant
-            hf_same = tps(("hf-no-cache" if impl.endswith("no-cache") else "hf", dtype, None), batch)
-            if hf_same:
-                row["vs_hf"] = round(value / hf_same, 3)
-            no_cache = tps(("bert4k-no-cache", "float32", None), batch)
-            if no_cache and not impl.endswith("no-cache"):
-                row["vs_bert4k_no_cache"] = round(value / no_cache, 2)
-            if dtype == "float32" and hf_tokens:
-                row["same_tokens_as_hf"] = per_batch[batch]["tokens"] == hf_tokens
-            print(json.dumps(row), flush=True)
-    print(json.dumps({"summary": f"greedy, prompt {args.prompt} + {args.new} new tokens; new tokens/s = median of "
-                                 f"{args.repeats} runs (no-cache: 1) after a warm-up; each implementation in its own "
-                                 f"process with {args.threads} threads; cores {os.cpu_count()}; shared machine: "
-                                 "see load_average"}))
+def versions() -> dict:
+    import importlib.metadata as md
+
+    return {name: md.version(name) for name in ("keras", "tensorflow-cpu", "jax", "torch", "transformers")
+            if _installed(name)}
+
+
+def _installed(name: str) -> bool:
+    import importlib.metadata as md
+
+    try:
+        md.version(name)
+        return True
+    except md.PackageNotFoundError:
+        return False
+
+
+def report(args, configs, jobs, times, tokens) -> None:
+    base = dict(model="gpt2-small", layers=args.layers, vocab=args.vocab, threads=args.threads, cpus=args.cpus)
+    if args.per_token:
+        for config in configs:
+            for b in args.batches:
+                row = {**base, "impl": config[0], "backend": config[1], "dtype": config[2], "batch": b}
+                for p in args.prompts:
+                    one, many = (jobs.index((b, p, n)) for n in (1, 1 + args.new))
+                    per = [(m - o) / args.new for m, o in zip(times[config][many], times[config][one])]
+                    row[f"ms_per_token_after_{p}"] = round(1000 * statistics.median(per), 2)
+                if len(args.prompts) == 2:
+                    short, long = sorted(args.prompts)
+                    row[f"ratio_{long}_vs_{short}"] = round(row[f"ms_per_token_after_{long}"]
+                                                            / row[f"ms_per_token_after_{short}"], 3)
+                print(json.dumps({**row, "variant": config[3]}), flush=True)
+    else:
+        for j, (b, p, n) in enumerate(jobs):
+            for config in configs:
+                impl, backend, dtype, variant = config
+                seconds = times[config][j]
+                rate = [b * n / s for s in seconds]
+                row = {**base, "impl": impl, "backend": backend, "dtype": dtype, "variant": variant, "batch": b,
+                       "prompt": p, "new_tokens": n, "new_tok_s": round(statistics.median(rate), 2),
+                       "spread": [round(min(rate), 2), round(max(rate), 2)]}
+                reference = ("hf-no-cache" if impl.endswith("no-cache") else "hf", "torch", dtype, "default")
+                if reference in times and reference != config:
+                    ratios = [r / s for r, s in zip(times[reference][j], seconds)]
+                    row["vs_hf"] = round(statistics.median(ratios), 3)
+                    row["vs_hf_spread"] = [round(min(ratios), 3), round(max(ratios), 3)]
+                hf32 = ("hf", "torch", "float32", "default")
+                if dtype == "float32" and (hf32, j) in tokens:
+                    row["same_tokens_as_hf"] = tokens[config, j] == tokens[hf32, j]
+                print(json.dumps(row), flush=True)
+    print(json.dumps({"summary": f"greedy; {args.repeats} interleaved rounds after a warm-up; each implementation in "
+                                 f"its own process on CPUs {args.cpus} with {args.threads} threads; machine cores "
+                                 f"{os.cpu_count()}, load average {os.getloadavg()[0]:.1f}", **versions()}))
 
 
 if __name__ == "__main__":

@@ -58,7 +58,8 @@ class TransformerConfig:
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
-            check_field(field.name, getattr(self, field.name), _FIELD_RULES[field.name])
+            if field.name in _FIELD_RULES:
+                check_field(field.name, getattr(self, field.name), _FIELD_RULES[field.name])
         if self.hidden_act not in ACTIVATIONS:
             raise ValueError(f"config field 'hidden_act': unknown activation {self.hidden_act!r}; known: {sorted(ACTIVATIONS)}")
         self.hidden_act = ACTIVATIONS[self.hidden_act]

@@ -196,6 +196,17 @@ def test_trains_in_a_model_and_round_trips(tmp_path):
     assert json.loads(json.dumps(crf.get_config()))["lr_multiplier"] == 10.0
 
 
+def test_labels_outside_the_tag_set_give_nan_not_a_number():
+    rng = np.random.default_rng(9)
+    nodes, trans, mask, tags = random_batch(rng, batch=3, steps=4, lengths=(4, 2, 4))
+    tags[0, 1] = 3  # outside 0..2 at a real position
+    tags[1, 3] = 7  # at padding: ignored
+    tags[2, 0] = -1
+    crf = crf_with(trans)
+    loss = keras.ops.convert_to_numpy(crf.sparse_loss(tags, crf(nodes, mask=mask)))
+    assert np.isnan(loss[0]) and np.isfinite(loss[1]) and np.isnan(loss[2])
+
+
 def test_wrong_label_count_is_rejected():
     crf = crf_with(np.zeros((3, 3), dtype="float32"))
     with pytest.raises(ValueError, match="4 labels.*has 3"):

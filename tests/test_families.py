@@ -121,6 +121,12 @@ def test_explicit_model_overrides_detection(tmp_path, caplog):
     assert "look like 'bert'" in caplog.text
 
 
+def test_unknown_model_type_is_refused_unless_model_is_given():
+    with pytest.raises(ValueError, match=r"model_type 'xlnet' is not one bert4k knows .*pass model="):
+        build_transformer_model({**HF_BERT, "model_type": "xlnet"})
+    assert build_transformer_model({**HF_BERT, "model_type": "xlnet"}, model="bert").family == "bert"
+
+
 def test_new_family_registers_by_keyword_and_is_detected():
     bert = get_family("bert")
     family = Family(name="toy", read_config=bert.read_config, model_class=bert.model_class, specs=bert.specs,
@@ -134,3 +140,18 @@ def test_new_family_registers_by_keyword_and_is_detected():
         del FAMILIES["toy"]
     with pytest.raises(TypeError):
         Family("toy", bert.read_config, bert.model_class, bert.specs, bert.from_hf, bert.from_tf)  # keyword only
+
+
+def test_generate_finds_the_adapter_through_the_family_record():
+    from bert4k.generation import adapters
+    from bert4k.generation.t5_adapter import T5Adapter
+
+    gpt2 = build_transformer_model({k: v for k, v in HF_GPT2.items() if k != "architectures"})
+    assert isinstance(adapters.adapter_for(gpt2), adapters.TransformerAdapter)
+    assert isinstance(adapters.adapter_for(build_transformer_model(HF_T5)), T5Adapter)
+    sentinel = adapters.DecodingAdapter()
+    adapters.register_adapter("bert4k.models.transformer.Transformer", lambda model: sentinel)
+    try:  # a registration for the class (or a base class) wins over the family's adapter
+        assert adapters.adapter_for(build_transformer_model(HF_GPT2)) is sentinel
+    finally:
+        del adapters._REGISTRY["bert4k.models.transformer.Transformer"]

@@ -14,6 +14,7 @@ import torch
 import transformers
 
 from bert4k import build_transformer_model
+from bert4k.checkpoints import read_tensors
 from bert4k.checkpoints.writers import save_tf_checkpoint
 from bert4k.generation import generate
 from bert4k.models.checkpoint_io import export_checkpoint
@@ -123,6 +124,9 @@ def test_export_round_trips_through_hf_and_tf(hf_gpt2, tmp_path):
     ids = right_padded(seed=5)[:1]
     assert max_diff(hf_logits(reloaded, ids), hf_logits(model, ids)) <= 1e-6
     prefix = export_checkpoint(ours, tmp_path / "tf" / "model.ckpt", format="tf")
+    exported, expected = read_tensors(prefix), openai_names(model.state_dict())  # the hand-written OpenAI table
+    assert sorted(exported) == sorted(expected)
+    assert max(max_diff(exported[k], expected[k]) for k in expected) <= 1e-7
     again = build_transformer_model(st_dir, prefix, model="gpt2", logits=True)
     assert max_diff(again.predict(ids, verbose=0), hf_logits(model, ids)) <= TOL
 

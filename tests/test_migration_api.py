@@ -259,3 +259,24 @@ def test_tokenizer_attributes_the_examples_read(vocab_path):
     token_of = {i: t for t, i in vocab.items()}
     assert [token_of[i] for i in keep_tokens[:4]] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
     assert all(token_dict[token_of[i]] == n for n, i in enumerate(keep_tokens))
+
+
+def test_gplinker_loss_on_efficient_global_pointer_matches_numpy():
+    """gplinker: `EfficientGlobalPointer as GlobalPointer` and its sparse multilabel loss over flattened spans."""
+    from bert4k.layers import EfficientGlobalPointer as GlobalPointer
+
+    x = RNG.normal(size=(2, 5, 8)).astype("float32")
+    logits = GlobalPointer(heads=3, head_size=4, use_bias=False)(x)  # [2, 3, 5, 5]
+    shape = K.shape(logits)
+    spans = np.array([[[[0, 1], [2, 4]], [[1, 1], [0, 0]], [[3, 3], [0, 0]]],
+                      [[[4, 4], [0, 0]], [[0, 2], [1, 3]], [[0, 0], [0, 0]]]])  # [b, heads, k, (start, end)]
+    # as gplinker's globalpointer_crossentropy: index = start * seq + end, padding spans (0, 0) with mask_zero
+    y_true = spans[..., 0] * 5 + spans[..., 1]
+    flat = K.reshape(logits, (shape[0], -1, K.prod(shape[2:])))
+    loss = K.mean(K.sum(sparse_multilabel_categorical_crossentropy(y_true, flat, True), axis=1))
+    scores = numpy_of(flat)
+    dense = np.zeros((2, 3, 24))  # class 0 (span 0..0) is padding: dropped, the rest shift by one
+    for index in np.ndindex(y_true.shape[:-1]):
+        dense[index][[t - 1 for t in y_true[index] if t]] = 1
+    expected = numpy_multilabel(dense, scores[..., 1:]).sum(1).mean()
+    assert np.isclose(numpy_of(loss), expected, rtol=1e-4)

@@ -255,3 +255,21 @@ def test_loss_layer_sees_exact_integer_ids_under_mixed_bfloat16():
     finally:
         keras.config.set_dtype_policy(policy)
     assert loss == 0.0  # bfloat16 would give |21120-21127| + |8032-8020| + |3296-3300| = 23
+
+
+def test_crf_loss_on_batches_of_unknown_length_matches_numpy():
+    """forfit's batches have unknown lengths inside the compiled train step; the CRF must still work there."""
+    import tensorflow as tf
+
+    from bert4k.layers import ConditionalRandomField
+    from tests.test_migration_examples import numpy_crf_nll
+
+    crf = ConditionalRandomField()
+    crf(keras.Input(shape=(None, 3)))
+    loss = tf.function(crf.sparse_loss, input_signature=[tf.TensorSpec([None, None], tf.int32),
+                                                         tf.TensorSpec([None, None, 3], tf.float32)])
+    emissions = np.random.default_rng(1).normal(size=(2, 4, 3)).astype("float32")
+    labels = np.array([[0, 2, 1, 1], [2, 2, 0, 1]], dtype="int32")
+    trans = keras.ops.convert_to_numpy(crf.trans)
+    np.testing.assert_allclose(loss(labels, emissions).numpy(),
+                               [numpy_crf_nll(e, trans, y) for e, y in zip(emissions, labels)], rtol=1e-5)

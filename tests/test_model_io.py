@@ -9,7 +9,7 @@ from bert4k import build_transformer_model
 from bert4k.checkpoints import CheckpointMismatch, read_tensors
 from bert4k.models.checkpoint_io import export_checkpoint
 from tests.oracles.hf import max_diff, random_ids, randomize
-from tests.test_bert_parity import BERT_CONFIG, hf_outputs
+from tests.test_bert_parity import BERT_CONFIG, google_names, hf_outputs
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +51,16 @@ def test_export_safetensors_loads_in_hf(checkpoint, tmp_path):
         assert max_diff(a, b) <= 1e-6
 
 
-def test_export_google_checkpoint_round_trip(checkpoint, tmp_path):
+def test_export_google_checkpoint_uses_the_published_names(checkpoint, tmp_path):
+    """Names and values against the hand-written Google table of the parity test (not our own inverse map)."""
     hf_model, folder = checkpoint
-    model = build_transformer_model(f"{folder}/config.json", folder, with_mlm=True, logits=True)
+    model = build_transformer_model(f"{folder}/config.json", folder, with_pool=True, with_mlm=True, logits=True)
     prefix = export_checkpoint(model, tmp_path / "bert_model.ckpt", format="tf")
-    names = set(read_tensors(prefix))
-    assert "bert/encoder/layer_1/attention/self/query/kernel" in names
-    assert "cls/predictions/output_bias" in names
+    exported = read_tensors(prefix)
+    expected = {k: v for k, v in google_names(hf_model.state_dict()).items()
+                if not k.startswith("cls/seq_relationship/")}  # the NSP head is not part of a bert4k model
+    assert sorted(exported) == sorted(expected)
+    assert max(max_diff(exported[k], expected[k]) for k in expected) <= 1e-7
     again = build_transformer_model(BERT_CONFIG, prefix, with_mlm=True, logits=True)
     ids, segments = inputs(2)
     assert max_diff(again.predict([ids, segments], verbose=0), hf_outputs(hf_model, ids, segments)[2]) <= 1e-4
@@ -111,5 +114,6 @@ def test_builds_and_runs_in_bfloat16(checkpoint, dtype):
     got = np.asarray(model.predict([ids, segments], verbose=0), dtype=np.float32)
     expected = hf_outputs(hf_model, ids, segments)[2]
     rms = float(np.sqrt(np.mean(expected ** 2)))
-    assert np.all(np.isfinite(got))
-    assert max_diff(got, expected) <= 0.25 * rms  # bf16 keeps ~3 significant digits
+    # measured on these weights: max error 0.046-0.059 x RMS, RMS error 0.011-0.013 x RMS (bf16: 8 mantissa bits)
+    assert max_diff(got, expected) <= 0.08 * rms
+    assert float(np.sqrt(np.mean((got - expected) ** 2))) <= 0.02 * rms

@@ -220,19 +220,29 @@ def test_libsvm_reader(tmp_path):
         read_libsvm_ranking(tmp_path / "r.txt", num_features=3)
 
 
-@pytest.mark.skipif(not (DATA / "lambdarank").is_dir(), reason=f"{DATA}/lambdarank is absent")
-def test_real_lambdarank_files_and_rank_task(tmp_path):
+NO_DATA = pytest.mark.skipif(not (DATA / "lambdarank").is_dir(), reason=f"{DATA}/lambdarank is absent")
+
+
+@NO_DATA
+def test_real_lambdarank_files():
     train = read_libsvm_ranking(DATA / "lambdarank" / "rank.train")
     test = read_libsvm_ranking(DATA / "lambdarank" / "rank.test", num_features=train[0].features.shape[1])
     assert (len(train), sum(len(r.labels) for r in train)) == (201, 3005)  # data README
     assert (len(test), sum(len(r.labels) for r in test)) == (50, 768)
+
+
+@NO_DATA
+@pytest.mark.slow
+def test_rank_task_end_to_end(tmp_path):
     tasks = str(Path(__file__).resolve().parents[1] / "tasks")
     if tasks not in sys.path:
         sys.path.insert(0, tasks)
     importlib.import_module("rank").main(["--tiny", "--epochs", "1", "--out", str(tmp_path), "--data-dir",
-                                          str(DATA)])
+                                          str(DATA), "--variants", "set_transformer_isab",
+                                          "set_transformer_lightgbm_rank"])
     m = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
     assert m["train_queries"] + m["dev_queries"] > 0 and m["test_queries"] == 8
-    for name in ("lightgbm_lambdarank", "set_transformer", "set_transformer_isab", "per_document_mlp"):
+    for name in ("lightgbm_lambdarank", "set_transformer_isab", "set_transformer_lightgbm_rank"):
         assert set(m[name]["test"]) == {"ndcg@1", "ndcg@3", "ndcg@5", "ndcg@10", "mrr"}
         assert all(0.0 <= v <= 1.0 for v in m[name]["test"].values())
+    assert set(m["synthetic"]) >= {"set_transformer", "per_document_mlp", "random"}

@@ -9,10 +9,9 @@ import json
 import unicodedata
 
 import pytest
+import transformers
 
 from bert4k.tokenizers import Tokenizer, load_vocab, save_vocab
-
-transformers = pytest.importorskip("transformers")
 
 
 def _hf(vocab_path, lower: bool):

@@ -220,10 +220,10 @@ def detect_albert(evidence) -> str | None:
     ALBERT tensor names."""
     if evidence.model_type == "albert":
         return "config.json says model_type 'albert'"
-    if arch := evidence.architecture("Albert"):
-        return f"config.json names architecture {arch!r}"
     if evidence.model_type is not None:
         return None
+    if arch := evidence.architecture("Albert"):
+        return f"config.json names architecture {arch!r}"
     if evidence.file_name == "albert_config.json":
         return "Google albert_config.json"
     if any(k in evidence.raw for k in ("num_hidden_groups", "inner_group_num")):

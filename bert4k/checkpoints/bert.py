@@ -157,6 +157,8 @@ def detect_bert(evidence) -> str | None:
     architecture, Google's `bert_config.json`, or BERT-named tensors with BERT fields."""
     if evidence.model_type == "bert":
         return "config.json says model_type 'bert'"
+    if evidence.model_type not in (None, "roberta", "xlm-roberta"):
+        return None
     if arch := evidence.architecture("Bert"):
         return f"config.json names architecture {arch!r}"
     if evidence.model_type is not None:

@@ -135,11 +135,13 @@ def detect_gpt2(evidence) -> str | None:
     """HF `model_type: gpt2` / a `GPT2*` architecture, OpenAI's `hparams.json`, or GPT-2 field names."""
     if evidence.model_type == "gpt2":
         return "config.json says model_type 'gpt2'"
+    if evidence.model_type is not None:
+        return None
     if arch := evidence.architecture("GPT2"):
         return f"config.json names architecture {arch!r}"
-    if evidence.model_type is None and evidence.has("n_vocab", "n_ctx", "n_embd"):
+    if evidence.has("n_vocab", "n_ctx", "n_embd"):
         return "OpenAI hparams.json fields (n_vocab, n_ctx, n_embd)"
-    if evidence.model_type is None and evidence.has("n_embd", "n_layer", "n_head"):
+    if evidence.has("n_embd", "n_layer", "n_head"):
         return "GPT-2 config fields (n_embd, n_layer, n_head)"
     return None
 

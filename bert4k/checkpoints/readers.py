@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import ml_dtypes
 import numpy as np
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -59,13 +60,52 @@ def has_checkpoint(folder: str | os.PathLike) -> bool:
     return True
 
 
-def read_safetensors(path: str) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
+_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+                       "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
 
+
+class LazyTensor:
+    """One tensor of a safetensors file, read from disk when converted with `np.asarray`: a checkpoint is never held
+    in memory twice (each tensor is read, assigned and dropped in turn; no memory map keeps the file resident)."""
+
+    def __init__(self, path: str, name: str, dtype: str, shape: tuple[int, ...], start: int, end: int):
+        self.path, self.name, self.dtype, self.shape = path, name, dtype, shape
+        self.ndim = len(shape)
+        self.start, self.end = start, end
+
+    def __array__(self, dtype=None, copy=None):
+        numpy_dtype = np.dtype(self.dtype) if self.dtype != "bfloat16" else np.dtype(ml_dtypes.bfloat16)
+        count = int(np.prod(self.shape, dtype=np.int64))
+        with open(self.path, "rb") as f:
+            f.seek(self.start)
+            value = np.fromfile(f, dtype=numpy_dtype, count=count).reshape(self.shape)
+        return value if dtype is None else value.astype(dtype)
+
+
+def read_safetensors(path: str) -> dict[str, LazyTensor]:
+    """The tensors of a safetensors file by name (header read and checked now, data read on first use)."""
     _check_not_empty(path)
+    size = os.path.getsize(path)
     try:
-        return dict(load_file(path))
-    except Exception as e:  # safetensors raises its own error types (SafetensorError, ...)
+        with open(path, "rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            if header_len <= 0 or 8 + header_len > size:
+                raise ValueError(f"header length {header_len} does not fit in the {size}-byte file")
+            header = json.loads(f.read(header_len))
+        data_start, tensors = 8 + header_len, {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            start, end = (data_start + int(o) for o in info["data_offsets"])
+            shape = tuple(int(d) for d in info["shape"])
+            dtype = _SAFETENSORS_DTYPES[info["dtype"]]
+            itemsize = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+            if end > size or end - start != itemsize * int(np.prod(shape, dtype=np.int64)):
+                raise ValueError(f"tensor {name!r} {shape} {info['dtype']} needs bytes {start}..{end}, "
+                                 f"the file has {size}")
+            tensors[name] = LazyTensor(path, name, dtype, shape, start, end)
+        return tensors
+    except (ValueError, KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise _corrupt(path, e) from e
 
 

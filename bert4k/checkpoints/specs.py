@@ -98,7 +98,7 @@ def load_specs(specs: Iterable[WeightSpec], tensors: dict[str, np.ndarray], sour
             report.mismatched.append(f"{spec.key} (checkpoint {tuple(value.shape)} vs model variable "
                                      f"{spec.variable.path} {expected})")
             continue
-        spec.variable.assign(value.astype(spec.variable.dtype))
+        spec.variable.assign(value.astype(spec.variable.dtype, copy=False))
         report.loaded.append(spec.key)
     report.loaded = list(dict.fromkeys(report.loaded))
     unused = sorted(k for k in tensors if k not in used and not ignored(k))

@@ -221,10 +221,10 @@ def _gated(evidence) -> bool:
 def _t5_shaped(evidence) -> str | None:
     if evidence.model_type in ("t5", "mt5"):
         return f"config.json says model_type {evidence.model_type!r}"
-    if arch := evidence.architecture("T5", "MT5"):
-        return f"config.json names architecture {arch!r}"
     if evidence.model_type is not None:
         return None
+    if arch := evidence.architecture("T5", "MT5"):
+        return f"config.json names architecture {arch!r}"
     if evidence.has("d_model", "num_heads", "num_layers"):
         return "T5 config fields (d_model, num_heads, num_layers)"
     if evidence.any_name("encoder/block_000/", "encoder.block.0."):

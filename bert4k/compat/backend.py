@@ -2,7 +2,8 @@
 
 Importing this module (i.e. `bert4k.backend`) also lets every `keras.Model` save and load weights under a bare
 prefix, as tf.keras did: `model.save_weights("best_model.weights")` writes `best_model.weights.weights.h5` and
-`load_weights("best_model.weights")` reads it back. Keras 3 alone demands names ending in `.weights.h5`.
+`load_weights("best_model.weights")` reads it back (files are written under a temporary name, then renamed).
+Keras 3 alone demands names ending in `.weights.h5`.
 """
 from __future__ import annotations
 
@@ -40,9 +41,21 @@ def weights_file(filepath: str | os.PathLike, for_loading: bool) -> str | os.Pat
 def _bare_prefix(method, for_loading: bool):
     @functools.wraps(method)
     def wrapper(self, filepath, *args, **kwargs):
-        if isinstance(filepath, (str, os.PathLike)):
-            filepath = weights_file(filepath, for_loading)
-        return method(self, filepath, *args, **kwargs)
+        if not isinstance(filepath, (str, os.PathLike)):
+            return method(self, filepath, *args, **kwargs)
+        filepath = weights_file(filepath, for_loading)
+        if for_loading or not os.fspath(filepath).endswith(WEIGHTS_SUFFIX):
+            return method(self, filepath, *args, **kwargs)
+        # Write beside the target, then rename: an interrupted save never leaves a half-written file behind.
+        final = os.fspath(filepath)
+        temporary = f"{final[:-len(WEIGHTS_SUFFIX)]}.tmp{os.getpid()}{WEIGHTS_SUFFIX}"
+        try:
+            result = method(self, temporary, *args, **kwargs)
+            os.replace(temporary, final)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+        return result
 
     wrapper.__bert4k_bare_prefix__ = True
     return wrapper

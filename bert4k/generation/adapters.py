@@ -22,7 +22,9 @@ Protocol (subclass `DecodingAdapter`, or provide the same methods):
   (None: the engine's measured default for `compute_dtype`); `variables`: the model's variables (JAX compiles
   them as arguments, not constants).
 
-Registry: `register_adapter(model_class, factory)`; `factory(model) -> adapter`. Keys may be classes or dotted
+Adapters: each built-in family names its adapter factory in its `Family` record (`bert4k.models.families`);
+`register_adapter(model_class, factory)` adds one for other classes or overrides it for a class (and its
+subclasses); `factory(model) -> adapter`. Keys may be classes or dotted
 names (`"bert4k.models.t5.T5"`) and factories may be `"module:attribute"` strings, so a model module never has to
 import this package (imports run generation → models).
 """
@@ -65,8 +67,8 @@ class DecodingAdapter:
         return None
 
 
-_REGISTRY: dict[Any, Any] = {"bert4k.models.transformer.Transformer": "bert4k.generation.adapters:transformer_adapter",
-                             "bert4k.models.t5.T5": "bert4k.generation.t5_adapter:T5Adapter"}
+# Classes registered by users; the built-in families name their adapter in their `Family` record.
+_REGISTRY: dict[Any, Any] = {}
 _ADAPTERS: weakref.WeakKeyDictionary[Any, DecodingAdapter] = weakref.WeakKeyDictionary()
 
 
@@ -82,23 +84,35 @@ def _resolve(factory):
     return factory
 
 
+def _family_adapter(model):
+    """The adapter factory that `model`'s family record names (`bert4k.models.families`), if any."""
+    from bert4k.models.families import FAMILIES
+
+    name = getattr(model, "family", None)
+    family = FAMILIES.get(name) if isinstance(name, str) else None
+    return None if family is None else family.adapter
+
+
 def adapter_for(model) -> DecodingAdapter:
-    """The (cached) adapter of `model`, looked up by its class and base classes."""
+    """The (cached) adapter of `model`: one registered for its class or a base class, else the one its family
+    record names."""
     if hasattr(model, "start") and hasattr(model, "step"):
         return model
     try:
         return _ADAPTERS[model]
     except (KeyError, TypeError):
         pass
-    for cls in type(model).__mro__:
-        for key in (cls, f"{cls.__module__}.{cls.__qualname__}"):
-            if key in _REGISTRY:
-                adapter = _resolve(_REGISTRY[key])(model)
-                try:
-                    _ADAPTERS[model] = adapter
-                except TypeError:
-                    pass
-                return adapter
+    factories = [_REGISTRY[key] for cls in type(model).__mro__
+                 for key in (cls, f"{cls.__module__}.{cls.__qualname__}") if key in _REGISTRY]
+    factories.append(_family_adapter(model))
+    for factory in factories:
+        if factory is not None:
+            adapter = _resolve(factory)(model)
+            try:
+                _ADAPTERS[model] = adapter
+            except TypeError:
+                pass
+            return adapter
     raise TypeError(f"generate: no decoding adapter registered for {type(model).__name__}; "
                     f"register one with bert4k.generation.register_adapter")
 
@@ -170,12 +184,11 @@ class TransformerAdapter(DecodingAdapter):
             if unknown:
                 raise ValueError(f"generate: unknown input(s) {unknown}; this model takes {names}")
             values = dict(inputs)
-        elif isinstance(inputs, tuple):
-            given = names if len(inputs) == len(names) else [n for n in names if n != "segment_ids"]
-            if len(inputs) != len(given):
-                raise ValueError(f"generate: got a tuple of {len(inputs)} inputs; this model takes {names} "
-                                 "(segment_ids may be left out)")
-            values = dict(zip(given, inputs))
+        elif isinstance(inputs, tuple):  # positional, never guessed: (ids, x) must not bind segments as the cond
+            if not (len(inputs) == len(names) or (len(inputs) == 1 and "cond" not in names)):
+                raise ValueError(f"generate: got a tuple of {len(inputs)} inputs; this model takes {names} in this "
+                                 "order (segment_ids may be None) or a dict with those keys")
+            values = dict(zip(names, inputs))
         else:
             values = {"token_ids": inputs}
         if m.layer_norm_cond and values.get("cond") is None:

@@ -22,9 +22,10 @@ NEG_INF = float("-inf")
 
 def beam_loop(step: Callable, reorder: Callable, *, batch: int, beams: int, num_return: int, width: int,
               length_penalty: float, stops: np.ndarray, stop_mask, min_stops: int, min_new_tokens: int,
-              repetition_penalty: float, use_seen: bool) -> Callable:
+              repetition_penalty: float, use_seen: bool, while_loop: Callable = ops.while_loop) -> Callable:
     """`run(state, logits, seen, max_new) -> (tokens [batch, num_return, width], lengths [batch, num_return])`,
-    built from `keras.ops` only; `logits` / `state` have `batch * beams` rows (row = input * beams + beam)."""
+    built from `keras.ops` only; `logits` / `state` have `batch * beams` rows (row = input * beams + beam).
+    `while_loop`: `python_while_loop` for adapters whose step is plain Python / numpy."""
     alpha = float(length_penalty)
     stop_ids = ops.convert_to_tensor(stops.astype("int32")) if stops.size else None
     stop_mask = ops.convert_to_tensor(stop_mask) if stop_mask is not None else None
@@ -102,11 +103,18 @@ def beam_loop(step: Callable, reorder: Callable, *, batch: int, beams: int, num_
                      ops.zeros((batch, beams), "int32"), ops.zeros((batch, num_return, width), "int32"),
                      ops.full((batch, num_return), NEG_INF, "float32"), ops.zeros((batch, num_return), "int32"),
                      ops.zeros((batch,), "bool"), max_new)
-        out = ops.while_loop(cond, body, loop_vars)
+        out = while_loop(cond, body, loop_vars)
         fin_tokens, fin_scores, fin_len = out[7], out[8], out[9]
         return fin_tokens, ops.where(fin_scores > NEG_INF, fin_len, 0)
 
     return run
+
+
+def python_while_loop(cond: Callable, body: Callable, loop_vars: tuple) -> tuple:
+    """`ops.while_loop`'s contract as a plain Python loop (nothing traced: for uncompiled numpy adapters)."""
+    while bool(ops.convert_to_numpy(cond(*loop_vars))):
+        loop_vars = tuple(body(*loop_vars))
+    return loop_vars
 
 
 def results(tokens: np.ndarray, lengths: np.ndarray, pad_id: int) -> np.ndarray:

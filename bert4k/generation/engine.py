@@ -109,7 +109,8 @@ def generate(model, inputs, max_new_tokens: int, *, method: str | Sampler = "gre
                repetition_penalty, use_seen, in_place)
         tokens, lengths = run(key, lambda: beam.beam_loop(
             step, reorder, batch=rows, beams=sampler.num_beams, num_return=num_samples, width=width,
-            length_penalty=sampler.length_penalty, use_seen=use_seen, **options))
+            length_penalty=sampler.length_penalty, use_seen=use_seen,
+            while_loop=ops.while_loop if compile_ else beam.python_while_loop, **options))
         out = beam.results(ops.convert_to_numpy(tokens), ops.convert_to_numpy(lengths), pad)
         if streamer is not None:
             for column in out.T:

@@ -1,4 +1,8 @@
-"""Multi-head attention with key_size ≠ head_size, a boolean mask, an additive position bias and a KV cache."""
+"""Multi-head attention with key_size ≠ head_size, a boolean mask, an additive position bias and a KV cache.
+
+Plain attention (padding and/or causal mask, or none; no position bias; no attention dropout in training) runs on
+`keras.ops.dot_product_attention`, the backend's fused kernel; the rest on explicit float32 scores.
+"""
 from __future__ import annotations
 
 import keras
@@ -15,8 +19,9 @@ NEG_INF = -1e9
 class MultiHeadAttention(keras.layers.Layer):
     """Scaled dot-product attention over `heads` heads.
 
-    Queries and keys have `key_size` per head, values `head_size`. `attention_mask` is boolean `[batch, q, k]`
-    (True = may attend). `position_bias` (`[batch or 1, heads, q, k]`) is added to the scores (T5).
+    Queries and keys have `key_size` per head, values `head_size`. `attention_mask` is boolean, broadcastable to
+    `[batch, q, k]` (True = may attend): a key-padding mask `[batch, 1, k]` is never expanded. `causal=True` adds
+    "query i sees keys j ≤ i" (full-sequence calls; a cached step passes its mask instead). `position_bias` (`[batch or 1, heads, q, k]`) is added to the scores (T5).
     `scale=False` drops the 1/√key_size factor (T5).
     `attention="linear"`: φ(q)·φ(k) linear attention (see `bert4k.layers.linear_attention`); `attention_mask` is then
     the mask structure and `cache` the running state `(S, Z)`.
@@ -63,7 +68,7 @@ class MultiHeadAttention(keras.layers.Layer):
         return k, v
 
     def call(self, query, key_value=None, attention_mask=None, position_bias=None, cache=None, cache_index=None,
-             cache_in_place=False, training=None):
+             causal: bool = False, cache_in_place=False, training=None):
         """Returns the attention output, and with `cache` also the updated `(k, v)` cache.
 
         `cache=(k, v)` with `cache_index`: the new K/V of `key_value` are written into the static cache at
@@ -82,7 +87,7 @@ class MultiHeadAttention(keras.layers.Layer):
             if cache is not None:
                 k = write_cache(cache[0], k, cache_index, in_place=cache_in_place)
                 v = write_cache(cache[1], v, cache_index, in_place=cache_in_place)
-        out = self.attend(q, k, v, attention_mask, position_bias, training)
+        out = self.attend(q, k, v, attention_mask, position_bias, training, causal=causal)
         out = self.attention_output(out)
         return (out, (k, v)) if cache is not None else out
 
@@ -95,8 +100,22 @@ class MultiHeadAttention(keras.layers.Layer):
         out = self.attention_output(ops.reshape(out, (batch, length, self.heads * self.head_size)))
         return (out, new_state) if state is not None else out
 
-    def attend(self, q, k, v, mask=None, position_bias=None, training=None):
+    def _fused(self, training) -> bool:
+        return self.key_size == self.head_size and not (training and self.dropout > 0)
+
+    def attend(self, q, k, v, mask=None, position_bias=None, training=None, causal: bool = False):
         """softmax(q·kᵀ [/√d] + bias, masked) · v, heads merged: `[batch, q, heads*head_size]`."""
+        batch, length = ops.shape(q)[0], ops.shape(q)[1]
+        if position_bias is None and self._fused(training):
+            mask4 = None if mask is None else ops.expand_dims(ops.cast(mask, "bool"), 1)
+            out = ops.dot_product_attention(q, ops.cast(k, q.dtype), ops.cast(v, q.dtype), mask=mask4,
+                                            scale=self.key_size ** -0.5 if self.scale else 1.0, is_causal=causal)
+            return ops.reshape(out, (batch, length, self.heads * self.head_size))
+        if causal:
+            i = ops.arange(ops.shape(q)[1])[:, None]
+            j = ops.arange(ops.shape(k)[1])[None, :]
+            causal_mask = ops.expand_dims(j <= i, 0)
+            mask = causal_mask if mask is None else ops.logical_and(ops.cast(mask, "bool"), causal_mask)
         scores = ops.einsum("bqhd,bkhd->bhqk", q, ops.cast(k, q.dtype))
         scores = ops.cast(scores, "float32")
         if self.scale:
@@ -108,7 +127,6 @@ class MultiHeadAttention(keras.layers.Layer):
         probs = ops.softmax(scores, axis=-1)
         probs = self.attention_dropout(ops.cast(probs, q.dtype), training=training)
         out = ops.einsum("bhqk,bkhd->bqhd", probs, ops.cast(v, q.dtype))
-        batch, length = ops.shape(out)[0], ops.shape(out)[1]
         return ops.reshape(out, (batch, length, self.heads * self.head_size))
 
     def compute_output_shape(self, query_shape, key_value_shape=None):

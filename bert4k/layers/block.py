@@ -58,11 +58,16 @@ class TransformerBlock(keras.layers.Layer):
         self.residual_dropout = keras.layers.Dropout(self.dropout, dtype=dtype)
 
     def call(self, x, attention_mask=None, cond=None, cache=None, cache_index=None, cache_in_place=False,
-             training=None):
-        """Returns the block output, and with `cache` also the layer's updated `(k, v)` cache."""
+             causal: bool = False, training=None):
+        """Returns the block output, and with `cache` also the layer's updated `(k, v)` cache.
+
+        `attention_mask` broadcasts to `[batch, q, k]`; `causal=True` (softmax attention only) adds the causal
+        structure inside the attention (see `MultiHeadAttention`)."""
+        extra = {"causal": True} if causal else {}
+
         def attend(h):
             return self.attention(h, attention_mask=attention_mask, cache=cache, cache_index=cache_index,
-                                  cache_in_place=cache_in_place, training=training)
+                                  cache_in_place=cache_in_place, training=training, **extra)
 
         norm1 = lambda h: self.attention_norm(h, cond=cond)
         norm2 = lambda h: self.ffn_norm(h, cond=cond)

@@ -131,10 +131,13 @@ class ConditionalRandomField(keras.layers.Layer):
         return self.log_partition(scores, mask) - self.path_score(y_true, scores, mask)
 
     def sparse_loss(self, y_true, y_pred):
-        """`-log p(y | x)` per row; `y_true` integer labels `[batch, seq]` (any value at padded positions)."""
+        """`-log p(y | x)` per row; `y_true` integer labels `[batch, seq]` (any value at padded positions). A row
+        with a label outside `0..num_labels-1` at a real position gets a NaN loss (a graph cannot raise)."""
         y_true = ops.cast(ops.reshape(y_true, ops.shape(y_pred)[:-1]), "int32")
         y_true = ops.where(_padding_mask(ops.cast(y_pred, "float32")), y_true, ops.zeros_like(y_true))
-        return self.dense_loss(ops.one_hot(y_true, self.num_labels), y_pred)
+        outside = ops.any(ops.logical_or(ops.less(y_true, 0), ops.greater_equal(y_true, self.num_labels)), axis=1)
+        loss = self.dense_loss(ops.one_hot(y_true, self.num_labels), y_pred)
+        return ops.where(outside, ops.full_like(loss, np.nan), loss)
 
     def sparse_accuracy(self, y_true, y_pred):
         """Per-token accuracy of the emission argmax over real positions (a cheap training-time signal)."""

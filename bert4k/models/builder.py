@@ -79,7 +79,13 @@ def _config_and_family(config_path, checkpoint_path, model: str | None) -> tuple
         return config_path, family
     raw = dict(config_path) if isinstance(config_path, dict) else read_json(config_path)
     names = None if checkpoint_path is None else (lambda: tensor_names(checkpoint_path))
-    detected, reason = detect_family(raw, names)
+    if model is None:
+        detected, reason = detect_family(raw, names)
+    else:
+        try:
+            detected, reason = detect_family(raw, names)
+        except ValueError:  # an unknown model_type: the explicit family decides
+            detected, reason = get_family(model), None
     if model is None:
         family = detected
         if reason is not None:

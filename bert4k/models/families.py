@@ -19,6 +19,9 @@ from bert4k.checkpoints import gpt2 as gpt2_ckpt
 from bert4k.checkpoints import t5 as t5_ckpt
 from bert4k.checkpoints.evidence import Evidence
 from bert4k.config import TransformerConfig, bert_config, check_raw_config, config_error
+from bert4k.models.gpt2 import causal_transformer, gpt2_config, gpt2_ml_config
+from bert4k.models.t5 import T5
+from bert4k.models.transformer import Transformer
 
 
 def resolve(reference: Any) -> Any:
@@ -61,7 +64,7 @@ class Family:
     heads: tuple[str, ...] = ()
     tied_heads: tuple[tuple[str, str], ...] = ()
     hf_config: Callable | str | None = None
-    adapter: str | None = "bert4k.generation.adapters:TransformerAdapter"
+    adapter: Callable | str | None = "bert4k.generation.adapters:transformer_adapter"
     kind: str = ""
     detect: Callable[[Evidence], str | None] | None = None
 
@@ -117,21 +120,23 @@ def get_family(name: str) -> Family:
 def detect_family(raw: dict, read_names: Callable[[], set[str]] | None = None) -> tuple[Family, str | None]:
     """The family the config `raw` (and the checkpoint's tensor names, read lazily) look like, with the reason.
 
-    Rules are tried from the most recently registered family back to `bert`, whose rule is the loosest; when none
-    matches the answer is `bert` (bert4keras' default) with reason None."""
+    Rules are tried from the most recently registered family back to `bert`, whose rule is the loosest. A config
+    whose `model_type` no family claims is refused; one with no sign at all is `bert` (bert4keras' default) with
+    reason None."""
     evidence = Evidence(raw, raw.get("__path__"), read_names)
     for family in reversed(FAMILIES.values()):
         if family.detect is not None and (reason := family.detect(evidence)):
             return family, reason
+    if evidence.model_type is not None:
+        raise ValueError(f"{raw.get('__path__', '<config dict>')}: model_type {evidence.model_type!r} is not one "
+                         f"bert4k knows ({', '.join(FAMILIES)}); pass model= to read it as one of them")
     return FAMILIES["bert"], None
 
 
 # === the built-in families ===
-_TRANSFORMER = "bert4k.models.transformer:Transformer"
-_CAUSAL = "bert4k.models.gpt2:causal_transformer"
 _T5_ADAPTER = "bert4k.generation.t5_adapter:T5Adapter"
 
-_BERT_MAPS = dict(model_class=_TRANSFORMER, specs=bert_ckpt.bert_specs, from_hf=bert_ckpt.hf_bert_names,
+_BERT_MAPS = dict(model_class=Transformer, specs=bert_ckpt.bert_specs, from_hf=bert_ckpt.hf_bert_names,
                   from_tf=bert_ckpt.google_bert_names, to_tf=bert_ckpt.to_google_bert, ignore=bert_ckpt.IGNORED, heads=bert_ckpt.HEADS,
                   tied_heads=bert_ckpt.TIED_HEADS, hf_config=bert_ckpt.hf_config, kind="bert")
 register_family(Family(name="bert", read_config=bert_config, detect=bert_ckpt.detect_bert, **_BERT_MAPS))
@@ -139,18 +144,18 @@ register_family(Family(name="roberta", read_config=bert_config, detect=bert_ckpt
 
 for _name, _shared in (("albert", True), ("albert_unshared", False)):
     register_family(Family(
-        name=_name, read_config=albert_ckpt.albert_reader(_shared), model_class=_TRANSFORMER,
+        name=_name, read_config=albert_ckpt.albert_reader(_shared), model_class=Transformer,
         specs=albert_ckpt.albert_specs, from_hf=albert_ckpt.hf_albert_names, from_tf=albert_ckpt.google_albert_names,
         to_tf=albert_ckpt.to_google_albert, ignore=albert_ckpt.IGNORED, heads=albert_ckpt.HEADS, tied_heads=albert_ckpt.TIED_HEADS,
         hf_config=albert_ckpt.hf_config, kind="albert", detect=albert_ckpt.detect_albert if _shared else None))
 
 register_family(Family(
-    name="gpt2", read_config="bert4k.models.gpt2:gpt2_config", model_class=_CAUSAL, specs=gpt2_ckpt.gpt2_specs,
+    name="gpt2", read_config=gpt2_config, model_class=causal_transformer, specs=gpt2_ckpt.gpt2_specs,
     from_hf=gpt2_ckpt.hf_gpt2_names, from_tf=gpt2_ckpt.openai_gpt2_names, to_tf=gpt2_ckpt.to_openai_gpt2,
     ignore=gpt2_ckpt.GPT2_IGNORED, tied_heads=gpt2_ckpt.TIED_HEADS, hf_config=gpt2_ckpt.hf_config,
     detect=gpt2_ckpt.detect_gpt2))
 register_family(Family(
-    name="gpt2_ml", read_config="bert4k.models.gpt2:gpt2_ml_config", model_class=_CAUSAL,
+    name="gpt2_ml", read_config=gpt2_ml_config, model_class=causal_transformer,
     specs=gpt2_ckpt.gpt2_ml_specs, from_hf=gpt2_ckpt.same_names, from_tf=gpt2_ckpt.same_names,
     to_tf=gpt2_ckpt.same_names, detect=gpt2_ckpt.detect_gpt2_ml))
 
@@ -158,6 +163,6 @@ register_family(Family(
 _T5_DETECT = {"t5": t5_ckpt.detect_t5, "t5.1.1": t5_ckpt.detect_t5_v11, "mt5": t5_ckpt.detect_mt5}
 for _name, _tied in (("t5", True), ("t5.1.0", True), ("t5.1.1", False), ("mt5", False), ("mt5.1.1", False)):
     register_family(Family(detect=_T5_DETECT.get(_name),
-        name=_name, read_config=t5_ckpt.t5_config_reader(_tied), model_class="bert4k.models.t5:T5",
+        name=_name, read_config=t5_ckpt.t5_config_reader(_tied), model_class=T5,
         specs=t5_ckpt.t5_specs, from_hf=t5_ckpt.hf_t5_names, from_tf=t5_ckpt.mesh_tf_names, to_tf=t5_ckpt.to_mesh_tf,
         ignore=t5_ckpt.IGNORED, hf_config=t5_ckpt.hf_config, adapter=_T5_ADAPTER, kind="t5"))

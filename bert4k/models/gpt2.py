@@ -16,8 +16,9 @@ defines `layer_norm(..., epsilon=1e-5)` and `gelu` with `erf`. This is `Transfor
 
 Padding. GPT-2's own vocabulary has no padding token (id 0 is "!"), so by default no id is treated as padding
 (`pad_token_id = -1`): pass `pad_token_id=...` to `build_transformer_model` to mask one. A config that names a
-`pad_token_id`, or a checkpoint that ships a BERT `vocab.txt` / says `tokenizer_class: BertTokenizer` (UER
-`gpt2-chinese-*`), pads with that id / 0 (`[PAD]`). GPT2-ML uses a BERT-style vocabulary: pad 0.
+`pad_token_id` other than its `eos_token_id`, or a checkpoint that ships a BERT `vocab.txt` / says `tokenizer_class: BertTokenizer` (UER
+`gpt2-chinese-*`), pads with that id / 0 (`[PAD]`); with pad = eos nothing is inferred from ids (pass the model a
+`padding_mask`, `build_transformer_model(..., padding_mask=True)`). GPT2-ML uses a BERT-style vocabulary: pad 0.
 """
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ def _require(raw: dict, *names: str) -> None:
 
 def _gpt2_pad_id(raw: dict) -> int:
     if raw.get("pad_token_id") is not None:
-        return int(raw["pad_token_id"])
+        pad = int(raw["pad_token_id"])
+        # pad = eos (common in fine-tuned checkpoints): an end-of-text token is data, never padding.
+        return -1 if pad == raw.get("eos_token_id") else pad
     path = raw.get("__path__")
     bert_vocab = path is not None and os.path.exists(os.path.join(os.path.dirname(path), "vocab.txt"))
     return 0 if bert_vocab or raw.get("tokenizer_class") == "BertTokenizer" else -1

@@ -10,9 +10,11 @@ from bert4k.config import TransformerConfig
 from bert4k.layers.embeddings import TokenEmbedding
 from bert4k.layers.initializers import truncated_normal
 from bert4k.layers.norms import RMSNorm
+from bert4k.layers.structural import OutputMask, PaddingMask
 from bert4k.layers.t5 import RelativePositionBias, T5AttentionMask, T5Block
 from bert4k.models import condition
 from bert4k.models.functional import FunctionalModel
+from bert4k.models.input_checks import Limit
 from bert4k.models.python_inputs import as_input_arrays
 
 APPLICATIONS = ("encoder", "seq2seq")
@@ -26,7 +28,8 @@ class T5(FunctionalModel):
     token of the decoder), then the condition of the conditional norms as in `Transformer`: with
     `layer_norm_cond=k` a vector `[batch, k]`, with a condition model its inputs. Only γ is conditioned (RMSNorm has
     no β); every norm of both stacks, final norms included, receives the condition (after the optional hidden Dense).
-    Output: `[batch, dec_len, vocab]` next-token probabilities (`logits=True`: logits).
+    Output: `[batch, dec_len, vocab]` next-token probabilities (`logits=True`: logits), whose Keras mask is
+    `decoder_token_ids != pad` (position 0, the start token, always real).
     The decoder sees its own tokens causally (never masked as padding) and every non-padding encoder token.
     `encoder_model` / `decoder_model` are serving models over the same weights; `context_cache`, `init_cache`
     and `decode_step` run cached autoregressive decoding. `application` is accepted for the builder's sake:
@@ -85,8 +88,9 @@ class T5(FunctionalModel):
         cond_sources, cond = condition.inputs(self.condition_model, cond_dim, self.cond_dense)
         context = self.encode(encoder_ids, cond=cond)
         x = self.decode(decoder_ids, context, self.encoder_mask(encoder_ids), cond=cond)
-        super().__init__(inputs=[encoder_ids, decoder_ids, *cond_sources],
-                         outputs=self.head_activation(self.lm_logits(x)), **kwargs)
+        decoder_padding = PaddingMask(cfg.pad_token_id, keep_first=True, name="Decoder-Padding-Mask")(decoder_ids)
+        outputs = OutputMask(name="Decoder-Output-Mask")([self.head_activation(self.lm_logits(x)), decoder_padding])
+        super().__init__(inputs=[encoder_ids, decoder_ids, *cond_sources], outputs=outputs, **kwargs)
 
         # === Config ===
         self.config = cfg
@@ -97,6 +101,10 @@ class T5(FunctionalModel):
         self.layer_norm_cond_hidden_act = layer_norm_cond_hidden_act
         self.family = family
         self.dtype_name = dtype
+
+    def input_limits(self) -> dict[str, Limit]:
+        vocab = Limit(self.config.vocab_size, "vocab_size")
+        return {"Encoder-Input-Token": vocab, "Decoder-Input-Token": vocab}
 
     # --- pieces shared by the functional graph, the serving models and cached decoding ---
     def condition_vector(self, cond):

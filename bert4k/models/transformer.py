@@ -13,9 +13,10 @@ from bert4k.layers.embeddings import BiasAdd, TokenEmbedding
 from bert4k.layers.initializers import truncated_normal
 from bert4k.layers.linear_attention import application_kind, linear_mask
 from bert4k.layers.norms import LayerNorm
-from bert4k.layers.structural import AttentionMask, PositionIds, QueryStream
+from bert4k.layers.structural import AttentionMask, OutputMask, PaddingMask, PositionIds, QueryStream, RestrictMask
 from bert4k.models import condition
 from bert4k.models.functional import FunctionalModel
+from bert4k.models.input_checks import Limit
 from bert4k.models.python_inputs import as_input_arrays
 
 HEAD_APPLICATIONS = ("mlm", "lm", "unilm", "plm")
@@ -37,13 +38,18 @@ def _attention_options(attention: str, options: dict | None, cfg: TransformerCon
 class Transformer(FunctionalModel):
     """A functional Keras model over one Transformer stack.
 
-    Inputs: `token_ids` (`[batch, seq]`, `pad_token_id` = padding), then `segment_ids` when the config has token
-    types or the application is `unilm`, then `perm_ranks` for `plm`, then the condition of the conditional
+    Inputs: `token_ids` (`[batch, seq]`), then `segment_ids` when the config has token types or the application is
+    `unilm`, then with `padding_mask=True` a `padding_mask` (`[batch, seq]` bool or 0/1, True = real token;
+    `None` or absent: `token_ids != pad_token_id`, and nothing is padding when `pad_token_id < 0`), then with
+    `attention_mask="input"` a `[batch, seq, seq]` mask, then `perm_ranks` for `plm`, then the condition of the conditional
     LayerNorms: with `layer_norm_cond=k` (int) a vector `[batch, k]`; with `layer_norm_cond=condition_model` (a
     `keras.Model` whose output is `[batch, k]`, e.g. a label embedding) that model's inputs, computed inside.
     Outputs follow bert4keras: the sequence output; with `with_pool` only the pooled output; with an MLM/LM head only
     the head's distribution; with both `[pooled, head]`. `logits=True` returns head logits instead of probabilities.
     `attention="linear"` uses linear attention (φ = elu + 1, never n×n) in every block: encoder, mlm, lm, unilm.
+    `attention_mask`: a user's mask restricting the application's (`"input"`, or `fn(token_ids)` → bool
+    `[batch, seq, seq]`, e.g. `lambda ids: bert4k.masks.sliding_window_mask(ids, 2)`; a function is saved in
+    `.keras` only if it is registered serializable). The outputs carry the padding as their Keras mask.
     `attention="talking_heads"` / `"synthesizer_dense" | "synthesizer_random" | "synthesizer_factorized"`: see
     `bert4k.layers.talking_heads` / `bert4k.layers.synthesizer`, settings in `attention_options` (the synthesizers'
     fixed `max_length` defaults to `max_position_embeddings`).
@@ -53,9 +59,11 @@ class Transformer(FunctionalModel):
                  with_mlm: bool | str = False, logits: bool = False, mask_token_id: int = 103,
                  layer_norm_cond: int | keras.Model | None = None, layer_norm_cond_hidden_size: int | None = None,
                  layer_norm_cond_hidden_act: str = "linear", family: str = "bert", dtype=None, attention: str = "softmax",
-                 attention_options: dict | None = None, **kwargs):
+                 attention_options: dict | None = None, padding_mask: bool = False, attention_mask=None, **kwargs):
         if isinstance(config, dict):
             config = TransformerConfig.from_dict(config)
+        if isinstance(attention_mask, dict):
+            attention_mask = keras.saving.deserialize_keras_object(attention_mask)
         if application not in masks.APPLICATIONS:
             raise ValueError(f"unknown application {application!r}; expected one of {masks.APPLICATIONS}")
         linear_kind = application_kind(application) if attention == "linear" else None
@@ -120,6 +128,13 @@ class Transformer(FunctionalModel):
         if use_segments:
             segment_ids = keras.Input(shape=(None,), dtype="int32", name="Input-Segment")
             inputs.append(segment_ids)
+        padding_input = user_mask_input = None
+        if padding_mask:
+            padding_input = keras.Input(shape=(None,), dtype="int32", name="Input-Padding-Mask", optional=True)
+            inputs.append(padding_input)
+        if attention_mask == "input":
+            user_mask_input = keras.Input(shape=(None, None), dtype="int32", name="Input-Attention-Mask")
+            inputs.append(user_mask_input)
         if application == "plm":
             perm_ranks = keras.Input(shape=(None,), dtype="int32", name="Input-PermRanks")
             inputs.append(perm_ranks)
@@ -131,21 +146,40 @@ class Transformer(FunctionalModel):
             query_ids = ops.full_like(token_ids, mask_token_id)
             query = self.embed(query_ids, segment_ids, positions=self.position_ids(token_ids), cond=cond)
             x = ops.concatenate([x, query], axis=1)
+        padding = (PaddingMask(cfg.pad_token_id, name="Padding-Mask")(token_ids, padding_input)
+                   if padding_mask or cfg.pad_token_id >= 0 else None)
+        # softmax attention takes the causal structure as `causal=True` (fused kernel, no [b, n, n] mask)
+        causal = application == "lm" and attention == "softmax"
         if linear_kind is not None:
+            if padding_mask or attention_mask is not None:
+                raise ValueError("attention='linear' takes its mask from token_ids only (no padding_mask / "
+                                 "attention_mask)")
             mask = linear_mask(linear_kind, token_ids, segment_ids, cfg.pad_token_id)
+        elif padding is None and (application in ("encoder", "mlm") or causal):
+            mask = None
         else:
-            mask = AttentionMask(application, cfg.pad_token_id, name="Attention-Mask")(token_ids, segment_ids, perm_ranks)
+            mask = AttentionMask(application, cfg.pad_token_id, causal_in_attention=causal, name="Attention-Mask")(
+                token_ids, segment_ids, perm_ranks, padding=padding)
+        if attention_mask is not None and linear_kind is None:
+            if mask is None:
+                mask = ops.ones_like(token_ids, dtype="bool")[:, None, :]
+            user_fn = None if attention_mask == "input" else attention_mask
+            mask = RestrictMask(user_fn, name="Attention-Mask-User")(mask, token_ids, user_mask_input)
         for block in self.blocks:
-            x = block(x, attention_mask=mask, cond=cond)
+            x = block(x, attention_mask=mask, cond=cond, causal=causal)
         if self.output_norm is not None:
             x = self.output_norm(x, cond=cond)
         if application == "plm":
             x = QueryStream(name="PLM-QueryStream")(x)
-        outputs = [x]
+
+        def with_mask(t, name):
+            return t if padding is None else OutputMask(name=name)([t, padding])
+
+        outputs = [with_mask(x, "Output-Mask")]
         if self.pooler is not None:
             outputs.append(self.pooler(x[:, 0]))
         if has_head:
-            outputs.append(self.head(x, cond))
+            outputs.append(with_mask(self.head(x, cond), "Output-Mask-Head"))
         outputs = outputs[0] if len(outputs) == 1 else outputs[1] if len(outputs) == 2 else outputs[1:]
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
@@ -163,7 +197,17 @@ class Transformer(FunctionalModel):
         self.dtype_name = dtype
         self.family = family
         self.attention = attention
+        self.padding_mask = padding_mask
+        self.attention_mask = attention_mask
         self.attention_options = attention_options
+
+    def input_limits(self) -> dict[str, Limit]:
+        cfg = self.config
+        positions = cfg.max_position_embeddings - cfg.position_offset  # RoBERTa: rows start at pad + 1
+        limits = {"Input-Token": Limit(cfg.vocab_size, "vocab_size", positions)}
+        if self.segment_embedding is not None:
+            limits["Input-Segment"] = Limit(cfg.type_vocab_size, "type_vocab_size")
+        return limits
 
     # --- pieces shared by the functional graph and the cached decoding step ---
     def embed(self, token_ids, segment_ids=None, positions=None, cond=None, training=None):
@@ -237,6 +281,9 @@ class Transformer(FunctionalModel):
             "layer_norm_cond_hidden_act": self.layer_norm_cond_hidden_act,
             "family": self.family,
             "attention": self.attention,
+            "padding_mask": self.padding_mask,
+            "attention_mask": (self.attention_mask if self.attention_mask in (None, "input") else
+                               keras.saving.serialize_keras_object(self.attention_mask)),
             "attention_options": self.attention_options,
             "dtype": self.dtype_name,
         }

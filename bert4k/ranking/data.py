@@ -13,10 +13,12 @@ PAD_LABEL = -1  # label of padded documents in a padded batch; losses and metric
 
 @dataclasses.dataclass
 class RankingList:
-    """The documents of one query: `features` `[n, f]` float32, graded `labels` `[n]` (int, ≥ 0)."""
+    """The documents of one query: `features` `[n, f]` float32, graded `labels` `[n]` (int, ≥ 0), optionally each
+    document's 0-based `initial_rank` `[n]` from a base ranker."""
 
     features: np.ndarray
     labels: np.ndarray
+    initial_rank: np.ndarray | None = None
 
 
 def _parse_row(line: str, path, number: int, num_features: int | None) -> tuple[int, dict[int, float]]:
@@ -57,6 +59,16 @@ def read_libsvm_ranking(path: str | os.PathLike, query_path: str | os.PathLike |
     labels = np.array([label for label, _ in rows], np.int32)
     bounds = np.cumsum([0, *sizes])
     return [RankingList(features[a:b], labels[a:b]) for a, b in itertools.pairwise(bounds)]
+
+
+def pad_initial_ranks(lists: Sequence[RankingList], length: int) -> np.ndarray:
+    """`[q, length]` int32 initial ranks (0 on padding); every list must have `initial_rank`."""
+    ranks = np.zeros((len(lists), length), np.int32)
+    for i, r in enumerate(lists):
+        if r.initial_rank is None:
+            raise ValueError(f"pad_initial_ranks: list {i} has no initial_rank")
+        ranks[i, :len(r.initial_rank)] = r.initial_rank
+    return ranks
 
 
 def pad_lists(lists: Sequence[RankingList], length: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

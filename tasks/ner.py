@@ -1,0 +1,359 @@
+"""Chinese named-entity recognition on MSRA NER (PER / LOC / ORG, IOB2): a Transformer encoder with three heads
+(per-token softmax, CRF, GlobalPointer) beside the classic baseline, a linear-chain CRF on character-window
+features (sklearn-crfsuite: characters at ±2, the bigrams among them), all trained and scored on the same split.
+
+Data: msra-ner/train.txt (one `char<TAB>tag` per line, a blank line between sentences). It has no official dev or
+test set, so a deterministic 10% of the sentences (by MD5 of the text) is held out for testing (`--test FILE`
+scores on another file of the same format instead) and 5% of the rest is the dev set.
+
+Metric: entity-level micro precision / recall / F1, an entity counting only with exact span and type.
+
+Long sentences: the encoder sees windows of `--maxlen - 2` characters (`[CLS] chars [SEP]`); every window of a
+sentence is labelled and the entities mapped back to sentence offsets, so nothing is dropped (an entity crossing
+a window boundary is split there). Empty sentences (blank-line runs) are skipped when reading. A tag that is not
+`O` / `B-T` / `I-T`, or (with `--test`) of a type the training data lacks, is an error naming the file and line.
+
+    python tasks/ner.py                                   # from our pretrained model, all three heads
+    python tasks/ner.py --heads crf --epochs 3
+    python tasks/ner.py --train-limit 5000 --limit 2000   # a subset: 5000 training, 2000 dev/test sentences
+
+Writes to --out: metrics.json, predictions.jsonl and, per head, a folder with log.csv and learning_curve.png.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import resource
+import time
+from pathlib import Path
+
+import common
+import keras
+import numpy as np
+from keras import ops
+
+from bert4k import heads, tagging
+from bert4k.layers import ConditionalRandomField, GlobalPointer
+from bert4k.layers.global_pointer import decode_spans, global_pointer_crossentropy
+from bert4k.layers.initializers import truncated_normal
+
+HEADS = ("softmax", "crf", "gp")
+TEST_FRACTION = 0.1
+DEV_FRACTION = 0.05
+
+
+def parse_args(argv=None):
+    p = common.task_parser(__doc__, out="ner", epochs=2, batch_size=32, maxlen=128, lr=2e-4)
+    p.add_argument("--heads", default=",".join(HEADS), help="comma-separated subset of %(default)s")
+    p.add_argument("--test", help="score on this IOB2 file instead of the held-out split")
+    p.add_argument("--train-limit", type=int, default=0, help="at most N training sentences (overrides --limit)")
+    p.add_argument("--crf-lr-multiplier", type=float, default=100.0, help="default: %(default)s")
+    p.add_argument("--gp-head-size", type=int, default=64, help="default: %(default)s")
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--no-baseline", action="store_true", help="skip the sklearn-crfsuite baseline")
+    p.add_argument("--baseline-iterations", type=int, default=100, help="L-BFGS iterations (default: %(default)s)")
+    return p.parse_args(argv)
+
+
+# === data ===
+
+@dataclasses.dataclass
+class Sentence:
+    chars: list[str]
+    spans: list[tagging.Entity]
+
+    @property
+    def text(self) -> str:
+        return "".join(self.chars)
+
+
+def read_iob(path: Path) -> list[Sentence]:
+    """Sentences of a `char<TAB>tag` file; blank lines separate sentences (runs of them are one separator)."""
+    sentences, chars, tags, first_line = [], [], [], 1
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                if chars:
+                    sentences.append(_sentence(chars, tags, f"{path}:{first_line}"))
+                chars, tags = [], []
+                continue
+            char, sep, tag = line.rpartition("\t")
+            if not sep or len(char) != 1:
+                raise ValueError(f"{path}:{n}: expected 'char<TAB>tag', got {line[:40]!r}")
+            if not chars:
+                first_line = n
+            chars.append(char)
+            tags.append(tag.strip())
+    if chars:
+        sentences.append(_sentence(chars, tags, f"{path}:{first_line}"))
+    return sentences
+
+
+def _sentence(chars, tags, where) -> Sentence:
+    try:
+        return Sentence(chars, tagging.tags_to_spans(tags))
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
+def split(args) -> tuple[list[Sentence], list[Sentence], list[Sentence], str]:
+    """`(train, dev, test, test_name)`."""
+    path = common.data_path("msra-ner", "train.txt")
+    sentences = read_iob(path)
+    if args.test:
+        rest, test, name = sentences, read_iob(Path(args.test)), str(args.test)
+    else:
+        rest = [s for s in sentences if not common.held_out(s.text, TEST_FRACTION)]
+        test = [s for s in sentences if common.held_out(s.text, TEST_FRACTION)]
+        name = f"msra-ner held-out {TEST_FRACTION:.0%}"
+    train = [s for s in rest if not common.held_out("dev:" + s.text, DEV_FRACTION)]
+    dev = [s for s in rest if common.held_out("dev:" + s.text, DEV_FRACTION)]
+    train = common.limited(train, args.train_limit or args.limit)
+    return train, common.limited(dev, args.limit), common.limited(test, args.limit), name
+
+
+def entity_types(train: list[Sentence], test: list[Sentence], test_name: str) -> list[str]:
+    types = sorted({k for s in train for k, _, _ in s.spans})
+    unknown = sorted({k for s in test for k, _, _ in s.spans} - set(types))
+    if unknown:
+        raise ValueError(f"{test_name}: entity types {unknown} do not occur in the training data (types {types})")
+    return types
+
+
+@dataclasses.dataclass
+class Piece:
+    """One encoder window of a sentence: token ids `[CLS] chars [SEP]`, the window's entities in window char
+    positions, and its offset in the sentence."""
+
+    sentence: int
+    offset: int
+    token_ids: list[int]
+    spans: list[tagging.Entity]
+
+
+def featurize(sentences: list[Sentence], tokenizer, maxlen: int) -> list[Piece]:
+    if maxlen < 3:
+        raise ValueError(f"--maxlen must be ≥ 3 ([CLS], one char, [SEP]), got {maxlen}")
+    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    pieces = []
+    for i, s in enumerate(sentences):
+        for start, end in tagging.windows(len(s.chars), maxlen - 2):
+            ids = [cls, *tokenizer.tokens_to_ids([c.lower() for c in s.chars[start:end]]), sep]
+            pieces.append(Piece(i, start, ids, tagging.clip_spans(s.spans, start, end)))
+    return pieces
+
+
+def tag_labels(piece: Piece, tagset: tagging.TagSet) -> list[int]:
+    """Tag id + 1 per token (0 is padding); `[CLS]` and `[SEP]` are `O`."""
+    tags = tagging.spans_to_tags(piece.spans, len(piece.token_ids) - 2)
+    return [1, *(i + 1 for i in tagset.encode(tags)), 1]
+
+
+def span_targets(pieces: list[Piece], types: list[str], length: int) -> np.ndarray:
+    """GlobalPointer targets `[batch, types, length, length]` (token positions: char i is token i + 1)."""
+    y = np.zeros((len(pieces), len(types), length, length), dtype="float32")
+    index = {k: i for i, k in enumerate(types)}
+    for b, p in enumerate(pieces):
+        for kind, s, e in p.spans:
+            y[b, index[kind], s + 1, e + 1] = 1.0
+    return y
+
+
+def gp_dataset(pieces: list[Piece], types: list[str], batch_size: int, seed: int):
+    import tensorflow as tf
+
+    lengths = [len(p.token_ids) for p in pieces]
+    passes = [0]
+
+    def generate():
+        rng = np.random.default_rng([seed, passes[0]])
+        passes[0] += 1
+        for index in common.batch_order(lengths, batch_size, True, rng):
+            batch = [pieces[i] for i in index]
+            ids = common._pad([p.token_ids for p in batch])
+            yield (ids, np.zeros_like(ids)), span_targets(batch, types, ids.shape[1])
+
+    ids = tf.TensorSpec([None, None], tf.int32)
+    signature = ((ids, ids), tf.TensorSpec([None, len(types), None, None], tf.float32))
+    data = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    n_batches = -(-len(pieces) // batch_size)
+    return data.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(2)
+
+
+# === models ===
+
+def masked_token_crossentropy(y_true, logits):
+    """Mean softmax cross-entropy over tokens whose label (tag id + 1) is not 0."""
+    y_true = ops.cast(y_true, "int32")
+    keep = ops.cast(ops.greater(y_true, 0), "float32")
+    ce = keras.losses.sparse_categorical_crossentropy(ops.maximum(y_true - 1, 0), logits, from_logits=True)
+    return ops.sum(ce * keep, axis=-1) / ops.maximum(ops.sum(keep, axis=-1), 1.0)
+
+
+def build(head: str, source: common.ModelSource, args, tagset: tagging.TagSet):
+    """`(model, loss, crf or None)`."""
+    encoder = source.build(args.model)
+    if head == "softmax":
+        return heads.build_token_classifier(encoder, len(tagset), args.dropout), masked_token_crossentropy, None
+    token_ids = encoder.inputs[0]
+    real = keras.layers.Lambda(lambda t: ops.not_equal(t, 0), name="Real-Tokens")(token_ids)
+    x = keras.layers.Dropout(args.dropout, name="Head-Dropout")(encoder.output)
+    if head == "crf":
+        initializer = truncated_normal(float(getattr(encoder.config, "initializer_range", 0.02)))
+        x = keras.layers.Dense(len(tagset), kernel_initializer=initializer, dtype="float32", name="Emissions")(x)
+        crf = ConditionalRandomField(lr_multiplier=args.crf_lr_multiplier, name="CRF")
+        out = crf(x, mask=real)
+
+        def crf_loss(y_true, y_pred):
+            return crf.sparse_loss(ops.maximum(ops.cast(y_true, "int32") - 1, 0), y_pred)
+
+        return keras.Model(encoder.inputs, out, name="ner_crf"), crf_loss, crf
+    out = GlobalPointer(len(tagset.types), args.gp_head_size, name="GlobalPointer")(x, mask=real)
+    return keras.Model(encoder.inputs, out, name="ner_gp"), global_pointer_crossentropy, None
+
+
+def predict(model, head: str, crf, pieces: list[Piece], tagset: tagging.TagSet, n_sentences: int,
+            batch_size: int) -> list[set]:
+    """Entities per sentence (sentence char offsets), decoding batch by batch."""
+    found = [set() for _ in range(n_sentences)]
+    order = np.argsort([len(p.token_ids) for p in pieces], kind="stable")
+    for start in range(0, len(order), batch_size):
+        batch = [pieces[i] for i in order[start:start + batch_size]]
+        ids = common._pad([p.token_ids for p in batch])
+        ids = np.pad(ids, ((0, 0), (0, -ids.shape[1] % 16)))  # few distinct shapes: few retraces
+        out = model.predict_on_batch((ids, np.zeros_like(ids)))
+        if head == "crf":
+            out = keras.ops.convert_to_numpy(crf.decode(out))
+        else:
+            out = np.asarray(out)
+        for p, row in zip(batch, out):
+            n = len(p.token_ids) - 2
+            if head == "gp":
+                flat = decode_spans(row[:, 1:n + 1, 1:n + 1], nested=False)  # MSRA entities do not nest
+                spans = [(tagset.types[h], s, e) for h, s, e, _ in flat]
+            else:
+                labels = row[1:n + 1] if head == "crf" else row[1:n + 1].argmax(-1)
+                spans = tagging.tags_to_spans(tagset.decode(labels))
+            found[p.sentence].update((k, s + p.offset, e + p.offset) for k, s, e in spans)
+    return found
+
+
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def run_head(head, source, args, out, tagset, train_pieces, dev, dev_pieces, test, test_pieces) -> dict:
+    model, loss, crf = build(head, source, args, tagset)
+    if head == "gp":
+        data = gp_dataset(train_pieces, tagset.types, args.batch_size, args.seed)
+    else:
+        labels = [tag_labels(p, tagset) for p in train_pieces]
+        data = common.dataset([[p.token_ids for p in train_pieces], [[0] * len(p.token_ids) for p in train_pieces]],
+                              labels, args.batch_size, shuffle=True, seed=args.seed)
+    folder = out / head
+    folder.mkdir(parents=True, exist_ok=True)
+    _, train_seconds = common.timed(common.fit, model, args, folder, data, len(train_pieces), loss=loss,
+                                    title=f"MSRA NER, {head} head ({source.name})")
+    started = time.time()
+    test_found = predict(model, head, crf, test_pieces, tagset, len(test), 2 * args.batch_size)
+    predict_seconds = time.time() - started
+    dev_found = predict(model, head, crf, dev_pieces, tagset, len(dev), 2 * args.batch_size)
+    scores = tagging.entity_scores([s.spans for s in test], test_found)
+    return {**scores, "dev_f1": tagging.entity_scores([s.spans for s in dev], dev_found)["f1"],
+            "train_seconds": train_seconds,
+            "train_sentences_per_s": round(args.epochs * len(train_pieces) / max(train_seconds, 1e-9), 1),
+            "predict_sentences_per_s": round(len(test) / max(predict_seconds, 1e-9), 1),
+            "peak_rss_mb": peak_rss_mb(), "parameters": model.count_params(),
+            "_found": test_found}
+
+
+# === baseline ===
+
+def char_features(chars: list[str], i: int) -> dict:
+    """Characters at offsets -2..2 and the bigrams of adjacent ones in that window."""
+    def at(j):
+        return chars[j] if 0 <= j < len(chars) else ("<s>" if j < 0 else "</s>")
+
+    f = {"bias": 1.0}
+    for d in range(-2, 3):
+        f[f"c[{d}]"] = at(i + d)
+    for d in range(-2, 2):
+        f[f"c[{d}:{d + 1}]"] = at(i + d) + at(i + d + 1)
+    return f
+
+
+def crfsuite_baseline(train: list[Sentence], dev, test: list[Sentence], iterations: int) -> dict:
+    import sklearn_crfsuite
+
+    def features(s):
+        return [char_features(s.chars, i) for i in range(len(s.chars))]
+
+    model = sklearn_crfsuite.CRF(algorithm="lbfgs", c1=0.1, c2=0.1, max_iterations=iterations)
+    started = time.time()
+    model.fit([features(s) for s in train], [tagging.spans_to_tags(s.spans, len(s.chars)) for s in train])
+    train_seconds = time.time() - started
+    started = time.time()
+    test_tags = model.predict([features(s) for s in test])
+    predict_seconds = time.time() - started
+    dev_tags = model.predict([features(s) for s in dev])
+    found = [set(tagging.tags_to_spans(t)) for t in test_tags]
+    scores = tagging.entity_scores([s.spans for s in test], found)
+    return {**scores, "dev_f1": tagging.entity_scores([s.spans for s in dev],
+                                                      [tagging.tags_to_spans(t) for t in dev_tags])["f1"],
+            "train_seconds": round(train_seconds, 1),
+            "predict_sentences_per_s": round(len(test) / max(predict_seconds, 1e-9), 1),
+            "peak_rss_mb": peak_rss_mb(), "_found": found}
+
+
+def write_predictions(path: Path, test: list[Sentence], found: dict[str, list[set]]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for i, s in enumerate(test):
+            row = {"text": s.text, "gold": [[k, a, b, s.text[a:b + 1]] for k, a, b in s.spans]}
+            for name, rows in found.items():
+                row[name] = [[k, a, b, s.text[a:b + 1]] for k, a, b in sorted(rows[i], key=lambda e: e[1])]
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def main(argv=None) -> dict:
+    started = time.time()
+    args = parse_args(argv)
+    chosen = [h.strip() for h in args.heads.split(",") if h.strip()]
+    unknown = sorted(set(chosen) - set(HEADS))
+    if unknown or not chosen:
+        raise ValueError(f"--heads: unknown head(s) {unknown}; choose from {HEADS}")
+    out = common.setup(args)
+    train, dev, test, test_name = split(args)
+    types = entity_types(train, test, test_name)
+    tagset = tagging.TagSet(types)
+    print(f"train {len(train)}, dev {len(dev)}, test {len(test)} sentences ({test_name}); types {types}")
+
+    results, found = {}, {}
+    if not args.no_baseline:
+        baseline = crfsuite_baseline(train, dev, test, args.baseline_iterations)
+        found["crfsuite"] = baseline.pop("_found")
+        results["crfsuite"] = baseline
+        print(f"crfsuite baseline: F1 {baseline['f1']:.4f}")
+    source = common.model_source(args)
+    tokenizer = source.tokenizer()
+    pieces = {name: featurize(part, tokenizer, args.maxlen) for name, part in (("train", train), ("dev", dev),
+                                                                                 ("test", test))}
+    for head in chosen:
+        keras.backend.clear_session()
+        result = run_head(head, source, args, out, tagset, pieces["train"], dev, pieces["dev"], test,
+                          pieces["test"])
+        found[head] = result.pop("_found")
+        results[head] = result
+        print(f"{head}: F1 {result['f1']:.4f}")
+    write_predictions(out / "predictions.jsonl", test, found)
+    metrics = {"task": "ner", "dataset": "msra-ner", "test_set": test_name, "types": types,
+               "train_sentences": len(train), "dev_sentences": len(dev), "test_sentences": len(test),
+               "train_windows": len(pieces["train"]), "test_windows": len(pieces["test"]),
+               **{f"f1_{name}": r["f1"] for name, r in results.items()}, "results": results}
+    return common.finish(out, metrics, args, started, source)
+
+
+if __name__ == "__main__":
+    main()

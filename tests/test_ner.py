@@ -1,0 +1,164 @@
+"""bert4k.tagging (IOB2 ↔ spans, tag set, windows, entity P/R/F1) against hand-checked cases and a brute count,
+the bad-input rules of tasks/ner.py, and the NER script end to end on a small slice of MSRA NER."""
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bert4k import tagging
+from tests.conftest import DATA
+
+TASKS = Path(__file__).resolve().parents[1] / "tasks"
+
+
+def ner_module():
+    if str(TASKS) not in sys.path:
+        sys.path.insert(0, str(TASKS))
+    return importlib.import_module("ner")
+
+
+def test_tags_to_spans_and_back():
+    tags = ["B-PER", "I-PER", "O", "B-LOC", "B-LOC", "I-LOC", "O", "B-ORG"]
+    spans = tagging.tags_to_spans(tags)
+    assert spans == [("PER", 0, 1), ("LOC", 3, 3), ("LOC", 4, 5), ("ORG", 7, 7)]
+    assert tagging.spans_to_tags(spans, len(tags)) == tags
+    assert tagging.tags_to_spans([]) == [] and tagging.spans_to_tags([], 0) == []
+
+
+def test_stray_inside_tags_follow_conlleval():
+    # I-X after O, or after an entity of another type, starts a new entity
+    assert tagging.tags_to_spans(["I-PER", "I-PER", "I-LOC", "O", "I-ORG"]) == [
+        ("PER", 0, 1), ("LOC", 2, 2), ("ORG", 4, 4)]
+
+
+def test_malformed_tags_raise():
+    for bad in ("PER", "B-", "X-PER", "b-PER"):
+        with pytest.raises(ValueError, match="not IOB2"):
+            tagging.tags_to_spans(["O", bad])
+
+
+def test_overlapping_and_out_of_range_spans_raise():
+    with pytest.raises(ValueError, match=r"\('LOC', 0, 3\) and \('PER', 2, 4\) overlap"):
+        tagging.spans_to_tags([("PER", 2, 4), ("LOC", 0, 3)], 6)
+    with pytest.raises(ValueError, match="overlap"):
+        tagging.spans_to_tags([("ORG", 0, 5), ("LOC", 1, 2)], 6)  # nested
+    with pytest.raises(ValueError, match="outside positions 0..5"):
+        tagging.spans_to_tags([("ORG", 4, 6)], 6)
+
+
+def test_tag_set_rejects_labels_outside_it():
+    tags = tagging.TagSet(["LOC", "PER"])
+    assert tags.tags == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    assert tags.decode(tags.encode(["B-PER", "I-PER", "O"])) == ["B-PER", "I-PER", "O"]
+    with pytest.raises(ValueError, match=r"f.txt:3: tag 'B-ORG' \(position 1\) is outside the tag set"):
+        tags.encode(["O", "B-ORG"], where="f.txt:3")
+    with pytest.raises(ValueError, match="distinct"):
+        tagging.TagSet(["LOC", "LOC"])
+
+
+def test_windows_cover_the_text_and_clip_spans():
+    assert tagging.windows(0, 4) == [(0, 0)]
+    assert tagging.windows(10, 4) == [(0, 4), (4, 8), (8, 10)]
+    spans = [("PER", 2, 5), ("LOC", 8, 9)]
+    assert tagging.clip_spans(spans, 4, 8) == [("PER", 0, 1)]
+    assert tagging.clip_spans(spans, 0, 4) == [("PER", 2, 3)]
+    with pytest.raises(ValueError):
+        tagging.windows(3, 0)
+
+
+def test_entity_scores_against_a_direct_count():
+    rng = np.random.default_rng(0)
+    gold, pred = [], []
+    for _ in range(50):
+        g = {(str(rng.choice(["A", "B"])), int(s), int(s) + int(rng.integers(0, 3))) for s in rng.integers(0, 20, 3)}
+        p = {e for e in g if rng.random() < 0.6} | {("A", int(rng.integers(0, 20)), 25)}
+        gold.append(g)
+        pred.append(p)
+    tp = sum(len(g & p) for g, p in zip(gold, pred))
+    n_gold, n_pred = sum(map(len, gold)), sum(map(len, pred))
+    scores = tagging.entity_scores(gold, pred)
+    assert scores["precision"] == pytest.approx(tp / n_pred) and scores["recall"] == pytest.approx(tp / n_gold)
+    assert scores["f1"] == pytest.approx(2 * tp / (n_gold + n_pred))
+    tp_b = sum(len({e for e in g & p if e[0] == "B"}) for g, p in zip(gold, pred))
+    assert scores["per_type"]["B"]["correct"] == tp_b
+    # a wrong type or a shifted boundary is not a match
+    assert tagging.entity_scores([[("A", 0, 1)]], [[("B", 0, 1), ("A", 0, 2)]])["f1"] == 0.0
+    assert tagging.entity_scores([[]], [[]])["f1"] == 0.0
+
+
+def test_read_iob_skips_empty_sentences_and_names_bad_lines(tmp_path):
+    ner = ner_module()
+    good = tmp_path / "good.txt"
+    good.write_text("\n\n张\tB-PER\n三\tI-PER\n去\tO\n\n\n\n北\tB-LOC\n京\tI-LOC\n", encoding="utf-8")
+    sentences = ner.read_iob(good)
+    assert [(s.text, s.spans) for s in sentences] == [("张三去", [("PER", 0, 1)]), ("北京", [("LOC", 0, 1)])]
+    bad = tmp_path / "bad.txt"
+    bad.write_text("张\tB-PER\n\n三\tPER\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad.txt:3: tag 'PER' is not IOB2"):
+        ner.read_iob(bad)
+    bad.write_text("张 B-PER\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad.txt:1: expected 'char<TAB>tag'"):
+        ner.read_iob(bad)
+
+
+def test_unknown_test_types_raise():
+    ner = ner_module()
+    train = [ner.Sentence(list("张三"), [("PER", 0, 1)])]
+    test = [ner.Sentence(list("联合国"), [("ORG", 0, 2)])]
+    with pytest.raises(ValueError, match=r"t.txt: entity types \['ORG'\] do not occur in the training data"):
+        ner.entity_types(train, test, "t.txt")
+
+
+def test_long_sentences_are_windowed_with_offsets(vocab_path):
+    from bert4k.tokenizers import Tokenizer
+
+    ner = ner_module()
+    tokenizer = Tokenizer(str(vocab_path), do_lower_case=True)
+    s = ner.Sentence(list("我在北京大学读书也在上海工作"), [("ORG", 2, 5), ("LOC", 10, 11)])
+    pieces = ner.featurize([s, ner.Sentence([], [])], tokenizer, maxlen=6)  # 4 chars per window
+    first = [p for p in pieces if p.sentence == 0]
+    assert [p.offset for p in first] == [0, 4, 8, 12]
+    assert [len(p.token_ids) for p in first] == [6, 6, 6, 4]
+    assert first[0].spans == [("ORG", 2, 3)] and first[1].spans == [("ORG", 0, 1)]
+    assert first[2].spans == [("LOC", 2, 3)]
+    assert tokenizer.ids_to_tokens(first[3].token_ids) == ["[CLS]", "工", "作", "[SEP]"]
+    empty = [p for p in pieces if p.sentence == 1]
+    assert len(empty) == 1 and len(empty[0].token_ids) == 2 and empty[0].spans == []
+    tagset = tagging.TagSet(["LOC", "ORG"])
+    assert ner.tag_labels(first[2], tagset) == [1, 1, 1, 2, 3, 1]  # [CLS] 也 在 上(B-LOC) 海(I-LOC) [SEP]
+    targets = ner.span_targets(first[:3], ["LOC", "ORG"], 6)
+    assert targets.sum() == 3 and targets[0, 1, 3, 4] == 1 and targets[2, 0, 3, 4] == 1
+    with pytest.raises(ValueError, match="--maxlen must be ≥ 3"):
+        ner.featurize([s], tokenizer, maxlen=2)
+
+
+def run_script(tmp_path, heads: tuple[str, ...]):
+    ner = ner_module()
+    out = tmp_path / "ner"
+    ner.main(["--tiny", "--epochs", "1", "--batch-size", "16", "--limit", "48", "--maxlen", "24",
+              "--baseline-iterations", "3", "--heads", ",".join(heads), "--out", str(out), "--data-dir", str(DATA)])
+    m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert m["train_sentences"] == m["test_sentences"] == 48 and m["train_windows"] > 48  # maxlen 24 splits
+    assert set(m["results"]) == {"crfsuite", *heads} and m["types"] == ["LOC", "ORG", "PER"]
+    for r in m["results"].values():
+        assert 0.0 <= r["f1"] <= 1.0 and r["gold"] == m["results"]["crfsuite"]["gold"] > 0
+        assert r["predict_sentences_per_s"] > 0 and r["peak_rss_mb"] > 0
+    for head in heads:
+        assert (out / head / "log.csv").read_text().startswith("epoch,")
+    return out
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data folder {DATA} is absent")
+def test_ner_script_on_a_slice(tmp_path):
+    out = run_script(tmp_path, ("crf",))
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 48 and all(e[3] == r["text"][e[1]:e[2] + 1] for r in rows for e in r["gold"] + r["crf"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data folder {DATA} is absent")
+def test_ner_script_all_heads(tmp_path):
+    run_script(tmp_path, ("softmax", "crf", "gp"))
