@@ -8,6 +8,7 @@ with the address to obtain it from.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 from pathlib import Path
@@ -17,6 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 REGISTRY_PATH = REPO / "pretrained" / "registry.json"
 CONFIG_FILES = ("config.json", "bert_config.json", "albert_config.json", "hparams.json")
 VOCAB_FILES = ("vocab.txt", "spiece.model", "sentencepiece.model")
+# Modules whose import registers the Keras-serialisable classes a saved bert4k model refers to.
+_SERIALIZABLES = ("bert4k.models", "bert4k.heads", "bert4k.training")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 
@@ -179,8 +182,8 @@ def load_model(path: str | os.PathLike):
     """`keras.saving.load_model` of a saved bert4k model (`.keras`), with bert4k's layers registered."""
     import keras
 
-    import bert4k.heads  # registers the head layers
-    import bert4k.models  # noqa: F401  (registers the models and layers)
+    for module in _SERIALIZABLES:
+        importlib.import_module(module)
 
     path = os.fspath(path)
     if not os.path.exists(path):

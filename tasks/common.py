@@ -356,7 +356,8 @@ def dataset(columns: Sequence[Sequence[Sequence[int]]], y=None, batch_size: int 
     """A `tf.data.Dataset` of `(x, y)` batches (or `x` alone): `x` is the tuple of `columns` (lists of id
     sequences: token ids, segment ids, ...) padded with 0 to the longest row of the batch; `y` is None, an array
     indexed per example, a tuple of arrays, or a list of id sequences (padded). Shuffled datasets draw a new
-    length-bucketed order on every pass (seeded by `seed` and the pass number)."""
+    length-bucketed order on every pass (seeded by `seed` and the pass number); `fit` makes the pass number the
+    epoch (`data.epoch_order`), so a resumed run repeats the uninterrupted run's order."""
     import tensorflow as tf
 
     lengths = [len(r) for r in columns[0]]
@@ -383,7 +384,31 @@ def dataset(columns: Sequence[Sequence[Sequence[int]]], y=None, batch_size: int 
     signature = x_spec if y is None else (x_spec, spec_of(y))
     data = tf.data.Dataset.from_generator(generate, output_signature=signature)
     n_batches = -(-len(lengths) // batch_size)
-    return data.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(2)
+    data = data.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(2)
+    data.epoch_order = EpochOrder(passes)
+    return data
+
+
+class EpochOrder(keras.callbacks.Callback):
+    """Makes every random choice of an epoch a function of the epoch number: the shuffled `dataset`'s order, and
+    the states of the model's random seed generators (dropout), which BackupAndRestore does not save. A run
+    resumed at epoch k then repeats what the uninterrupted run did in epoch k."""
+
+    STEP = 1 << 20  # seed-generator draws an epoch may make before two epochs' streams overlap
+
+    def __init__(self, passes: list[int]):
+        super().__init__()
+        self.passes = passes
+        self.initial: list[tuple] = []
+
+    def on_train_begin(self, logs=None):
+        self.initial = [(sg.state, np.asarray(sg.state.numpy())) for layer in self.model._flatten_layers()
+                        for sg in layer._seed_generators]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.passes[0] = epoch
+        for state, start in self.initial:
+            state.assign((start + np.array([0, epoch * self.STEP])).astype(start.dtype))
 
 
 def predict_in_order(model, columns: Sequence[Sequence[Sequence[int]]], batch_size: int = 64):
@@ -419,8 +444,9 @@ def fit(model, args: argparse.Namespace, out: Path, train_data, n_train: int, lo
                                           weight_decay=args.weight_decay, grad_accum_steps=args.grad_accum,
                                           use_ema=args.ema)
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    order = [train_data.epoch_order] if hasattr(train_data, "epoch_order") else []
     callbacks = training.training_callbacks(str(out), resume=not args.no_resume, swap_ema=args.ema and val_data
-                                            is not None, title=title, before=before, baselines=baselines)
+                                            is not None, title=title, before=[*order, *before], baselines=baselines)
     verbose = 1 if sys.stdout.isatty() else 2
     return model.fit(train_data, validation_data=val_data, epochs=args.epochs, callbacks=callbacks, verbose=verbose,
                      shuffle=False)

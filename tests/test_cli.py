@@ -188,6 +188,7 @@ def test_convert_hf_to_tf_and_keras(google_bert, tmp_path):
 
 # === fill-mask, encode, generate ===
 
+@pytest.mark.slow
 def test_fill_mask_encode_generate_commands(tmp_path, capsys):
     import torch
     import transformers

@@ -3,6 +3,7 @@ predictions, a metrics JSON with sane values, the CSV log and the PNG learning c
 import importlib
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -282,3 +283,50 @@ def test_qa_on_own_file_saves_and_predicts(tmp_path):
     assert scored["predicted"] == 4 and "f1" not in scored
     assert (json.loads((tmp_path / "a" / "predictions.json").read_text()) ==
             json.loads((out / "predictions.json").read_text()))
+
+
+def _classification_command(out: Path) -> list[str]:
+    return [sys.executable, str(TASKS / "classification.py"), "--tiny", "--limit", "64", "--maxlen", "32",
+            "--batch-size", "8", "--epochs", "3", "--no-baseline", "--seed", "3", "--out", str(out),
+            "--data-dir", str(DATA)]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
+    """SIGKILL during epoch 2, then the same command again: it resumes from the epoch-1 backup and ends with the
+    metrics and weights of a run that was never interrupted (same seed)."""
+    import signal
+    import subprocess
+    import time
+
+    import numpy as np
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    subprocess.run(_classification_command(whole), check=True, env=env, capture_output=True, timeout=600)
+    process = subprocess.Popen(_classification_command(killed), env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    metadata = killed / "backup" / "training_metadata.json"
+    deadline = time.time() + 600
+    while time.time() < deadline and process.poll() is None:
+        if metadata.exists() and json.loads(metadata.read_text() or "{}").get("epoch") == 1:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    assert process.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed in epoch 2"
+    assert not (killed / "metrics.json").exists()
+    resumed = subprocess.run(_classification_command(killed), check=True, env=env, capture_output=True, text=True,
+                             timeout=600)
+    assert "resuming the interrupted run with the same settings" in resumed.stdout
+    a = json.loads((whole / "metrics.json").read_text())
+    b = json.loads((killed / "metrics.json").read_text())
+    assert a["accuracy"] == b["accuracy"]
+    log_a = (whole / "log.csv").read_text().splitlines()
+    log_b = (killed / "log.csv").read_text().splitlines()
+    assert log_a[0] == log_b[0] and len(log_b) == len(log_a) == 4
+    numbers = [[[float(v) for v in line.split(",")] for line in log[1:]] for log in (log_a, log_b)]
+    np.testing.assert_allclose(numbers[0], numbers[1], atol=1e-5)  # every epoch's loss, accuracy, val_*
+    from bert4k.pretrained import load_model
+
+    for u, v in zip(load_model(whole / "model.keras").weights, load_model(killed / "model.keras").weights):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), atol=1e-5, err_msg=u.path)
