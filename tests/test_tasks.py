@@ -330,3 +330,50 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
 
     for u, v in zip(load_model(whole / "model.keras").weights, load_model(killed / "model.keras").weights):
         np.testing.assert_allclose(np.asarray(u), np.asarray(v), atol=1e-5, err_msg=u.path)
+
+
+# === --train/--dev/--test and --predict on the other scripts ===
+
+def test_ner_on_own_files_saves_and_predicts(tmp_path):
+    if str(TASKS) not in sys.path:
+        sys.path.insert(0, str(TASKS))
+    ner = importlib.import_module("ner")
+    from bert4k import tagging
+
+    head = tmp_path / "head.txt"
+    with open(DATA / "msra-ner" / "train.txt", encoding="utf-8") as f:
+        head.write_text("".join(line for _, line in zip(range(20000), f)), encoding="utf-8")
+    sentences = [s for s in ner.read_iob(head) if s.spans][:60]
+    assert len(sentences) == 60
+    train = tmp_path / "mine.txt"  # IOB2, as msra-ner/train.txt
+    train.write_text("\n".join("".join(f"{c}\t{t}\n" for c, t in zip(s.chars, tagging.spans_to_tags(s.spans, len(s.chars)))) for s in sentences[:40]),
+                     encoding="utf-8")
+
+    def jsonl(path, rows, entities=True):
+        path.write_text("".join(json.dumps({"text": s.text, **({"entities": [[k, a, b, s.text[a:b + 1]] for k, a, b
+                                            in s.spans]} if entities else {})}, ensure_ascii=False) + "\n"
+                                for s in rows), encoding="utf-8")
+        return path
+
+    dev, test = jsonl(tmp_path / "dev.jsonl", sentences[40:48]), jsonl(tmp_path / "test.jsonl", sentences[48:60])
+    out = tmp_path / "run"
+    m = ner.main(["--tiny", "--epochs", "1", "--batch-size", "8", "--maxlen", "32", "--heads", "crf", "--no-baseline",
+                  "--train", str(train), "--dev", str(dev), "--test", str(test), "--out", str(out),
+                  "--data-dir", str(DATA)])
+    assert (m["dataset"], m["train_sentences"], m["dev_sentences"], m["test_sentences"]) == (str(train), 40, 8, 12)
+    assert m["results"]["crf"]["gold"] == sum(len(s.spans) for s in sentences[48:60])
+    assert (out / "crf" / "model.keras").exists() and (out / "crf" / "vocab.txt").exists()
+    run_rows = [json.loads(r) for r in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    scored = ner.main(["--predict", str(test), "--saved", str(out), "--out", str(tmp_path / "tagged")])
+    rows = [json.loads(r) for r in (tmp_path / "tagged" / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert scored["predicted"] == 12 and [r["crf"] for r in rows] == [r["crf"] for r in run_rows]
+    assert scored["f1_crf"] == pytest.approx(m["results"]["crf"]["f1"], abs=1e-12)
+    unlabelled = ner.main(["--predict", str(jsonl(tmp_path / "new.jsonl", sentences[48:60], entities=False)),
+                           "--saved", str(out), "--out", str(tmp_path / "new")])
+    rows = [json.loads(r) for r in (tmp_path / "new" / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert "f1_crf" not in unlabelled and [r["crf"] for r in rows] == [r["crf"] for r in run_rows]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"text": "张三去北京", "entities": [["PER", 0, 1, "张"]]}, ensure_ascii=False) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl: record 1: entity \['PER', 0, 1, '张'\] says '张' but the text "
+                                         r"there is '张三'"):
+        ner.read_sentences(bad)
