@@ -377,3 +377,32 @@ def test_ner_on_own_files_saves_and_predicts(tmp_path):
     with pytest.raises(ValueError, match=r"bad.jsonl: record 1: entity \['PER', 0, 1, '张'\] says '张' but the text "
                                          r"there is '张三'"):
         ner.read_sentences(bad)
+
+
+def test_relation_extraction_on_own_files_saves_and_predicts(tmp_path):
+    if str(TASKS) not in sys.path:
+        sys.path.insert(0, str(TASKS))
+    task = importlib.import_module("relation_extraction")
+    rows = task.make_demo(60, seed=1)
+
+    def jsonl(path, part, labelled=True):
+        task.write_jsonl(path, [{"text": r["text"], **({"spo_list": [dict(zip(("subject", "predicate", "object"), t))
+                                                                     for t in r["spo"]]} if labelled else {})}
+                                for r in part])
+        return path
+
+    train, test = jsonl(tmp_path / "mine.jsonl", rows[:48]), jsonl(tmp_path / "mine_test.jsonl", rows[48:])
+    out = tmp_path / "run"
+    m = task.main(["--tiny", "--epochs", "1", "--batch-size", "8", "--maxlen", "32", "--threshold", "0.2",
+                   "--train", str(train), "--test", str(test), "--out", str(out), "--data-dir", str(DATA)])
+    assert (m["data"], m["train_texts"], m["test_texts"]) == (str(train), 48, 12)
+    run_rows = [json.loads(r) for r in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert any(r["predicted"] for r in run_rows)  # threshold 0.2: the untrained model predicts something
+    scored = task.main(["--predict", str(test), "--saved", str(out), "--out", str(tmp_path / "scored")])
+    rows_again = [json.loads(r) for r in (tmp_path / "scored" / "predictions.jsonl").read_text().splitlines()]
+    assert [r["predicted"] for r in rows_again] == [r["predicted"] for r in run_rows]
+    assert (scored["texts"], scored["predicted"], scored["f1"]) == (12, m["predicted"], m["f1"])
+    new = task.main(["--predict", str(jsonl(tmp_path / "new.jsonl", rows[48:], labelled=False)), "--saved", str(out),
+                     "--out", str(tmp_path / "new")])
+    rows_new = [json.loads(r) for r in (tmp_path / "new" / "predictions.jsonl").read_text().splitlines()]
+    assert "f1" not in new and [r["predicted"] for r in rows_new] == [r["predicted"] for r in run_rows]
