@@ -148,15 +148,15 @@ def check_resume(out: Path, args: argparse.Namespace) -> None:
     write_json(path, settings)
 
 
-def setup(args: argparse.Namespace) -> Path:
-    """Seed, precision and the output folder (default `default_out`; a backup there is resumed only when its
-    settings match); returns the output folder."""
+def setup(args: argparse.Namespace, model: str | None = None) -> Path:
+    """Seed, precision and the output folder (`output_folder(args, model)`: default `default_out`; a backup there
+    is resumed only when its settings match); returns the output folder."""
     global DATA
     DATA = Path(args.data_dir)
     training.set_seed(args.seed)
     if args.bf16:
         training.use_mixed_precision("mixed_bfloat16")
-    return output_folder(args)
+    return output_folder(args, model)
 
 
 def output_folder(args: argparse.Namespace, model: str | None = None) -> Path:

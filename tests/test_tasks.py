@@ -406,3 +406,28 @@ def test_relation_extraction_on_own_files_saves_and_predicts(tmp_path):
                      "--out", str(tmp_path / "new")])
     rows_new = [json.loads(r) for r in (tmp_path / "new" / "predictions.jsonl").read_text().splitlines()]
     assert "f1" not in new and [r["predicted"] for r in rows_new] == [r["predicted"] for r in run_rows]
+
+
+def test_rank_on_own_files(tmp_path):
+    """LIBSVM ranking files (+ .query) as --train/--dev/--test: the lists read are the files' lists."""
+    if str(TASKS) not in sys.path:
+        sys.path.insert(0, str(TASKS))
+    lines = (DATA / "lambdarank" / "rank.train").read_text().splitlines()
+    sizes = [int(n) for n in (DATA / "lambdarank" / "rank.train.query").read_text().split()]
+    files, start = {}, 0
+    for name, count in (("mine.train", 20), ("mine.dev", 6), ("mine.test", 6)):
+        chunk = sizes[:count]
+        sizes = sizes[count:]
+        (tmp_path / name).write_text("\n".join(lines[start:start + sum(chunk)]) + "\n")
+        (tmp_path / f"{name}.query").write_text("".join(f"{n}\n" for n in chunk))
+        files[name], start = chunk, start + sum(chunk)
+    m = importlib.import_module("rank").main(
+        ["--tiny", "--epochs", "1", "--synthetic-lists", "8", "--variants", "per_document_mlp", "--out",
+         str(tmp_path / "run"), "--train", str(tmp_path / "mine.train"), "--dev", str(tmp_path / "mine.dev"),
+         "--test", str(tmp_path / "mine.test")])
+    assert (m["train_queries"], m["dev_queries"], m["test_queries"]) == (20, 6, 6)
+    assert json.loads((tmp_path / "run" / "settings.json").read_text())["train"] == str(tmp_path / "mine.train")
+    import common
+
+    assert common.default_out(common.argparse.Namespace(task_name="rank", train="x/mine.train"), "tiny") == \
+        common.REPO / "runs" / "rank-mine-tiny"
