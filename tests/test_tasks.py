@@ -431,3 +431,30 @@ def test_rank_on_own_files(tmp_path):
 
     assert common.default_out(common.argparse.Namespace(task_name="rank", train="x/mine.train"), "tiny") == \
         common.REPO / "runs" / "rank-mine-tiny"
+
+
+def test_conditional_lm_on_own_files_saves_and_samples(tmp_path):
+    if str(TASKS) not in sys.path:
+        sys.path.insert(0, str(TASKS))
+    task = importlib.import_module("conditional_lm")
+    train, test = _own_files(tmp_path, 60)
+    out = tmp_path / "run"
+    m = task.main(["--train", str(train), "--test", str(test), "--steps", "2", "--eval-every", "2", "--samples", "2",
+                   "--max-new-tokens", "6", "--layers", "1", "--hidden-size", "32", "--heads", "2", "--cond-size",
+                   "8", "--min-count", "1", "--eager", "--out", str(out)])
+    assert (m["labels"], m["train_reviews"], m["heldout_reviews"]) == (["好评", "差评"], 30, 30)
+    rows = (out / "samples.tsv").read_text(encoding="utf-8").splitlines()
+    assert rows[0].split("\t") == ["model", "requested", "classified", "p_差评", "text"]
+    assert [r.split("\t")[1] for r in rows[1:5]] == ["好评", "好评", "差评", "差评"]
+    vocab = (out / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    assert vocab[:4] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]"] and len(vocab) == m["vocab_size"]
+    labels = tmp_path / "labels.tsv"
+    labels.write_text("label\n好评\n好评\n差评\n差评\n", encoding="utf-8")
+    scored = task.main(["--predict", str(labels), "--saved", str(out), "--out", str(tmp_path / "new")])
+    again = (tmp_path / "new" / "samples.tsv").read_text(encoding="utf-8").splitlines()
+    # the saved model with the run's seed samples what the run sampled for the same conditions
+    assert scored["predicted"] == 4 and [r.split("\t") for r in again[1:]] == [
+        [r.split("\t")[1], r.split("\t")[4]] for r in rows[1:5]]
+    labels.write_text("label\n中评\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"labels.tsv: labels \['中评'\] are not conditions of the saved model"):
+        task.main(["--predict", str(labels), "--saved", str(out), "--out", str(tmp_path / "new")])
