@@ -458,3 +458,23 @@ def test_conditional_lm_on_own_files_saves_and_samples(tmp_path):
     labels.write_text("label\n中评\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"labels.tsv: labels \['中评'\] are not conditions of the saved model"):
         task.main(["--predict", str(labels), "--saved", str(out), "--out", str(tmp_path / "new")])
+
+
+def test_pretrain_on_own_text_files(tmp_path):
+    if str(TASKS) not in sys.path:
+        sys.path.insert(0, str(TASKS))
+    task = importlib.import_module("pretrain")
+    with open(DATA / "zh-plain-corpus" / "zh_corpus.txt", encoding="utf-8") as f:
+        docs = [line for _, line in zip(range(40), f) if line.strip()][:36]
+    (tmp_path / "mine.txt").write_text("".join(docs[:30]), encoding="utf-8")
+    (tmp_path / "held.txt").write_text("".join(docs[30:]), encoding="utf-8")
+    summary = task.main(["--train", str(tmp_path / "mine.txt"), "--dev", str(tmp_path / "held.txt"), "--steps", "2",
+                         "--log-every", "2", "--layers", "1", "--hidden-size", "32", "--heads", "2", "--maxlen", "32",
+                         "--batch-size", "8", "--eval-batches", "1", "--run-eagerly", "--out", str(tmp_path / "run")])
+    assert (summary["train_documents"], summary["heldout_documents"]) == (30, 6)
+    assert summary["train_examples"] == len(task.examples_of([d.strip() for d in docs[:30]], "mlm", 32))
+    assert task.parse_args(["--train", "x/mine.txt"]).out is None
+    args = task.parse_args(["--train", "x/mine.txt", "--layers", "2"])
+    import common
+
+    assert common.default_out(args, "mlm-L2-H256") == common.REPO / "runs" / "pretrain-mine-mlm-L2-H256"
