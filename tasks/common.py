@@ -86,9 +86,10 @@ def task_parser(doc: str, *, out: str, epochs: int, batch_size: int, maxlen: int
 
 
 def add_data_arguments(p: argparse.ArgumentParser, columns: str, file_format: str | None = None, *, dev: bool = True,
-                       predict: bool = True, train_default: str | None = None) -> None:
-    """`--train/--dev/--test FILE` (and `--predict FILE --saved DIR` with `predict`) for a script's own parser;
-    `columns` and `file_format` document the files (default format: TSV with a header row, or JSONL)."""
+                       test: bool = True, predict: bool = True, train_default: str | None = None) -> None:
+    """`--train FILE`, `--dev FILE` and `--test FILE` (each unless False), and `--predict FILE --saved DIR`, for a
+    script's own parser; `columns` and `file_format` document the files (default: TSV with a header row, or
+    JSONL)."""
     g = p.add_argument_group("your data (default: the script's demo split of the shared data)", file_format or
                              f"TSV with a header row, or JSONL (one object a line), with the fields: {columns}")
     g.add_argument("--train", metavar="FILE", default=train_default,
@@ -96,8 +97,9 @@ def add_data_arguments(p: argparse.ArgumentParser, columns: str, file_format: st
     if dev:
         g.add_argument("--dev", metavar="FILE", help="examples evaluated during training (default: a held-out part "
                        "of --train, or --test)")
-    g.add_argument("--test", metavar="FILE", help="held-out examples scored at the end (default: a "
-                   "deterministic part of --train)")
+    if test:
+        g.add_argument("--test", metavar="FILE", help="held-out examples scored at the end (default: a "
+                       "deterministic part of --train)")
     if predict:
         g.add_argument("--predict", metavar="FILE", help="score FILE with the model saved in --saved (no training)")
         g.add_argument("--saved", metavar="DIR", help="a previous run's output folder (model.keras + vocab.txt)")

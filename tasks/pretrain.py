@@ -53,7 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(task_name="pretrain")
     p.add_argument("--objective", choices=objectives.OBJECTIVES, default="mlm")
-    common.add_data_arguments(p, "", "plain text, one document a line", predict=False,
+    common.add_data_arguments(p, "", "plain text, one document a line", test=False, predict=False,
                               train_default=str(DATA / "zh-plain-corpus" / "zh_corpus.txt"))
     p.add_argument("--vocab", default=str(DATA / "bert-chinese-vocab" / "vocab.txt"), help="WordPiece vocab.txt")
     p.add_argument("--out", default=None, help="output folder (default runs/pretrain-<corpus>-<objective>-L<layers>"

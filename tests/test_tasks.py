@@ -146,6 +146,20 @@ def test_help(name, capsys):
     assert all(flag in text for flag in ("--config", "--checkpoint", "--vocab", "--out", "--epochs", "--limit"))
 
 
+@pytest.mark.parametrize("name,fields", [("ner", "text and entities"), ("relation_extraction", "spo_list"),
+                                         ("rank", "FILE.query"), ("conditional_lm", "text, label"),
+                                         ("pretrain", "one document a line")])
+def test_help_documents_the_data_files(name, fields, capsys):
+    if str(TASKS) not in sys.path:
+        sys.path.insert(0, str(TASKS))
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(name).parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert exit_info.value.code == 0 and "--train FILE" in text and fields in text
+    assert ("--test FILE" in text) == (name != "pretrain") and ("--predict FILE" in text) == (name not in (
+        "rank", "pretrain"))
+
+
 PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
 
 
