@@ -242,6 +242,39 @@ def test_convert_keras_model_to_hf_loads_in_transformers_with_a_progress_bar(tmp
     assert len(read_tensors(str(tmp_path / "tf" / "bert_model.ckpt"))) == len(model.weights)
 
 
+def test_streaming_safetensors_writer_is_read_back_by_the_reference_reader(tmp_path):
+    """convert's progress comes from bert4k's own per-tensor safetensors writer: the reference reader (safetensors
+    for torch) gets every dtype, shape and value back, and progress counts the data bytes up to the total."""
+    import ml_dtypes
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from bert4k.checkpoints.writers import save_safetensors
+
+    rng = np.random.default_rng(0)
+    tensors = {"b.w": rng.normal(size=(3, 5)).astype("float32"), "a": np.arange(7, dtype=">i8"),
+               "mask": np.array([True, False, True]), "half": rng.normal(size=(2, 2)).astype("float16"),
+               "bf16": rng.normal(size=(4,)).astype(ml_dtypes.bfloat16), "scalar": np.float32(3.5),
+               "empty": np.zeros((0, 3), "float32"), "i8": np.array([-1, 2], "int8")}
+    calls = []
+    save_safetensors(tensors, tmp_path / "x.safetensors", metadata={"format": "pt", "k": "v"},
+                     progress=lambda done, total: calls.append((done, total)))
+    got = load_file(tmp_path / "x.safetensors")
+    assert sorted(got) == sorted(tensors)
+    for name, value in tensors.items():
+        back = got[name].float().numpy() if got[name].dtype == torch.bfloat16 else got[name].numpy()
+        assert back.shape == np.shape(value) and np.array_equal(back, np.asarray(value).astype(back.dtype)), name
+    with safe_open(tmp_path / "x.safetensors", "np") as f:
+        assert f.metadata() == {"format": "pt", "k": "v"}
+    total = sum(np.asarray(v).nbytes for v in tensors.values())
+    assert len(calls) == len(tensors) and calls[-1] == (total, total)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    with pytest.raises(TypeError, match=r"tensor 'c' has dtype complex64"):
+        save_safetensors({"c": np.zeros(2, "complex64")}, tmp_path / "c.safetensors")
+    assert not list(tmp_path.glob("c.safetensors*"))
+
+
 # === fill-mask, encode, generate ===
 
 @pytest.mark.slow
