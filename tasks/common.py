@@ -484,7 +484,7 @@ class CompactVocab:
         counts = Counter(i for row in id_rows for i in row)
         specials = tokenizer.tokens_to_ids(self.SPECIALS)
         self.keep_tokens = specials + sorted(i for i, c in counts.items() if c >= min_count and i not in specials)
-        self.to_compact = np.full(tokenizer.vocab_size, specials[1], dtype="int32")
+        self.to_compact = np.full(tokenizer.vocab_size, self.SPECIALS.index("[UNK]"), dtype="int32")
         self.to_compact[self.keep_tokens] = np.arange(len(self.keep_tokens))
         self.to_full = np.asarray(self.keep_tokens, dtype="int32")
 
