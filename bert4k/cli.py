@@ -14,8 +14,6 @@ from pathlib import Path
 
 _TF_CONFIG_NAMES = {"bert": "bert_config.json", "roberta": "bert_config.json", "albert": "albert_config.json",
                     "albert_unshared": "albert_config.json", "gpt2": "hparams.json"}
-_GPT2_HPARAMS = {"n_vocab": "vocab_size", "n_ctx": "n_positions", "n_embd": "n_embd", "n_head": "n_head",
-                 "n_layer": "n_layer"}
 
 
 class CommandError(Exception):
@@ -194,10 +192,12 @@ def _build_full(config: Path, weights: str, family: str):
 
 
 def _tf_config(raw: dict, family: str) -> tuple[str, dict]:
+    from bert4k.models.config_readers.gpt2 import OPENAI_HPARAMS
+
     raw = {k: v for k, v in raw.items() if k != "__path__"}
     name = _TF_CONFIG_NAMES.get(family, "config.json")
     if family == "gpt2" and "n_embd" in raw and "n_vocab" not in raw:
-        raw = {k: raw[hf] for k, hf in _GPT2_HPARAMS.items() if hf in raw}
+        raw = {k: raw[hf] for k, hf in OPENAI_HPARAMS.items() if hf in raw}
     return name, raw
 
 
