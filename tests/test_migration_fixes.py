@@ -63,6 +63,30 @@ def test_models_from_plain_keras_accept_a_bare_prefix_too(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.weights.h5", "m.weights.weights.h5"]
 
 
+def test_whole_model_save_and_load_model_with_a_tf_keras_name(tmp_path, monkeypatch):
+    """`model.save("test.model")` then `keras.models.load_model("test.model")` (bert4keras' extract-features
+    example): the name maps to `test.model.keras` both ways; predictions survive the round trip."""
+    from bert4k.backend import keras as b4k_keras
+
+    monkeypatch.chdir(tmp_path)
+    model = tiny_dense_model()
+    x = np.arange(6, dtype="float32").reshape(2, 3)
+    model.save("test.model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["test.model.keras"]
+    loaded = b4k_keras.models.load_model("test.model")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=0, atol=0)
+    model.save("kept.keras")  # Keras 3 names pass through unchanged
+    assert (tmp_path / "kept.keras").is_file() and not (tmp_path / "kept.keras.keras").exists()
+
+
+def test_a_tf_keras_savedmodel_folder_is_refused_by_name(tmp_path):
+    from bert4k.backend import keras as b4k_keras
+
+    (tmp_path / "old.model").mkdir()
+    with pytest.raises(ValueError, match=r"old\.model is a folder \(a tf\.keras SavedModel\)"):
+        b4k_keras.models.load_model(str(tmp_path / "old.model"))
+
+
 def test_a_tf_keras_checkpoint_prefix_is_refused_by_name(tmp_path):
     model = tiny_dense_model()
     (tmp_path / "old.weights.index").write_bytes(b"")
@@ -157,6 +181,57 @@ def test_gpt2_from_a_bert_style_config_matches_hf(tmp_path):
     with torch.no_grad():
         expected = torch.softmax(reference(torch.tensor(ids)).logits, -1).numpy()
     assert max_diff(model.predict(ids, verbose=0), expected) < 1e-4
+
+
+def bert4keras_gpt2_names(state: dict) -> dict:
+    """HF GPT2LMHeadModel tensors under the names of bert4keras' TF conversion of CPM-LM (hand-written table:
+    `gpt/` scope, `transformer/layer_<i>`, q/k/v apart, the pre-LN norms called `input/LayerNorm`)."""
+    t = {k.removeprefix("transformer."): v.numpy() for k, v in state.items()}
+    out = {"gpt/embeddings/word_embeddings": t["wte.weight"], "gpt/embeddings/position_embeddings": t["wpe.weight"],
+           "gpt/output/LayerNorm/gamma": t["ln_f.weight"], "gpt/output/LayerNorm/beta": t["ln_f.bias"]}
+    layers = {int(k.split(".")[1]) for k in t if k.startswith("h.")}
+    for i in layers:
+        s, h = f"gpt/transformer/layer_{i}/", f"h.{i}."
+        for n, part in enumerate(np.split(t[h + "attn.c_attn.weight"], 3, axis=1)):
+            out[s + f"attention/self/{('query', 'key', 'value')[n]}/kernel"] = part
+        for n, part in enumerate(np.split(t[h + "attn.c_attn.bias"], 3)):
+            out[s + f"attention/self/{('query', 'key', 'value')[n]}/bias"] = part
+        for ours, theirs in (("attention/output/dense", "attn.c_proj"), ("intermediate/dense", "mlp.c_fc"),
+                             ("output/dense", "mlp.c_proj")):
+            out[s + ours + "/kernel"], out[s + ours + "/bias"] = t[h + theirs + ".weight"], t[h + theirs + ".bias"]
+        for ours, theirs in (("attention/input/LayerNorm", "ln_1"), ("input/LayerNorm", "ln_2")):
+            out[s + ours + "/gamma"], out[s + ours + "/beta"] = t[h + theirs + ".weight"], t[h + theirs + ".bias"]
+    return out
+
+
+def test_gpt2_from_bert4keras_tf_conversion_matches_hf(tmp_path):
+    """CPM_LM_2.6B_TF as bert4keras ships it: a BERT-style config and a TF checkpoint with `gpt/...` names."""
+    from bert4k.checkpoints.writers import save_tf_checkpoint
+    from bert4k.models import build_transformer_model
+
+    hf_config = transformers.GPT2Config(vocab_size=VOCAB, n_embd=16, n_layer=2, n_head=2, n_positions=32,
+                                        activation_function="gelu")
+    torch.manual_seed(0)
+    reference = transformers.GPT2LMHeadModel(hf_config)
+    randomize(reference, seed=9, scale=0.1)
+    prefix = save_tf_checkpoint(bert4keras_gpt2_names(reference.state_dict()), tmp_path / "model.ckpt")
+    bert_style = {"vocab_size": VOCAB, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+                  "intermediate_size": 64, "max_position_embeddings": 32, "hidden_act": "gelu"}
+    (tmp_path / "config.json").write_text(json.dumps(bert_style))
+    model = build_transformer_model(tmp_path / "config.json", prefix, model="gpt2")
+    assert not model.load_report.unexpected and not model.load_report.missing
+    ids = np.array([[5, 9, 13, 2, 40, 7]])
+    with torch.no_grad():
+        expected = torch.softmax(reference(torch.tensor(ids)).logits, -1).numpy()
+    assert max_diff(model.predict(ids, verbose=0), expected) < 1e-4
+
+
+def test_bert4keras_gpt2_conversion_missing_a_projection_is_named():
+    from bert4k.checkpoints.gpt2 import bert4keras_gpt2_names
+
+    tensors = {f"gpt/transformer/layer_0/attention/self/{p}/kernel": np.zeros((2, 2)) for p in ("query", "value")}
+    with pytest.raises(ValueError, match=r"layer_0/attention/self: no key weight"):
+        bert4keras_gpt2_names(tensors)
 
 
 def test_compound_tokens_are_means_of_the_listed_embeddings(hf_bert):

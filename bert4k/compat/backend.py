@@ -71,6 +71,64 @@ def _install_bare_prefix_weights() -> None:
 
 _install_bare_prefix_weights()
 
+MODEL_SUFFIX = ".keras"
+
+
+def model_file(filepath: str | os.PathLike, for_loading: bool) -> str | os.PathLike:
+    """The real file behind a tf.keras-style whole-model name: a name without a Keras 3 suffix (`test.model`, which
+    tf.keras saved as a SavedModel folder) gets `.keras` appended; Keras 3 names pass through, and for loading, so
+    does any existing file. Raises naming the folder when it is a tf.keras SavedModel, which Keras 3 cannot load."""
+    path = os.fspath(filepath)
+    if path.endswith(_KERAS_3_SUFFIXES) or (for_loading and os.path.isfile(path)):
+        return filepath
+    if for_loading and not os.path.exists(path + MODEL_SUFFIX) and os.path.isdir(path):
+        raise ValueError(f"load_model({path!r}): {path} is a folder (a tf.keras SavedModel), which Keras 3 cannot "
+                         f"load; re-save the model with bert4k (model.save({path!r}) writes {path}{MODEL_SUFFIX})")
+    return path + MODEL_SUFFIX
+
+
+def _bare_model_save(method):
+    @functools.wraps(method)
+    def save(self, filepath, *args, **kwargs):
+        if not isinstance(filepath, (str, os.PathLike)) or os.fspath(filepath).endswith(_KERAS_3_SUFFIXES):
+            return method(self, filepath, *args, **kwargs)
+        final = os.fspath(model_file(filepath, for_loading=False))
+        temporary = f"{final[:-len(MODEL_SUFFIX)]}.tmp{os.getpid()}{MODEL_SUFFIX}"
+        try:
+            result = method(self, temporary, *args, **kwargs)
+            os.replace(temporary, final)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+        return result
+
+    save.__bert4k_bare_prefix__ = True
+    return save
+
+
+def _bare_model_load(function):
+    @functools.wraps(function)
+    def load_model(filepath, *args, **kwargs):
+        if isinstance(filepath, (str, os.PathLike)):
+            filepath = model_file(filepath, for_loading=True)
+        return function(filepath, *args, **kwargs)
+
+    load_model.__bert4k_bare_prefix__ = True
+    return load_model
+
+
+def _install_bare_model_files() -> None:
+    """`model.save("test.model")` / `keras.models.load_model("test.model")` as tf.keras scripts call them: the name
+    maps to `test.model.keras` both ways (written under a temporary name, then renamed)."""
+    if getattr(keras.Model.save, "__bert4k_bare_prefix__", False):
+        return
+    keras.Model.save = _bare_model_save(keras.Model.save)
+    load = _bare_model_load(keras.saving.load_model)
+    keras.models.load_model = keras.saving.load_model = load
+
+
+_install_bare_model_files()
+
 
 _GRAPH_ONLY = {
     "gradients": "compute gradients with tf.GradientTape (e.g. in a custom train_step)",
@@ -236,5 +294,5 @@ def sparse_multilabel_categorical_crossentropy(y_true, y_pred, mask_zero: bool =
     return positive_loss + negative_loss
 
 
-__all__ = ["K", "batch_gather", "keras", "multilabel_categorical_crossentropy", "search_layer", "sequence_masking",
-           "set_gelu", "sparse_multilabel_categorical_crossentropy", "weights_file"]
+__all__ = ["K", "batch_gather", "keras", "model_file", "multilabel_categorical_crossentropy", "search_layer",
+           "sequence_masking", "set_gelu", "sparse_multilabel_categorical_crossentropy", "weights_file"]
