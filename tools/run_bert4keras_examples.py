@@ -172,6 +172,7 @@ sys.meta_path.insert(0, _AfterImport())
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
             max_position_embeddings=512)
+GPT_POSITIONS = 1024  # GPT2-ML and CPM-LM ship 1024 positions; their examples decode past 512
 
 
 def _file_role(path: str) -> str:
@@ -195,6 +196,14 @@ CHECKPOINT_KINDS = [(r"albert", "albert"), (r"gpt2_ml", "gpt2_ml"), (r"cpm_lm", 
                     (r"nezha|roformer|electra|simbert_v2|roberta_v2|wobert", "bert_format_other_family"),
                     (r"bert|roberta|uer|chinese_", "bert")]
 CHECKPOINT_ROLES = ("config", "checkpoint", "vocab", "spm", "keep_tokens")
+
+
+# the files a checkpoint folder named alone (`path + 'vocab.txt'` in the script) gets, as the originals ship them
+FOLDER_FILES = {"albert": ("albert_config.json", "albert_model.ckpt", "vocab.txt"),
+                "gpt2_ml": ("config.json", "model.ckpt-100000", "vocab.txt"),
+                "cpm_gpt2": ("config.json", "model.ckpt", "chinese_vocab.model"),
+                "mt5": ("config.json", "model.ckpt", "sentencepiece_cn.model", "sentencepiece_cn_keep_tokens.json")}
+GOOGLE_FILES = ("bert_config.json", "bert_model.ckpt", "vocab.txt")
 
 
 def checkpoint_kind(path: str) -> str | None:
@@ -277,13 +286,14 @@ def build_checkpoint(kind: str, files: dict[str, Path], data: Path) -> None:
         if prefix:
             _export_native("albert", config, prefix, with_pool=True, with_mlm=True)
     elif kind == "gpt2_ml":
-        config = dict(TINY, vocab_size=21128, hidden_act="gelu", initializer_range=0.02)
+        config = dict(TINY, vocab_size=21128, hidden_act="gelu", initializer_range=0.02,
+                      max_position_embeddings=GPT_POSITIONS)
         _write_json(config_path, config)
         if prefix:
             _export_native("gpt2_ml", config, prefix)
     elif kind == "cpm_gpt2":  # BERT-style config names, as bert4keras reads CPM-LM
         config = dict(TINY, vocab_size=_spm_size(str(files["spm"])) if "spm" in files else 32596,
-                      hidden_act="gelu", initializer_range=0.02)
+                      hidden_act="gelu", initializer_range=0.02, max_position_embeddings=GPT_POSITIONS)
         _write_json(config_path, config)
         if prefix:
             save_tf_checkpoint(_cpm_tensors(config), prefix)
@@ -500,7 +510,11 @@ class Environment:
     def provide(self, constants: list[str]) -> list[str]:
         """Build the stand-ins for `constants`; return those nothing stands in for."""
         missing, folders = [], {}
+        expanded = []
         for constant in constants:
+            kind = checkpoint_kind(constant + "x") if constant.endswith("/") else None
+            expanded += [constant + f for f in FOLDER_FILES.get(kind, GOOGLE_FILES)] if kind else [constant]
+        for constant in expanded:
             relative = constant.split("/", 2)[-1] if constant.startswith(AUTHOR_PREFIX) else constant
             role, kind = _file_role(constant), checkpoint_kind(constant)
             if role in CHECKPOINT_ROLES and kind is not None:
@@ -534,8 +548,15 @@ def _first_error(stderr: str) -> str:
     if "Traceback (most recent call last):" not in stderr:
         return lines[-1] if lines else ""
     tail = stderr[stderr.rindex("Traceback (most recent call last):"):].splitlines()
-    errors = [line for line in tail if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b", line)]
-    return errors[-1] if errors else tail[-1]
+    errors = [i for i, line in enumerate(tail) if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b", line)]
+    if not errors:
+        return tail[-1]
+    error = tail[errors[-1]]
+    if error.endswith(":"):  # TensorFlow's "Graph execution error:": the reason follows the op's stack
+        reason = [line for line in tail[errors[-1] + 1:] if line.strip() and not line[0].isspace()
+                  and not line.startswith("Detected at")]
+        error += " " + reason[0] if reason else ""
+    return error
 
 
 def _example_line(stderr: str, script: Path) -> int | None:
@@ -595,7 +616,7 @@ def run_example(example: Path, env: Environment, timeout: float, epochs: int, st
     if code == 0:
         return {**result, "status": "ran"}
     error = _first_error(stderr)
-    family = _UNSUPPORTED_FAMILY.search(stderr)
+    family = _UNSUPPORTED_FAMILY.search(error)
     if family:
         return {**result, "status": "skipped-unsupported-family", "family": family.group(1),
                 "error": error}
