@@ -234,6 +234,61 @@ def test_bert4keras_gpt2_conversion_missing_a_projection_is_named():
         bert4keras_gpt2_names(tensors)
 
 
+class MaskAsValues(keras.layers.Layer):
+    """Returns the Keras mask its input carries (as 0/1 floats), to check it in predictions."""
+
+    def call(self, x, mask=None):
+        return keras.ops.cast(mask, "float32")
+
+
+@pytest.mark.parametrize("family", ["bert", "albert"])
+def test_block_outputs_by_bert4keras_layer_name_and_get_output_at(tmp_path, family):
+    """bert4keras' NER/CWS examples: `model.get_layer('Transformer-%d-FeedForward-Norm' % i).output` (BERT) and
+    `model.get_layer('Transformer-FeedForward-Norm').get_output_at(i)` (ALBERT's shared block) are the i-th
+    block's hidden states (HF `output_hidden_states[i + 1]`), carrying the padding mask."""
+    from bert4k.backend import keras as b4k_keras
+    from bert4k.models import build_transformer_model
+
+    common = dict(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32,
+                  max_position_embeddings=32)
+    if family == "bert":
+        reference = transformers.BertModel(transformers.BertConfig(**common))
+    else:
+        reference = transformers.AlbertModel(transformers.AlbertConfig(embedding_size=8, **common))
+    torch.manual_seed(0)
+    randomize(reference, seed=11, scale=0.1)
+    reference.save_pretrained(tmp_path, safe_serialization=True)
+    model = build_transformer_model(tmp_path / "config.json", tmp_path / "model.safetensors", model=family)
+    if family == "bert":
+        output = model.get_layer("Transformer-1-FeedForward-Norm").output
+    else:
+        output = model.get_layer("Transformer-FeedForward-Norm").get_output_at(1)
+    probe = b4k_keras.models.Model(model.inputs, [output, MaskAsValues()(output)])
+    ids = np.array([[2, 7, 9, 4, 3, 0, 0], [2, 5, 3, 0, 0, 0, 0]])
+    hidden, mask = probe.predict([ids, np.zeros_like(ids)], verbose=0)
+    with torch.no_grad():
+        expected = reference(torch.tensor(ids), attention_mask=torch.tensor(ids != 0).long(),
+                             output_hidden_states=True).hidden_states[2].numpy()
+    assert max_diff(hidden[ids != 0], expected[ids != 0]) < 1e-4
+    np.testing.assert_array_equal(mask, (ids != 0).astype("float32"))
+    assert model.get_layer("Transformer-1-FeedForward-Norm" if family == "bert" else
+                           "Transformer-FeedForward-Norm") is model.get_layer(
+        "Transformer-1-FeedForward-Norm" if family == "bert" else "Transformer-FeedForward-Norm")
+
+
+def test_inner_block_layer_names_and_bad_node_indices_are_refused_by_name():
+    from bert4k.models import build_transformer_model
+
+    model = build_transformer_model(dict(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                         intermediate_size=32, max_position_embeddings=32), model="albert")
+    with pytest.raises(ValueError, match=r"Transformer-MultiHeadSelfAttention.*one layer \('Transformer'"):
+        model.get_layer("Transformer-MultiHeadSelfAttention")
+    with pytest.raises(ValueError, match=r"called 2 time\(s\); node indices run from -2 to 1"):
+        model.get_layer("Transformer").get_output_at(2)
+    with pytest.raises(ValueError, match=r"called 2 times \(a shared block\); use get_output_at"):
+        _ = model.get_layer("Transformer-FeedForward-Norm").output
+
+
 def test_compound_tokens_are_means_of_the_listed_embeddings(hf_bert):
     from bert4k.models import build_transformer_model
 

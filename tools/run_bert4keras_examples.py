@@ -252,6 +252,13 @@ def _cpm_tensors(config: dict, seed: int = 0) -> dict[str, np.ndarray]:
     return w
 
 
+def _layers(folder: Path) -> int:
+    """The layer count a checkpoint folder's name states (`chinese_L-12_H-768_A-12`: 12; scripts name layers by
+    it), else 2."""
+    match = re.search(r"L-(\d+)", folder.name)
+    return int(match.group(1)) if match else TINY["num_hidden_layers"]
+
+
 def _spm_size(path: str) -> int:
     import sentencepiece
 
@@ -275,7 +282,8 @@ def build_checkpoint(kind: str, files: dict[str, Path], data: Path) -> None:
     if config_path is None:
         return
     if kind in ("bert", "bert_format_other_family"):
-        config = dict(TINY, vocab_size=21128, type_vocab_size=2, hidden_act="gelu", initializer_range=0.02)
+        config = dict(TINY, vocab_size=21128, type_vocab_size=2, hidden_act="gelu", initializer_range=0.02,
+                      num_hidden_layers=_layers(config_path.parent))
         _write_json(config_path, config)
         if prefix:
             _export_native("bert", config, prefix, with_pool=True, with_mlm=True)

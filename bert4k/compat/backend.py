@@ -3,7 +3,8 @@
 Importing this module (i.e. `bert4k.backend`) also lets every `keras.Model` save and load weights under a bare
 prefix, as tf.keras did: `model.save_weights("best_model.weights")` writes `best_model.weights.weights.h5` and
 `load_weights("best_model.weights")` reads it back (files are written under a temporary name, then renamed).
-Keras 3 alone demands names ending in `.weights.h5`.
+Keras 3 alone demands names ending in `.weights.h5`. Likewise `model.save("test.model")` / `load_model("test.model")`
+map to `test.model.keras`, and layers get back tf.keras' `get_output_at(i)` / `get_input_at(i)`.
 """
 from __future__ import annotations
 
@@ -128,6 +129,31 @@ def _install_bare_model_files() -> None:
 
 
 _install_bare_model_files()
+
+
+def _node_tensors(layer, node_index: int, which: str):
+    nodes = layer._inbound_nodes
+    if not nodes:
+        raise ValueError(f"layer {layer.name!r}: get_{which}_at({node_index}): the layer has never been called")
+    try:
+        node = nodes[node_index]
+    except IndexError:
+        raise ValueError(f"layer {layer.name!r}: get_{which}_at({node_index}): the layer was called {len(nodes)} "
+                         f"time(s); node indices run from {-len(nodes)} to {len(nodes) - 1}") from None
+    tensors = node.output_tensors if which == "output" else node.input_tensors
+    return tensors[0] if len(tensors) == 1 else list(tensors)
+
+
+def _install_node_accessors() -> None:
+    """tf.keras' `layer.get_output_at(i)` / `get_input_at(i)` (removed in Keras 3): the output / input tensors of
+    the layer's i-th call (e.g. the i-th application of ALBERT's shared block)."""
+    if hasattr(keras.layers.Layer, "get_output_at"):
+        return
+    keras.layers.Layer.get_output_at = lambda self, node_index: _node_tensors(self, node_index, "output")
+    keras.layers.Layer.get_input_at = lambda self, node_index: _node_tensors(self, node_index, "input")
+
+
+_install_node_accessors()
 
 
 _GRAPH_ONLY = {
