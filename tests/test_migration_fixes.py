@@ -289,6 +289,24 @@ def test_inner_block_layer_names_and_bad_node_indices_are_refused_by_name():
         _ = model.get_layer("Transformer-FeedForward-Norm").output
 
 
+def test_in_train_phase_follows_fit_and_predict_in_a_layer_without_a_training_argument():
+    """bert4keras' theseus example: `K.in_train_phase(output, target)` in a `call(inputs)` with no `training`
+    argument picks `output` in training steps and `target` in predict, like tf.keras' learning phase."""
+    from bert4k.backend import K
+    from bert4k.backend import keras as b4k_keras
+
+    class Choose(b4k_keras.layers.Layer):
+        def call(self, inputs):
+            return K.in_train_phase(inputs * 0 + 1, lambda: inputs * 0 - 1)
+
+    x = b4k_keras.layers.Input(shape=(2,))
+    model = b4k_keras.models.Model(x, Choose()(x))
+    data = np.zeros((3, 2), dtype="float32")
+    np.testing.assert_array_equal(model.predict(data, verbose=0), -np.ones((3, 2)))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model(data, training=True)), np.ones((3, 2)))
+    assert K.learning_phase() == 0 and K.in_train_phase(1, 2, training=True) == 1
+
+
 def test_compound_tokens_are_means_of_the_listed_embeddings(hf_bert):
     from bert4k.models import build_transformer_model
 

@@ -159,8 +159,6 @@ _install_node_accessors()
 _GRAPH_ONLY = {
     "gradients": "compute gradients with tf.GradientTape (e.g. in a custom train_step)",
     "function": "call the model (or a keras.Model over the wanted outputs) directly",
-    "in_train_phase": "use a layer's `training` argument in call()",
-    "learning_phase": "use a layer's `training` argument in call()",
     "placeholder": "use keras.Input",
     "update": "use variable.assign",
     "get_session": "Keras 3 has no session; run eagerly",
@@ -198,6 +196,30 @@ def _random_binomial(shape, p=0.0, dtype=None, seed=None):
     return ops.cast(keras.random.uniform(shape, seed=seed) < p, dtype or keras.config.floatx())
 
 
+def _training_flag():
+    """The `training` value of the Keras layer call in progress (Keras 3 passes it down the call context, the
+    counterpart of tf.keras' global learning phase); None outside a call."""
+    from keras.src.backend.common import global_state
+
+    context = global_state.get_global_attribute("current_call_ctx")
+    return None if context is None else context.get_value("training")
+
+
+def _learning_phase() -> int:
+    return int(bool(_training_flag()))
+
+
+def _in_train_phase(x, alt, training=None):
+    """`x` while training, else `alt` (either may be a callable); `training` defaults to the flag of the layer call
+    in progress, so a layer's `call(inputs)` without a `training` argument follows fit/predict as in tf.keras."""
+    if training is None:
+        training = _training_flag()
+    if training is not None and not isinstance(training, (bool, int)):  # a tensor flag
+        return ops.where(ops.cast(training, "bool"), x() if callable(x) else x, alt() if callable(alt) else alt)
+    chosen = x if training else alt
+    return chosen() if callable(chosen) else chosen
+
+
 K = _Backend()
 for _name, _function in dict(
     # shapes and types
@@ -224,6 +246,8 @@ for _name, _function in dict(
     variable=lambda value, dtype=None, name=None: keras.Variable(value, dtype=dtype, name=name),
     constant=lambda value, dtype=None: ops.convert_to_tensor(value, dtype=dtype),
     eval=ops.convert_to_numpy, get_value=ops.convert_to_numpy, set_value=lambda v, value: v.assign(value),
+    # the training flag of the call in progress
+    in_train_phase=_in_train_phase, learning_phase=_learning_phase,
 ).items():
     setattr(K, _name, _function)
 
