@@ -327,6 +327,47 @@ def test_random_sample_with_topp_of_one_or_more_samples_the_whole_distribution()
     assert abs(np.mean(wide == 0) - 0.5) < 0.1
 
 
+def test_k_gradients_inside_a_layer_during_predict_match_numpy():
+    """bert4keras' integrated-gradients example: a layer computing `K.gradients(output, [input])[0] * input` inside
+    a model run by predict; for `y = x W + b` the gradient of `y[:, label]` is `W[:, label]`."""
+    from bert4k.backend import K, batch_gather
+    from bert4k.backend import keras as b4k_keras
+
+    class Gradient(b4k_keras.layers.Layer):
+        def call(self, inputs):
+            x, y, label = inputs
+            return K.gradients(batch_gather(y, label), [x])[0] * x
+
+        def compute_output_shape(self, input_shape):
+            return input_shape[0]
+
+    x_in, label_in = b4k_keras.layers.Input(shape=(3,)), b4k_keras.layers.Input(shape=(1,), dtype="int32")
+    dense = b4k_keras.layers.Dense(4)
+    model = b4k_keras.models.Model([x_in, label_in], Gradient()([x_in, dense(x_in), label_in]))
+    x = np.random.default_rng(0).standard_normal((5, 3)).astype("float32")
+    labels = np.array([[0], [3], [1], [2], [3]])
+    kernel = dense.kernel.numpy()
+    np.testing.assert_allclose(model.predict([x, labels], verbose=0), kernel[:, labels[:, 0]].T * x, atol=1e-6)
+    with pytest.raises(NotImplementedError, match="only inside a traced computation.*override train_step"):
+        K.gradients(keras.ops.sum(dense(x)), [dense.kernel])
+
+
+def test_tf_keras_train_function_internals_and_search_layer_in_a_loss_are_refused_by_name():
+    """bert4keras' adversarial-training and gradient-penalty examples rewrite tf.keras' graph train function /
+    search the Embedding layer from `y_pred` inside a loss: both raise naming the Keras 3 way (train_step)."""
+    from bert4k.backend import search_layer
+
+    model = tiny_dense_model()
+    assert model.train_function is None
+    with pytest.raises(NotImplementedError, match=r"model\._make_train_function .* override train_step"):
+        model._make_train_function()
+    with pytest.raises(NotImplementedError, match=r"model\.total_loss"):
+        _ = model.total_loss
+    with pytest.raises(TypeError, match=r"search_layer\(\.\.\., 'Embedding-Token'\): got a .* override train_step"):
+        search_layer(keras.ops.ones((2, 2)), "Embedding-Token")
+    assert search_layer(model.output, "dense") is model.get_layer("dense")
+
+
 def test_compound_tokens_are_means_of_the_listed_embeddings(hf_bert):
     from bert4k.models import build_transformer_model
 
