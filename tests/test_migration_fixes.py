@@ -441,6 +441,18 @@ def test_model_handle_copies_and_pickles_without_recursion(hf_bert):
     assert report is not None
 
 
+def test_bert4keras_layer_by_layer_building_api_is_refused_by_name(hf_bert):
+    """bert4keras' BERT-of-Theseus example calls `handle.apply_embeddings` / `apply_main_layers`."""
+    from bert4k.models import build_transformer_model
+
+    folder, _ = hf_bert
+    handle = build_transformer_model(folder, return_keras_model=False)
+    for name in ("apply_embeddings", "apply_main_layers"):
+        with pytest.raises(NotImplementedError, match=rf"{name}: bert4keras' layer-by-layer building API .* "
+                                                      r"handle\.model\.blocks\[i\]"):
+            getattr(handle, name)
+
+
 # ---------------------------------------------------------------------------- Loss layer
 
 

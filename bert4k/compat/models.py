@@ -43,6 +43,11 @@ _GPT2_FROM_BERT = {"hidden_size": "n_embd", "num_hidden_layers": "n_layer", "num
                    "attention_probs_dropout_prob": "attn_pdrop", "layer_norm_eps": "layer_norm_epsilon"}
 
 
+# bert4keras' `Transformer` building methods that scripts call on `return_keras_model=False` objects.
+_BUILDER_INTERNALS = ("apply_embeddings", "apply_main_layers", "apply_final_layers", "apply",
+                      "compute_attention_bias", "set_inputs", "set_outputs")
+
+
 class ModelHandle:
     """What bert4keras returns for `return_keras_model=False`: `.model` is the Keras model, `.initializer` the
     weights' initializer, `.load_weights_from_checkpoint(path)` loads a checkpoint later; other attributes are
@@ -65,6 +70,12 @@ class ModelHandle:
         # without __init__) must not recurse.
         if name.startswith("__") or "model" not in self.__dict__:
             raise AttributeError(name)
+        if name in _BUILDER_INTERNALS:
+            raise NotImplementedError(
+                f"{name}: bert4keras' layer-by-layer building API ({', '.join(_BUILDER_INTERNALS)}) is not provided; "
+                "bert4k builds each model whole. To combine layers of two models (e.g. BERT-of-Theseus), call the "
+                "bert4k layers themselves: handle.model.embed(token_ids, segment_ids) and "
+                "handle.model.blocks[i](x, attention_mask=...)")
         return getattr(self.__dict__["model"], name)
 
 
