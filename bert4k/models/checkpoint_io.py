@@ -8,9 +8,11 @@ from collections.abc import Collection
 
 import numpy as np
 
+from bert4k.checkpoints.deferred import initialize_unloaded
 from bert4k.checkpoints.readers import is_tf_checkpoint, read_tensors, resolve_checkpoint
 from bert4k.checkpoints.specs import CheckpointMismatch, LoadReport, export_tensors, load_specs
 from bert4k.checkpoints.writers import Progress, save_safetensors, save_tf_checkpoint, write_text
+from bert4k.layers.initializers import DeferredCall
 from bert4k.models.families import Family, get_family
 
 
@@ -33,16 +35,24 @@ def _untied_heads(family: Family, model, tensors: dict, source: str) -> set[str]
     return untied
 
 
-def load_checkpoint(model, checkpoint_path: str | os.PathLike, keep_tokens=None) -> LoadReport:
+def load_checkpoint(model, checkpoint_path: str | os.PathLike, keep_tokens=None,
+                    deferred: list[DeferredCall] | None = None) -> LoadReport:
     """Assign `model`'s weights from a TF ckpt prefix, safetensors/.bin file or directory; returns the report
-    (also kept as `model.load_report`)."""
+    (also kept as `model.load_report`).
+
+    `deferred`: the initializer calls recorded while building `model` under `deferred_initialization()`; the
+    weights the checkpoint does not hold then get their ordinary random initial values."""
     family = get_family(model.family)
     path = resolve_checkpoint(checkpoint_path)
     tensors = read_tensors(path)
     tensors = family.reference("from_tf" if is_tf_checkpoint(path) else "from_hf")(tensors)
     untied = _untied_heads(family, model, tensors, path)
-    report = load_specs(family.reference("specs")(model, keep_tokens), tensors, source=path,
+    specs = family.reference("specs")(model, keep_tokens)
+    report = load_specs(specs, tensors, source=path,
                         ignored=lambda name: name not in untied and family.ignored(name), head=family.is_head)
+    if deferred is not None:
+        loaded = set(report.loaded)
+        initialize_unloaded(model, deferred, {id(spec.variable) for spec in specs if spec.key in loaded})
     model.load_report = report
     return report
 
