@@ -42,12 +42,11 @@ def _mb(n: int) -> str:
 
 def _source_files(path: str) -> tuple[Path, Path | None, str | None]:
     """`(folder, config file or None, weights path or None)` for a folder, a config json or a weights file."""
-    from bert4k.checkpoints.readers import resolve_checkpoint
-    from bert4k.pretrained import CONFIG_FILES
-
     p = Path(path)
     if not p.exists() and not Path(path + ".index").exists():
         raise CommandError(f"{path}: no such file or folder")
+    from bert4k.checkpoints.readers import resolve_checkpoint
+    from bert4k.config import CONFIG_FILES
     folder = p if p.is_dir() else p.parent
     config = p if p.suffix == ".json" and p.is_file() else next(
         (folder / n for n in CONFIG_FILES if (folder / n).exists()), None)
