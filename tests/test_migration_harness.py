@@ -91,7 +91,8 @@ def test_data_stand_ins_have_the_examples_formats(tmp_path, data_dir):
     names = ["datasets/sentiment/sentiment.train.data", "datasets/sentiment/sentiment.test.data",
              "/root/ner/china-people-daily-ner-corpus/example.dev", "/root/CLUE/iflytek/train.json",
              "/root/qa_datasets/WebQA.json", "/root/kg/datasets/train_data.json", "/root/kg/datasets/all_50_schemas",
-             "/root/icwb2-data/training/pku_training.utf8", "/root/thuctc/THUCNews/*/*.txt"]
+             "/root/icwb2-data/training/pku_training.utf8", "/root/thuctc/THUCNews/*/*.txt",
+             "/root/ape210k/valid.ape.json"]
     assert env.provide(names) == []
     train = [line.split("\t") for line in env.local(names[0]).read_text(encoding="utf-8").splitlines()]
     test = [line.split("\t") for line in env.local(names[1]).read_text(encoding="utf-8").splitlines()]
@@ -109,6 +110,9 @@ def test_data_stand_ins_have_the_examples_formats(tmp_path, data_dir):
                                         for s in item["spo_list"])
     assert all("  " in line for line in env.local(names[7]).read_text(encoding="utf-8").splitlines())
     assert len(list(tmp_path.glob("root/thuctc/THUCNews/*/*.txt"))) == harness.N_TRAIN
+    problems = [json.loads(line) for line in env.local(names[9]).read_text(encoding="utf-8").splitlines()]
+    assert len(problems) == harness.N_EVAL
+    assert all(eval(p["equation"][2:]) == int(p["ans"]) for p in problems)
 
 
 def write_examples(folder: Path) -> None:
