@@ -14,8 +14,6 @@ from pathlib import Path
 
 _TF_CONFIG_NAMES = {"bert": "bert_config.json", "roberta": "bert_config.json", "albert": "albert_config.json",
                     "albert_unshared": "albert_config.json", "gpt2": "hparams.json"}
-_GPT2_HPARAMS = {"n_vocab": "vocab_size", "n_ctx": "n_positions", "n_embd": "n_embd", "n_head": "n_head",
-                 "n_layer": "n_layer"}
 
 
 class CommandError(Exception):
@@ -44,12 +42,11 @@ def _mb(n: int) -> str:
 
 def _source_files(path: str) -> tuple[Path, Path | None, str | None]:
     """`(folder, config file or None, weights path or None)` for a folder, a config json or a weights file."""
-    from bert4k.checkpoints.readers import resolve_checkpoint
-    from bert4k.pretrained import CONFIG_FILES
-
     p = Path(path)
     if not p.exists() and not Path(path + ".index").exists():
         raise CommandError(f"{path}: no such file or folder")
+    from bert4k.checkpoints.readers import resolve_checkpoint
+    from bert4k.config import CONFIG_FILES
     folder = p if p.is_dir() else p.parent
     config = p if p.suffix == ".json" and p.is_file() else next(
         (folder / n for n in CONFIG_FILES if (folder / n).exists()), None)
@@ -194,10 +191,12 @@ def _build_full(config: Path, weights: str, family: str):
 
 
 def _tf_config(raw: dict, family: str) -> tuple[str, dict]:
+    from bert4k.models.config_readers.gpt2 import OPENAI_HPARAMS
+
     raw = {k: v for k, v in raw.items() if k != "__path__"}
     name = _TF_CONFIG_NAMES.get(family, "config.json")
     if family == "gpt2" and "n_embd" in raw and "n_vocab" not in raw:
-        raw = {k: raw[hf] for k, hf in _GPT2_HPARAMS.items() if hf in raw}
+        raw = {k: raw[hf] for k, hf in OPENAI_HPARAMS.items() if hf in raw}
     return name, raw
 
 
