@@ -178,8 +178,9 @@ def from_pretrained(path_or_name: str | os.PathLike, application: str = "encoder
     return built, load_tokenizer(folder, entry.do_lower_case if entry else True)
 
 
-def load_model(path: str | os.PathLike):
-    """`keras.saving.load_model` of a saved bert4k model (`.keras`), with bert4k's layers registered."""
+def load_model(path: str | os.PathLike, compile: bool = True):
+    """`keras.saving.load_model` of a saved bert4k model (`.keras`), with bert4k's layers registered;
+    `compile=False` skips the saved loss and optimizer (inference only, e.g. a loss defined in a script)."""
     import keras
 
     for module in _SERIALIZABLES:
@@ -188,4 +189,4 @@ def load_model(path: str | os.PathLike):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"saved model not found: {path}")
-    return keras.saving.load_model(path)
+    return keras.saving.load_model(path, compile=compile)

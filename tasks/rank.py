@@ -4,6 +4,11 @@ file; plus a synthetic set whose relevance depends on the other documents of the
 
     python tasks/rank.py                       # full run (several minutes on one core)
     python tasks/rank.py --tiny --epochs 2     # smoke test
+    python tasks/rank.py --train my.train --test my.test [--dev my.dev]
+
+Your data: LIBSVM ranking files as LightGBM reads them, one document a line (`relevance index:value ...`), with
+the list sizes in FILE.query beside each FILE (one query's document count a line, in file order). Without --dev,
+the dev queries are cut from --train as below.
 
 A dev split (queries chosen by MD5 of their index, `--dev-fraction`) is cut from the training file: each neural
 variant trains `--seeds` models on the rest, and the epoch count at which the seeds' averaged scores reach the best
@@ -54,6 +59,8 @@ LGBM_PARAMS = dict(objective="lambdarank", metric="ndcg", num_leaves=31, learnin
                    min_sum_hessian_in_leaf=5.0, bagging_freq=1, bagging_fraction=0.9, feature_fraction=1.0,
                    max_bin=255, verbose=-1, num_threads=1)
 LGBM_ROUNDS = 100
+FILE_FORMAT = ("LIBSVM ranking lines (`relevance index:value ...`, one document a line) with FILE.query beside "
+               "FILE (the document count of each query, one a line)")
 VARIANTS = {"set_transformer": dict(block="self"), "set_transformer_isab": dict(block="induced"),
             "per_document_mlp": dict(num_layers=0),
             "set_transformer_lightgbm": dict(block="self", max_initial_rank=32)}
@@ -61,7 +68,9 @@ VARIANTS = {"set_transformer": dict(block="self"), "set_transformer_isab": dict(
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=str(common.REPO / "runs" / "rank"), help="output folder (default: %(default)s)")
+    p.set_defaults(task_name="rank")
+    common.add_data_arguments(p, "relevance, features", FILE_FORMAT, predict=False)
+    p.add_argument("--out", help="output folder (default: runs/rank-<dataset>-<model>)")
     p.add_argument("--data-dir", default=str(common.DATA), help="the shared data folder (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=30, help="most epochs on the dev split (default: %(default)s)")
     p.add_argument("--patience", type=int, default=8,
@@ -93,6 +102,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # === data ===
+
+def read_split(args) -> tuple[list[RankingList], list[RankingList] | None, list[RankingList]]:
+    """`(train, dev or None, test)` lists of --train/--dev/--test (default: the lambdarank example's files); the
+    dev and test files are read with the training file's feature width."""
+    if (args.train is None) != (args.test is None):
+        raise SystemExit("give both --train and --test (LIBSVM ranking files), or neither for the lambdarank example")
+    folder = None if args.train else common.data_path("lambdarank")
+    train_path, test_path = (args.train, args.test) if args.train else (folder / "rank.train", folder / "rank.test")
+    train = read_libsvm_ranking(train_path)
+    width = train[0].features.shape[1]
+    dev = read_libsvm_ranking(args.dev, num_features=width) if args.dev else None
+    return train, dev, read_libsvm_ranking(test_path, num_features=width)
+
 
 def split_dev(lists: list[RankingList], fraction: float) -> tuple[list[RankingList], list[RankingList]]:
     """(train, dev): dev queries chosen by the MD5 of their index in the training file."""
@@ -271,17 +293,15 @@ def run_neural(args, splits: dict[str, tuple[list, list, list]], length: int, re
 def main(argv=None) -> dict:
     args = parse_args(argv)
     args.data_dir = str(Path(args.data_dir))
-    out = common.setup(args)
+    out = common.setup(args, "tiny" if args.tiny else f"h{args.hidden}-l{args.layers}")
     started = time.time()
     if args.tiny:
         args.hidden, args.layers, args.heads, args.seeds, args.synthetic_lists = 16, 1, 2, 1, 60
-    folder = common.data_path("lambdarank")
-    raw_train = read_libsvm_ranking(folder / "rank.train")
-    raw_test = read_libsvm_ranking(folder / "rank.test", num_features=raw_train[0].features.shape[1])
-    train, dev = split_dev(raw_train, args.dev_fraction)
+    raw_train, dev, raw_test = read_split(args)
+    train, dev = split_dev(raw_train, args.dev_fraction) if dev is None else (raw_train, dev)
     if args.tiny:
         train, dev, raw_test = train[:24], dev[:8], raw_test[:8]
-    length = max(len(r.labels) for r in raw_train + raw_test)
+    length = max(len(r.labels) for r in train + dev + raw_test)
     rng = np.random.default_rng(args.seed)
     metrics = {"train_queries": len(train), "dev_queries": len(dev), "test_queries": len(raw_test),
                "random": evaluate(raw_test, [rng.random(len(r.labels)) for r in raw_test])}
