@@ -33,7 +33,7 @@ print(json.dumps({"after_imports": after_imports, "peak": peak, "after_load": rs
 """
 
 
-def write_bert(folder: str, layers: int, hidden: int, vocab: int = 21128) -> int:
+def write_bert(folder: str, layers: int, hidden: int, vocab: int = 21128) -> tuple[int, int]:
     from safetensors.numpy import save_file
 
     rng = np.random.default_rng(0)
@@ -55,7 +55,7 @@ def write_bert(folder: str, layers: int, hidden: int, vocab: int = 21128) -> int
                   type_vocab_size=2, hidden_act="gelu", layer_norm_eps=1e-12)
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(config, f)
-    return sum(t.nbytes for t in tensors.values())
+    return sum(t.nbytes for t in tensors.values()), max(t.nbytes for t in tensors.values())
 
 
 def main() -> None:
@@ -64,12 +64,13 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=768)
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        weight_bytes = write_bert(folder, args.layers, args.hidden)
+        weight_bytes, largest = write_bert(folder, args.layers, args.hidden)
         out = subprocess.run([sys.executable, "-c", CHILD, os.path.join(folder, "config.json"),
                               os.path.join(folder, "model.safetensors")], capture_output=True, text=True, check=True)
     child = json.loads(out.stdout.strip().splitlines()[-1])
     print(json.dumps({"bench": "build+load", "layers": args.layers, "hidden": args.hidden,
-                      "weights_mb": round(weight_bytes / 2**20, 1), "after_imports_mb": round(child["after_imports"] / 2**20),
+                      "weights_mb": round(weight_bytes / 2**20, 1), "largest_tensor_mb": round(largest / 2**20, 1),
+                      "after_imports_mb": round(child["after_imports"] / 2**20),
                       "peak_mb": round(child["peak"] / 2**20),
                       "peak_over_weights": round((child["peak"] - child["after_imports"]) / weight_bytes, 2)}))
 

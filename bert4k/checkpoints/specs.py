@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from bert4k.checkpoints.assign import assign_array
+
 log = logging.getLogger("bert4k.checkpoints")
 
 
@@ -98,7 +100,8 @@ def load_specs(specs: Iterable[WeightSpec], tensors: dict[str, np.ndarray], sour
             report.mismatched.append(f"{spec.key} (checkpoint {tuple(value.shape)} vs model variable "
                                      f"{spec.variable.path} {expected})")
             continue
-        spec.variable.assign(value.astype(spec.variable.dtype, copy=False))
+        assign_array(spec.variable, value)
+        del value  # one checkpoint tensor in memory at a time
         report.loaded.append(spec.key)
     report.loaded = list(dict.fromkeys(report.loaded))
     unused = sorted(k for k in tensors if k not in used and not ignored(k))

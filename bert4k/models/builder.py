@@ -8,6 +8,7 @@ from typing import Any
 
 import keras
 
+from bert4k.checkpoints.deferred import deferred_initialization
 from bert4k.checkpoints.readers import has_checkpoint, tensor_names
 from bert4k.config import TransformerConfig, read_json
 from bert4k.models.checkpoint_io import load_checkpoint
@@ -138,7 +139,9 @@ def build_transformer_model(config_path: str | os.PathLike | dict | TransformerC
     if keep_tokens is not None:
         overrides["vocab_size"] = len(keep_tokens)
     config = config.replace(**overrides) if overrides else config
-    built = family.build(config, application=application, **model_kwargs)
-    if checkpoint_path is not None:
-        load_checkpoint(built, checkpoint_path, keep_tokens=keep_tokens)
+    if checkpoint_path is None:
+        return family.build(config, application=application, **model_kwargs)
+    with deferred_initialization() as deferred:  # no random values for weights the checkpoint overwrites
+        built = family.build(config, application=application, **model_kwargs)
+    load_checkpoint(built, checkpoint_path, keep_tokens=keep_tokens, deferred=deferred)
     return built
