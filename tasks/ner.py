@@ -315,8 +315,8 @@ def run_head(head, source, args, out, tagset, train_pieces, dev, dev_pieces, tes
     folder.mkdir(parents=True, exist_ok=True)
     _, train_seconds = common.timed(common.fit, model, args, folder, data, len(train_pieces), loss=loss,
                                     title=f"MSRA NER, {head} head ({source.name})")
-    started = time.time()
     common.save_model(model, source.vocab, folder)
+    started = time.time()
     test_found = predict(model, head, crf, test_pieces, tagset, len(test), 2 * args.batch_size)
     predict_seconds = time.time() - started
     dev_found = predict(model, head, crf, dev_pieces, tagset, len(dev), 2 * args.batch_size)
