@@ -53,13 +53,16 @@ class Transformer(FunctionalModel):
     `attention="talking_heads"` / `"synthesizer_dense" | "synthesizer_random" | "synthesizer_factorized"`: see
     `bert4k.layers.talking_heads` / `bert4k.layers.synthesizer`, settings in `attention_options` (the synthesizers'
     fixed `max_length` defaults to `max_position_embeddings`).
+    `recompute=True` (bert4keras' name) recomputes each block's activations in the backward pass instead of keeping
+    them (gradient checkpointing: less memory for long sequences, one more forward pass per step).
     """
 
     def __init__(self, config: TransformerConfig | dict, application: str = "encoder", with_pool: bool = False,
                  with_mlm: bool | str = False, logits: bool = False, mask_token_id: int = 103,
                  layer_norm_cond: int | keras.Model | None = None, layer_norm_cond_hidden_size: int | None = None,
                  layer_norm_cond_hidden_act: str = "linear", family: str = "bert", dtype=None, attention: str = "softmax",
-                 attention_options: dict | None = None, padding_mask: bool = False, attention_mask=None, **kwargs):
+                 attention_options: dict | None = None, padding_mask: bool = False, attention_mask=None,
+                 recompute: bool = False, **kwargs):
         if isinstance(config, dict):
             config = TransformerConfig.from_dict(config)
         if isinstance(attention_mask, dict):
@@ -98,7 +101,8 @@ class Transformer(FunctionalModel):
                           norm_position=cfg.norm_position, layer_norm_eps=cfg.layer_norm_eps,
                           dropout=cfg.hidden_dropout_prob, attention_dropout=cfg.attention_probs_dropout_prob,
                           initializer_range=init, cond_size=cond_size, attention=attention,
-                          attention_options=_attention_options(attention, attention_options, cfg), dtype=dtype)
+                          attention_options=_attention_options(attention, attention_options, cfg), recompute=recompute,
+                          dtype=dtype)
         if cfg.shared_layers:
             shared = TransformerBlock(name="Transformer", **block_args)
             self.blocks = [shared] * cfg.num_hidden_layers
@@ -200,6 +204,7 @@ class Transformer(FunctionalModel):
         self.padding_mask = padding_mask
         self.attention_mask = attention_mask
         self.attention_options = attention_options
+        self.recompute = recompute
 
     def input_limits(self) -> dict[str, Limit]:
         cfg = self.config
@@ -285,6 +290,7 @@ class Transformer(FunctionalModel):
             "attention_mask": (self.attention_mask if self.attention_mask in (None, "input") else
                                keras.saving.serialize_keras_object(self.attention_mask)),
             "attention_options": self.attention_options,
+            "recompute": self.recompute,
             "dtype": self.dtype_name,
         }
 
