@@ -35,6 +35,8 @@ setup(
             "pytorch-crf",
             "lightgbm",
         ],
+        # third-party modules bert4keras' examples import (tools/run_bert4keras_examples.py)
+        "examples": ["tqdm", "rouge", "pandas", "sympy", "jieba", "nltk"],
     },
     entry_points={"console_scripts": ["bert4k=bert4k.cli:main"]},
 )

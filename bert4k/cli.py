@@ -14,8 +14,6 @@ from pathlib import Path
 
 _TF_CONFIG_NAMES = {"bert": "bert_config.json", "roberta": "bert_config.json", "albert": "albert_config.json",
                     "albert_unshared": "albert_config.json", "gpt2": "hparams.json"}
-_GPT2_HPARAMS = {"n_vocab": "vocab_size", "n_ctx": "n_positions", "n_embd": "n_embd", "n_head": "n_head",
-                 "n_layer": "n_layer"}
 
 
 class CommandError(Exception):
@@ -44,12 +42,11 @@ def _mb(n: int) -> str:
 
 def _source_files(path: str) -> tuple[Path, Path | None, str | None]:
     """`(folder, config file or None, weights path or None)` for a folder, a config json or a weights file."""
-    from bert4k.checkpoints.readers import resolve_checkpoint
-    from bert4k.pretrained import CONFIG_FILES
-
     p = Path(path)
     if not p.exists() and not Path(path + ".index").exists():
         raise CommandError(f"{path}: no such file or folder")
+    from bert4k.checkpoints.readers import resolve_checkpoint
+    from bert4k.config import CONFIG_FILES
     folder = p if p.is_dir() else p.parent
     config = p if p.suffix == ".json" and p.is_file() else next(
         (folder / n for n in CONFIG_FILES if (folder / n).exists()), None)
@@ -194,20 +191,52 @@ def _build_full(config: Path, weights: str, family: str):
 
 
 def _tf_config(raw: dict, family: str) -> tuple[str, dict]:
+    from bert4k.models.config_readers.gpt2 import OPENAI_HPARAMS
+
     raw = {k: v for k, v in raw.items() if k != "__path__"}
     name = _TF_CONFIG_NAMES.get(family, "config.json")
     if family == "gpt2" and "n_embd" in raw and "n_vocab" not in raw:
-        raw = {k: raw[hf] for k, hf in _GPT2_HPARAMS.items() if hf in raw}
+        raw = {k: raw[hf] for k, hf in OPENAI_HPARAMS.items() if hf in raw}
     return name, raw
 
 
-def _convert(args: argparse.Namespace) -> int:
-    from bert4k.checkpoints.specs import export_tensors
-    from bert4k.checkpoints.writers import save_safetensors, save_tf_checkpoint
-    from bert4k.config import read_json
-    from bert4k.models.families import get_family
-    from bert4k.pretrained import VOCAB_FILES
+class _ProgressBar:
+    """`label [#####.....]  12.3/45.6 MB  27%` on stderr, redrawn in place; `None` from `create` when off."""
 
+    WIDTH = 30
+
+    def __init__(self, label: str):
+        self.label, self.shown = label, -1
+
+    @classmethod
+    def create(cls, label: str, wanted: bool):
+        return cls(label) if wanted or sys.stderr.isatty() else None
+
+    def __call__(self, done: int, total: int) -> None:
+        percent = 100 * done // max(total, 1)
+        if percent == self.shown:
+            return
+        self.shown = percent
+        filled = self.WIDTH * done // max(total, 1)
+        bar = "#" * filled + "." * (self.WIDTH - filled)
+        end = "\n" if done >= total else ""
+        print(f"\r{self.label} [{bar}] {done / 2 ** 20:,.1f}/{total / 2 ** 20:,.1f} MB {percent:3d}%", end=end,
+              file=sys.stderr, flush=True)
+
+
+def _convert_source(args: argparse.Namespace):
+    """`(model, family, raw config or None, source folder, skipped tensor names)` of SRC: a checkpoint (folder,
+    config json, weights file) or a `.keras` model."""
+    if args.src.endswith(".keras"):
+        from bert4k.pretrained import load_model
+
+        done = _stage(f"reading {args.src} ({_mb(_size(args.src))})")
+        model = load_model(args.src, compile=False)
+        done()
+        if not hasattr(model, "family"):
+            raise CommandError(f"{args.src}: not a bert4k model (a {type(model).__name__} with no model family); "
+                               "only bert4k Transformer / T5 models can be converted")
+        return model, model.family, None, Path(args.src).parent, set()
     folder, config, weights = _source_files(args.src)
     if weights is None:
         raise CommandError(f"{args.src}: no weights found (expected model.safetensors, pytorch_model.bin or a "
@@ -215,9 +244,8 @@ def _convert(args: argparse.Namespace) -> int:
     if config is None:
         raise CommandError(f"{args.src}: no config file (config.json, bert_config.json, albert_config.json, "
                            "hparams.json) beside the weights")
-    dst = Path(args.dst)
-    if dst.exists() and not args.force:
-        raise CommandError(f"{dst}: already exists (pass --force to replace it)")
+    from bert4k.config import read_json
+
     family = _family(folder, config, args.family)
     done = _stage(f"reading {weights} ({_mb(_size(weights))}, family {family})")
     model, report = _build_full(config, weights, family)
@@ -225,6 +253,18 @@ def _convert(args: argparse.Namespace) -> int:
     skipped = set(report.optional_missing)
     if skipped:
         print(f"not in the source, not written: {', '.join(sorted(skipped))}", file=sys.stderr)
+    return model, family, read_json(config), folder, skipped
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from bert4k.models.checkpoint_io import export_checkpoint
+    from bert4k.models.families import get_family
+    from bert4k.pretrained import VOCAB_FILES
+
+    dst = Path(args.dst)
+    if dst.exists() and not args.force:
+        raise CommandError(f"{dst}: already exists (pass --force to replace it)")
+    model, family, raw_config, folder, skipped = _convert_source(args)
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -239,28 +279,25 @@ def _convert(args: argparse.Namespace) -> int:
             print(f"wrote {dst}")
             return 0
         fam = get_family(family)
-        tensors = {k: v for k, v in export_tensors(fam.reference("specs")(model, None)).items() if k not in skipped}
         tmp.mkdir(parents=True)
-        done = _stage(f"writing {len(tensors)} tensors to {dst}")
+        progress = _ProgressBar.create(f"writing {dst}", args.progress)
+        # export_checkpoint refuses (ValueError listing them) a model with weights the format has no name for
         if args.to == "hf":
-            hf_config = fam.reference("hf_config")
-            if hf_config is None:
+            if fam.reference("hf_config") is None:
                 raise CommandError(f"family {family!r} has no Hugging Face config writer; use --to tf or keras")
-            save_safetensors(tensors, tmp / "model.safetensors")
-            config_name, config_values = "config.json", hf_config(model.config, model)
+            export_checkpoint(model, tmp / "model.safetensors", skip=skipped, progress=progress)
         else:
-            to_tf = fam.reference("to_tf")
-            if to_tf is None:
+            if fam.reference("to_tf") is None:
                 raise CommandError(f"family {family!r} has no TF checkpoint export")
             prefix = {"gpt2": "model.ckpt", "albert": "albert_model.ckpt"}.get(fam.kind, "bert_model.ckpt")
-            save_tf_checkpoint(to_tf(tensors), tmp / prefix)
-            config_name, config_values = _tf_config(read_json(config), family)
-        (tmp / config_name).write_text(json.dumps(config_values, ensure_ascii=False, indent=2) + "\n",
-                                       encoding="utf-8")
+            export_checkpoint(model, tmp / prefix, format="tf", skip=skipped, progress=progress)
+            raw = raw_config if raw_config is not None else fam.reference("hf_config")(model.config, model)
+            config_name, config_values = _tf_config(raw, family)
+            (tmp / config_name).write_text(json.dumps(config_values, ensure_ascii=False, indent=2) + "\n",
+                                           encoding="utf-8")
         for name in VOCAB_FILES:
             if (folder / name).exists():
                 shutil.copy(folder / name, tmp / name)
-        done()
         if dst.exists():
             shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
         os.replace(tmp, dst)
@@ -272,7 +309,8 @@ def _convert(args: argparse.Namespace) -> int:
 
 def add_convert(subparsers) -> None:
     p = subparsers.add_parser("convert", help="convert a checkpoint to HF safetensors, a TF checkpoint or .keras",
-                              description="Read SRC (a checkpoint folder, its config json or weights) and write "
+                              description="Read SRC (a checkpoint folder, its config json or weights, or a bert4k "
+                                          ".keras model) and write "
                                           "DST: --to hf writes config.json + model.safetensors (+ vocab) that "
                                           "transformers loads; --to tf the original TF names and config; --to "
                                           "keras a .keras model. Output is written under a temporary name, then "
@@ -282,6 +320,7 @@ def add_convert(subparsers) -> None:
     p.add_argument("--to", choices=("hf", "tf", "keras"), required=True)
     p.add_argument("--family", help="the model family (default: read from the config)")
     p.add_argument("--force", action="store_true", help="replace DST if it exists")
+    p.add_argument("--progress", action="store_true", help="show the progress bar also when stderr is not a terminal")
     p.set_defaults(func=_convert)
 
 

@@ -14,9 +14,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bert4k.config import CONFIG_FILES
+
 REPO = Path(__file__).resolve().parents[1]
 REGISTRY_PATH = REPO / "pretrained" / "registry.json"
-CONFIG_FILES = ("config.json", "bert_config.json", "albert_config.json", "hparams.json")
 VOCAB_FILES = ("vocab.txt", "spiece.model", "sentencepiece.model")
 # Modules whose import registers the Keras-serialisable classes a saved bert4k model refers to.
 _SERIALIZABLES = ("bert4k.models", "bert4k.heads", "bert4k.training")
@@ -178,8 +179,9 @@ def from_pretrained(path_or_name: str | os.PathLike, application: str = "encoder
     return built, load_tokenizer(folder, entry.do_lower_case if entry else True)
 
 
-def load_model(path: str | os.PathLike):
-    """`keras.saving.load_model` of a saved bert4k model (`.keras`), with bert4k's layers registered."""
+def load_model(path: str | os.PathLike, compile: bool = True):
+    """`keras.saving.load_model` of a saved bert4k model (`.keras`), with bert4k's layers registered;
+    `compile=False` skips the saved loss and optimizer (inference only, e.g. a loss defined in a script)."""
     import keras
 
     for module in _SERIALIZABLES:
@@ -188,4 +190,4 @@ def load_model(path: str | os.PathLike):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"saved model not found: {path}")
-    return keras.saving.load_model(path)
+    return keras.saving.load_model(path, compile=compile)

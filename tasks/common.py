@@ -57,15 +57,7 @@ def task_parser(doc: str, *, out: str, epochs: int, batch_size: int, maxlen: int
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(task_name=out)
     if columns:
-        g = p.add_argument_group("your data (default: the script's demo split of the shared data)", file_format or
-                                 f"TSV with a header row, or JSONL (one object a line), with the fields: {columns}")
-        g.add_argument("--train", metavar="FILE", help="training examples")
-        if dev:
-            g.add_argument("--dev", metavar="FILE", help="examples evaluated after each epoch (default: --test)")
-        g.add_argument("--test", metavar="FILE", help="held-out examples scored at the end (default: a "
-                       "deterministic part of --train)")
-        g.add_argument("--predict", metavar="FILE", help="score FILE with the model saved in --saved (no training)")
-        g.add_argument("--saved", metavar="DIR", help="a previous run's output folder (model.keras + vocab.txt)")
+        add_data_arguments(p, columns, file_format, dev=dev)
     g = p.add_argument_group("model")
     g.add_argument("--config", help="config json (or directory) of a checkpoint to start from")
     g.add_argument("--checkpoint", help="checkpoint (TF prefix, .safetensors/.bin, or directory) to start from")
@@ -93,6 +85,26 @@ def task_parser(doc: str, *, out: str, epochs: int, batch_size: int, maxlen: int
     return p
 
 
+def add_data_arguments(p: argparse.ArgumentParser, columns: str, file_format: str | None = None, *, dev: bool = True,
+                       test: bool = True, predict: bool = True, train_default: str | None = None) -> None:
+    """`--train FILE`, `--dev FILE` and `--test FILE` (each unless False), and `--predict FILE --saved DIR`, for a
+    script's own parser; `columns` and `file_format` document the files (default: TSV with a header row, or
+    JSONL)."""
+    g = p.add_argument_group("your data (default: the script's demo split of the shared data)", file_format or
+                             f"TSV with a header row, or JSONL (one object a line), with the fields: {columns}")
+    g.add_argument("--train", metavar="FILE", default=train_default,
+                   help="training examples" + (" (default: %(default)s)" if train_default else ""))
+    if dev:
+        g.add_argument("--dev", metavar="FILE", help="examples evaluated during training (default: a held-out part "
+                       "of --train, or --test)")
+    if test:
+        g.add_argument("--test", metavar="FILE", help="held-out examples scored at the end (default: a "
+                       "deterministic part of --train)")
+    if predict:
+        g.add_argument("--predict", metavar="FILE", help="score FILE with the model saved in --saved (no training)")
+        g.add_argument("--saved", metavar="DIR", help="a previous run's output folder (model.keras + vocab.txt)")
+
+
 def model_tag(args: argparse.Namespace) -> str:
     """A short name of the starting model, for the default output folder."""
     if getattr(args, "tiny", False):
@@ -107,10 +119,11 @@ def model_tag(args: argparse.Namespace) -> str:
     return PRETRAINED.name
 
 
-def default_out(args: argparse.Namespace) -> Path:
-    """runs/<task>-<dataset>-<model>; the dataset is --dataset, or the --train file's name, or the task's demo."""
+def default_out(args: argparse.Namespace, model: str | None = None) -> Path:
+    """runs/<task>-<dataset>-<model>; the dataset is --dataset, or the --train file's name, or the task's demo;
+    the model is `model`, or `model_tag(args)`."""
     dataset = Path(args.train).stem if getattr(args, "train", None) else getattr(args, "dataset", None) or "demo"
-    return REPO / "runs" / f"{args.task_name}-{dataset}-{model_tag(args)}"
+    return REPO / "runs" / f"{args.task_name}-{dataset}-{model or model_tag(args)}"
 
 
 def resume_settings(args: argparse.Namespace) -> dict:
@@ -118,33 +131,41 @@ def resume_settings(args: argparse.Namespace) -> dict:
 
 
 def check_resume(out: Path, args: argparse.Namespace) -> None:
-    """Keep `out/backup` only if it was made with the same settings; otherwise say what differs and start fresh.
-    Writes the current settings to `out/settings.json`."""
+    """Keep the backups in `out` (`out/backup`, `out/<part>/backup`) only if they were made with the same settings;
+    otherwise say what differs and start fresh. Writes the current settings to `out/settings.json`."""
     settings = json.loads(json.dumps(resume_settings(args), default=_json_default))
-    path, backup = out / "settings.json", out / "backup"
-    if backup.is_dir() and any(backup.iterdir()) and not getattr(args, "no_resume", False):
+    path = out / "settings.json"
+    backups = [b for b in (out / "backup", *out.glob("*/backup")) if b.is_dir() and any(b.iterdir())]
+    if backups and not getattr(args, "no_resume", False):
         saved = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
         if saved != settings:
             diffs = [] if saved is None else [f"{k}: {saved.get(k)!r} → {settings.get(k)!r}"
                                               for k in sorted(set(saved) | set(settings)) if saved.get(k) != settings.get(k)]
             changed = "no settings.json" if saved is None else ", ".join(diffs[:6]) + (", …" if len(diffs) > 6 else "")
             print(f"{out}: the interrupted run there used other settings ({changed}); starting fresh")
-            shutil.rmtree(backup)
+            for backup in backups:
+                shutil.rmtree(backup)
         else:
             print(f"{out}: resuming the interrupted run with the same settings (--no-resume to start fresh)")
     write_json(path, settings)
 
 
-def setup(args: argparse.Namespace) -> Path:
-    """Seed, precision and the output folder (default `default_out`; a backup there is resumed only when its
-    settings match); returns the output folder."""
+def setup(args: argparse.Namespace, model: str | None = None) -> Path:
+    """Seed, precision and the output folder (`output_folder(args, model)`: default `default_out`; a backup there
+    is resumed only when its settings match); returns the output folder."""
     global DATA
     DATA = Path(args.data_dir)
     training.set_seed(args.seed)
     if args.bf16:
         training.use_mixed_precision("mixed_bfloat16")
+    return output_folder(args, model)
+
+
+def output_folder(args: argparse.Namespace, model: str | None = None) -> Path:
+    """`--out` (default `default_out(args, model)`), created; outside `--predict`, a backup there is kept only
+    when its settings match (`check_resume`)."""
     if args.out is None:
-        args.out = str(default_out(args))
+        args.out = str(default_out(args, model))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if getattr(args, "predict", None) is None:
@@ -226,7 +247,8 @@ def split_records(args: argparse.Namespace, fields: Sequence[str], key: str, fra
 
 
 def load_saved(folder: str | os.PathLike):
-    """`(model, tokenizer)` saved by `save_model` in a previous run's output folder."""
+    """`(model, tokenizer)` saved by `save_model` in a previous run's output folder (loaded for inference: the
+    training loss is not restored)."""
     from bert4k.pretrained import load_model
 
     folder = Path(folder)
@@ -234,7 +256,7 @@ def load_saved(folder: str | os.PathLike):
         if not (folder / name).exists():
             raise FileNotFoundError(f"{folder / name} not found: --saved must be the output folder of a finished "
                                     "run of this script")
-    return load_model(folder / "model.keras"), Tokenizer(str(folder / "vocab.txt"), do_lower_case=True)
+    return load_model(folder / "model.keras", compile=False), Tokenizer(str(folder / "vocab.txt"), do_lower_case=True)
 
 
 def data_path(*parts: str) -> Path:
@@ -462,7 +484,7 @@ class CompactVocab:
         counts = Counter(i for row in id_rows for i in row)
         specials = tokenizer.tokens_to_ids(self.SPECIALS)
         self.keep_tokens = specials + sorted(i for i, c in counts.items() if c >= min_count and i not in specials)
-        self.to_compact = np.full(tokenizer.vocab_size, specials[1], dtype="int32")
+        self.to_compact = np.full(tokenizer.vocab_size, self.SPECIALS.index("[UNK]"), dtype="int32")
         self.to_compact[self.keep_tokens] = np.arange(len(self.keep_tokens))
         self.to_full = np.asarray(self.keep_tokens, dtype="int32")
 

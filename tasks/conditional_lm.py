@@ -5,10 +5,18 @@ every LayerNorm (bert4keras' `layer_norm_cond=<tensor>`); the same model without
 A TF-IDF (char 1–2-gram) + logistic-regression classifier, trained in the same run on real labelled reviews and
 checked on held-out ones, scores the generated texts: how often does a sample carry the sentiment it was asked for?
 
-    python tasks/conditional_lm.py --out runs/conditional_lm            # from scratch, a few minutes on 2 cores
+    python tasks/conditional_lm.py                                       # from scratch, a few minutes on 2 cores
     python tasks/conditional_lm.py --config C --checkpoint K --vocab V   # start from a pretrained checkpoint
+    python tasks/conditional_lm.py --train mine.tsv [--test mine_test.jsonl]
+    python tasks/conditional_lm.py --predict labels.tsv --saved runs/conditional_lm-mine-scratch
 
-Writes to `--out`: samples.tsv, metrics.json, loss.csv, learning_curve.png.
+Your data: --train FILE [--test FILE], TSV with a header row or JSONL, fields `text` and `label` (any strings; the
+conditions are the labels of --train). Without --test, a random --heldout fraction of --train is held out.
+`--predict FILE --saved DIR` writes one sampled text per row of FILE (field `label`) with the conditioned model
+saved in DIR.
+
+Writes to `--out` (default runs/conditional_lm-<dataset>-<model>): samples.tsv, metrics.json, loss.csv,
+learning_curve.png, and the conditioned model (model.keras + its compact vocab.txt).
 """
 from __future__ import annotations
 
@@ -23,8 +31,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tasks"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import common
 import keras
 import numpy as np
 from keras import ops
@@ -39,9 +49,10 @@ LABELS = ("negative", "positive")
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(DATA / "chnsenticorp" / "train.tsv"), help="label<TAB>text file")
+    p.set_defaults(task_name="conditional_lm")
+    common.add_data_arguments(p, "text, label", dev=False)
     p.add_argument("--vocab", default=str(DATA / "bert-chinese-vocab" / "vocab.txt"), help="WordPiece vocab")
-    p.add_argument("--out", default=str(REPO / "runs" / "conditional_lm"), help="output folder")
+    p.add_argument("--out", help="output folder (default: runs/conditional_lm-<dataset>-<model>)")
     p.add_argument("--config", help="model config (json/dir); default: a small GPT-style model from scratch")
     p.add_argument("--checkpoint", help="checkpoint to start from (needs --config and its --vocab)")
     p.add_argument("--model", default="bert", help="model family of --config/--checkpoint")
@@ -68,6 +79,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # === data ===
 
+def read_labelled(path: str, limit: int = 0) -> tuple[list[str], list[str]]:
+    """`(texts, labels)` of a TSV/JSONL file with the fields text and label."""
+    rows = common.limited(common.read_records(path, ("text", "label")), limit)
+    return [r["text"] for r in rows], [str(r["label"]) for r in rows]
+
+
 def read_reviews(path: str, limit: int = 0) -> tuple[list[str], np.ndarray]:
     """ChnSentiCorp `label<TAB>text_a` rows (header skipped)."""
     texts, labels = [], []
@@ -86,20 +103,31 @@ def read_reviews(path: str, limit: int = 0) -> tuple[list[str], np.ndarray]:
 
 
 class Vocab:
-    """The tokens seen in training (plus specials): compact ids for a small LM, and the way back to text."""
+    """The tokens seen in training (plus specials): compact ids for a small LM, and the way back to text. Without
+    `texts`, every token of `tokenizer` is kept (a compact vocabulary saved by an earlier run)."""
 
-    def __init__(self, tokenizer: Tokenizer, texts: list[str], maxlen: int, min_count: int):
+    SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
+
+    def __init__(self, tokenizer: Tokenizer, texts: list[str] | None, maxlen: int, min_count: int = 1):
         self.tokenizer, self.maxlen = tokenizer, maxlen
-        encoded = [tokenizer.encode(t, maxlen=maxlen)[0] for t in texts]
-        counts = Counter(i for ids in encoded for i in ids)
-        specials = tokenizer.tokens_to_ids(["[PAD]", "[UNK]", "[CLS]", "[SEP]"])
-        self.keep_tokens = specials + sorted(i for i, c in counts.items() if c >= min_count and i not in specials)
+        specials = tokenizer.tokens_to_ids(list(self.SPECIALS))
+        if texts is None:
+            if specials != [0, 1, 2, 3]:
+                raise ValueError(f"a compact vocabulary starts with {self.SPECIALS}, got ids {specials}")
+            self.keep_tokens = list(range(tokenizer.vocab_size))
+        else:
+            counts = Counter(i for t in texts for i in tokenizer.encode(t, maxlen=maxlen)[0])
+            self.keep_tokens = specials + sorted(i for i, c in counts.items() if c >= min_count and i not in specials)
         self.remap = np.full(tokenizer.vocab_size, 1, "int32")  # unseen → [UNK] (new id 1)
         self.remap[self.keep_tokens] = np.arange(len(self.keep_tokens))
         self.pad, self.unk, self.start, self.end = 0, 1, 2, 3
 
     def __len__(self) -> int:
         return len(self.keep_tokens)
+
+    def tokens(self) -> list[str]:
+        """The compact vocabulary, in id order (a vocab.txt for `Vocab(Tokenizer(it), None, ...)`)."""
+        return self.tokenizer.ids_to_tokens(self.keep_tokens)
 
     def encode(self, texts: list[str]) -> list[np.ndarray]:
         return [self.remap[self.tokenizer.encode(t, maxlen=self.maxlen)[0]] for t in texts]
@@ -148,12 +176,12 @@ def masked_lm_loss(y_true, y_pred):
 
 # === models ===
 
-def build_lm(args, vocab: Vocab, conditioned: bool):
+def build_lm(args, vocab: Vocab, conditioned: bool, num_labels: int = len(LABELS)):
     """The GPT-style LM; with `conditioned`, a label embedding conditions every LayerNorm."""
     kwargs = dict(application="lm", logits=True)
     if conditioned:
         label = keras.Input(shape=(1,), dtype="int32", name="Input-Label")
-        embedding = keras.layers.Embedding(len(LABELS), args.cond_size, name="Label-Embedding")(label)
+        embedding = keras.layers.Embedding(num_labels, args.cond_size, name="Label-Embedding")(label)
         kwargs["layer_norm_cond"] = keras.layers.Reshape((args.cond_size,))(embedding)
     if args.config:
         return build_transformer_model(args.config, args.checkpoint, model=args.model, keep_tokens=vocab.keep_tokens,
@@ -190,9 +218,10 @@ def train(model, args, train_data, heldout_data, name: str) -> list[dict]:
              "heldout_loss": history.history["val_loss"][r]} for r in range(rounds)]
 
 
-def sample_texts(model, vocab: Vocab, labels: np.ndarray | None, args) -> list[str]:
-    """One sampled review per row, starting from [CLS]; `labels` is the condition (None: unconditioned)."""
-    prompts = np.full((len(labels) if labels is not None else args.samples * len(LABELS), 1), vocab.start, "int32")
+def sample_texts(model, vocab: Vocab, labels: np.ndarray | None, args, count: int = 0) -> list[str]:
+    """One sampled review per row, starting from [CLS]; `labels` is the condition (None: `count` unconditioned
+    samples)."""
+    prompts = np.full((len(labels) if labels is not None else count, 1), vocab.start, "int32")
     inputs = {"token_ids": prompts, "cond": labels[:, None]} if labels is not None else prompts
     out = generate(model, inputs, args.max_new_tokens, method="sample", top_p=args.top_p, stop_ids=vocab.end,
                    seed=args.seed)
@@ -211,7 +240,7 @@ def train_classifier(texts: list[str], labels: np.ndarray, seed: int):
     return classifier.fit(texts, labels)
 
 
-def plot_curve(curve: list[dict], path: Path) -> None:
+def plot_curve(curve: list[dict], path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -225,38 +254,84 @@ def plot_curve(curve: list[dict], path: Path) -> None:
         ax.plot(steps, [r["heldout_loss"] for r in rows], color=color, marker="o", label=f"{name} held-out")
     ax.set_xlabel("step")
     ax.set_ylabel("next-token cross-entropy")
-    ax.set_title("ChnSentiCorp label → review LM")
+    ax.set_title(title)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
+def load_data(args) -> tuple[list[str], np.ndarray, list[str], np.ndarray, list[str]]:
+    """`(train_texts, train_labels, test_texts, test_labels, names)`: --train/--test (or ChnSentiCorp); without
+    --test a random `--heldout` fraction of the training texts."""
+    if args.train:
+        texts, raw = read_labelled(args.train, args.limit)
+        names = sorted(set(raw))
+        if len(names) < 2:
+            raise ValueError(f"{args.train}: one label {names}; a conditional LM needs at least two")
+        labels = np.array([names.index(y) for y in raw], "int32")
+    else:
+        texts, labels = read_reviews(str(common.data_path("chnsenticorp", "train.tsv")), args.limit)
+        names = list(LABELS)
+    if args.test:
+        test_texts, raw = read_labelled(args.test, args.limit)
+        unknown = sorted(set(raw) - set(names))
+        if unknown:
+            raise ValueError(f"{args.test}: labels {unknown} do not occur in --train {args.train} ({names})")
+        return texts, labels, test_texts, np.array([names.index(y) for y in raw], "int32"), names
+    order = np.random.default_rng(args.seed).permutation(len(texts))
+    n_heldout = max(2, int(len(texts) * args.heldout))
+    test_idx, train_idx = order[:n_heldout], order[n_heldout:]
+    return ([texts[i] for i in train_idx], labels[train_idx], [texts[i] for i in test_idx], labels[test_idx], names)
+
+
+def predict_file(args) -> dict:
+    """One sample per row of --predict FILE (field `label`) from the conditioned model saved in --saved."""
+    model, tokenizer = common.load_saved(args.saved)
+    saved = json.loads((Path(args.saved) / "metrics.json").read_text(encoding="utf-8"))
+    names, settings = saved["labels"], saved["args"]
+    rows = common.read_records(args.predict, ("label",))
+    unknown = sorted({str(r["label"]) for r in rows} - set(names))
+    if unknown:
+        raise ValueError(f"{args.predict}: labels {unknown} are not conditions of the saved model ({names})")
+    vocab = Vocab(tokenizer, None, settings["maxlen"])
+    requested = np.array([names.index(str(r["label"])) for r in rows], "int32")
+    texts = sample_texts(model, vocab, requested, argparse.Namespace(**{**settings, "seed": args.seed}))
+    out = Path(args.out)
+    with open(out / "samples.tsv", "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+        writer.writerow(["requested", "text"])
+        writer.writerows((names[k], t) for k, t in zip(requested, texts))
+    result = {"predicted": len(texts), "file": args.predict, "saved": args.saved}
+    print(json.dumps(result, ensure_ascii=False))
+    print(f"wrote {out / 'samples.tsv'}")
+    return result
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.checkpoint and not args.config:
         raise SystemExit("--checkpoint needs --config")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if common.prediction_run(args):
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        return predict_file(args)
+    given = args.checkpoint or args.config
+    out = common.output_folder(args, Path(given).stem if given else "scratch")
     keras.utils.set_random_seed(args.seed)
     started = time.time()
 
-    texts, labels = read_reviews(args.data, args.limit)
-    order = np.random.default_rng(args.seed).permutation(len(texts))
-    n_heldout = max(2, int(len(texts) * args.heldout))
-    test_idx, train_idx = order[:n_heldout], order[n_heldout:]
-    train_texts, test_texts = [texts[i] for i in train_idx], [texts[i] for i in test_idx]
-
-    classifier = train_classifier(train_texts, labels[train_idx], args.seed)
-    classifier_accuracy = float(np.mean(classifier.predict(test_texts) == labels[test_idx]))
+    train_texts, train_labels, test_texts, test_labels, names = load_data(args)
+    classifier = train_classifier(train_texts, train_labels, args.seed)
+    classifier_accuracy = float(np.mean(classifier.predict(test_texts) == test_labels))
 
     vocab = Vocab(Tokenizer(args.vocab, do_lower_case=True), train_texts, args.maxlen, args.min_count)
-    train_data = (vocab.encode(train_texts), labels[train_idx])
-    heldout_data = (vocab.encode(test_texts), labels[test_idx])
+    train_data = (vocab.encode(train_texts), train_labels)
+    heldout_data = (vocab.encode(test_texts), test_labels)
 
-    requested = np.repeat(np.arange(len(LABELS), dtype="int32"), args.samples)
+    requested = np.repeat(np.arange(len(names), dtype="int32"), args.samples)
     curve, samples, results = [], [], {}
-    models = {"baseline": build_lm(args, vocab, conditioned=False), "conditioned": build_lm(args, vocab, conditioned=True)}
+    models = {"baseline": build_lm(args, vocab, conditioned=False),
+              "conditioned": build_lm(args, vocab, conditioned=True, num_labels=len(names))}
     copy_shared_weights(models["baseline"], models["conditioned"])
     for name in ("conditioned", "baseline"):
         conditioned, model = name == "conditioned", models[name]
@@ -264,30 +339,32 @@ def main(argv=None) -> dict:
         curve += train(model, args, train_data, heldout_data, name)
         print(f"{name}: {args.steps} steps, held-out loss {curve[-1]['heldout_loss']:.3f} "
               f"({time.time() - started:.0f}s)", flush=True)
-        generated = sample_texts(model, vocab, requested if conditioned else None, args)
+        generated = sample_texts(model, vocab, requested if conditioned else None, args, len(requested))
         predicted = classifier.predict(generated)
-        positive = classifier.predict_proba(generated)[:, 1]
-        samples += [(name, LABELS[r] if conditioned else "-", LABELS[p], f"{q:.3f}", t)
-                    for r, p, q, t in zip(requested, predicted, positive, generated)]
+        probability = classifier.predict_proba(generated)
+        samples += [(name, names[r] if conditioned else "-", names[p], f"{q[-1]:.3f}", t)
+                    for r, p, q, t in zip(requested, predicted, probability, generated)]
         results[name] = {
             "heldout_loss": curve[-1]["heldout_loss"],
-            "positive_fraction": float(np.mean(predicted == 1)),
-            "mean_positive_probability": float(np.mean(positive)),
             "empty_samples": int(sum(not t for t in generated)),
         }
+        if len(names) == 2:  # the share classified as the second label (ChnSentiCorp: positive)
+            results[name].update(positive_fraction=float(np.mean(predicted == 1)),
+                                 mean_positive_probability=float(np.mean(probability[:, 1])))
         if conditioned:
             results[name]["label_accuracy"] = float(np.mean(predicted == requested))
-            for k, label in enumerate(LABELS):
+            for k, label in enumerate(names):
                 results[name][f"accuracy_when_asked_{label}"] = float(np.mean(predicted[requested == k] == k))
         else:  # the same requested labels, which this model cannot see: its accuracy is chance by construction
             results[name]["label_accuracy"] = float(np.mean(predicted == requested))
 
+    common.save_model(models["conditioned"], vocab.tokens(), out)
     metrics = {
-        "task": "ChnSentiCorp label → review, conditional LayerNorm",
-        "train_reviews": len(train_idx), "heldout_reviews": len(test_idx), "vocab_size": len(vocab),
+        "task": f"{args.train or 'ChnSentiCorp'} label → text, conditional LayerNorm", "labels": names,
+        "train_reviews": len(train_texts), "heldout_reviews": len(test_texts), "vocab_size": len(vocab),
         "classifier": "TF-IDF char 1-2-gram + logistic regression",
         "classifier_heldout_accuracy": classifier_accuracy,
-        "chance_accuracy": 0.5,
+        "chance_accuracy": 1 / len(names),
         "samples_per_model": len(requested),
         **results,
         "args": vars(args),
@@ -295,14 +372,14 @@ def main(argv=None) -> dict:
     }
     with open(out / "samples.tsv", "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-        writer.writerow(["model", "requested", "classified", "p_positive", "text"])
+        writer.writerow(["model", "requested", "classified", f"p_{names[-1]}", "text"])
         writer.writerows(samples)
     with open(out / "loss.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, ["model", "step", "train_loss", "heldout_loss"], lineterminator="\n")
         writer.writeheader()
         writer.writerows(curve)
     (out / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2), encoding="utf-8")
-    plot_curve(curve, out / "learning_curve.png")
+    plot_curve(curve, out / "learning_curve.png", f"{args.train or 'ChnSentiCorp'}: label → text LM")
     print(json.dumps({k: v for k, v in metrics.items() if k != "args"}, ensure_ascii=False, indent=2))
     return metrics
 

@@ -3,8 +3,15 @@
 features (sklearn-crfsuite: characters at ±2, the bigrams among them), all trained and scored on the same split.
 
 Data: msra-ner/train.txt (one `char<TAB>tag` per line, a blank line between sentences). It has no official dev or
-test set, so a deterministic 10% of the sentences (by MD5 of the text) is held out for testing (`--test FILE`
-scores on another file of the same format instead) and 5% of the rest is the dev set.
+test set, so a deterministic 10% of the sentences (by MD5 of the text) is held out for testing and 5% of the rest
+is the dev set.
+
+Your data: --train FILE [--dev FILE] [--test FILE], each either IOB2 lines (`char<TAB>tag`, a blank line between
+sentences, like msra-ner/train.txt) or JSONL (`.jsonl`) with the fields `text` and `entities`, a list of
+`[type, start, end]` (character offsets, `end` inclusive; an optional 4th item, the entity's text, is checked).
+Without --test / --dev, the held-out parts above are cut from --train. Every head's model is saved in
+--out/<head>/ (model.keras + vocab.txt), and `--predict FILE --saved DIR` tags FILE (the same formats; JSONL
+without `entities` for unlabelled text) with each head saved there, scoring it when FILE is labelled.
 
 Metric: entity-level micro precision / recall / F1, an entity counting only with exact span and type.
 
@@ -16,8 +23,11 @@ a window boundary is split there). Empty sentences (blank-line runs) are skipped
     python tasks/ner.py                                   # from our pretrained model, all three heads
     python tasks/ner.py --heads crf --epochs 3
     python tasks/ner.py --train-limit 5000 --limit 2000   # a subset: 5000 training, 2000 dev/test sentences
+    python tasks/ner.py --train mine.txt --test mine_test.jsonl --heads crf
+    python tasks/ner.py --predict new.jsonl --saved runs/ner-mine-bert4k-small-zh
 
-Writes to --out: metrics.json, predictions.jsonl and, per head, a folder with log.csv and learning_curve.png.
+Writes to --out: metrics.json, predictions.jsonl and, per head, a folder with log.csv, learning_curve.png,
+model.keras and vocab.txt.
 """
 from __future__ import annotations
 
@@ -40,12 +50,14 @@ from bert4k.layers.initializers import truncated_normal
 HEADS = ("softmax", "crf", "gp")
 TEST_FRACTION = 0.1
 DEV_FRACTION = 0.05
+FILE_FORMAT = ("IOB2 (`char<TAB>tag` lines, a blank line between sentences) or JSONL (.jsonl) with the fields "
+               "text and entities ([type, start, end] character offsets, end inclusive)")
 
 
 def parse_args(argv=None):
-    p = common.task_parser(__doc__, out="ner", epochs=2, batch_size=32, maxlen=128, lr=2e-4)
+    p = common.task_parser(__doc__, out="ner", epochs=2, batch_size=32, maxlen=128, lr=2e-4, columns="text, entities",
+                           file_format=FILE_FORMAT)
     p.add_argument("--heads", default=",".join(HEADS), help="comma-separated subset of %(default)s")
-    p.add_argument("--test", help="score on this IOB2 file instead of the held-out split")
     p.add_argument("--train-limit", type=int, default=0, help="at most N training sentences (overrides --limit)")
     p.add_argument("--crf-lr-multiplier", type=float, default=100.0, help="default: %(default)s")
     p.add_argument("--gp-head-size", type=int, default=64, help="default: %(default)s")
@@ -90,6 +102,32 @@ def read_iob(path: Path) -> list[Sentence]:
     return sentences
 
 
+def read_sentences(path: str | Path, labelled: bool = True) -> list[Sentence]:
+    """Sentences of an IOB2 file (`read_iob`) or of a JSONL file (`.jsonl`: `text`, and `entities` unless
+    `labelled=False`)."""
+    path = Path(path)
+    if path.suffix != ".jsonl":
+        if not path.is_file():
+            raise FileNotFoundError(f"data file not found: {path}")
+        return read_iob(path)
+    sentences = []
+    for n, row in enumerate(common.read_records(path, ("text", "entities") if labelled else ("text",)), 1):
+        text, spans = row["text"], []
+        for entity in row.get("entities") or []:
+            ok = isinstance(entity, list) and len(entity) in (3, 4) and isinstance(entity[0], str) and all(
+                isinstance(i, int) and 0 <= i < len(text) for i in entity[1:3]) and entity[1] <= entity[2]
+            if ok and len(entity) == 4 and entity[3] != text[entity[1]:entity[2] + 1]:
+                raise ValueError(f"{path}: record {n}: entity {entity} says {entity[3]!r} but the text there is "
+                                 f"{text[entity[1]:entity[2] + 1]!r}")
+            if not ok:
+                raise ValueError(f"{path}: record {n}: expected entities as [type, start, end] with 0 ≤ start ≤ end "
+                                 f"< {len(text)} (the text's length), got {entity!r}")
+            spans.append((entity[0], entity[1], entity[2]))
+        if text:
+            sentences.append(Sentence(list(text), sorted(set(spans), key=lambda e: (e[1], e[2], e[0]))))
+    return sentences
+
+
 def _sentence(chars, tags, where) -> Sentence:
     try:
         return Sentence(chars, tagging.tags_to_spans(tags))
@@ -98,17 +136,20 @@ def _sentence(chars, tags, where) -> Sentence:
 
 
 def split(args) -> tuple[list[Sentence], list[Sentence], list[Sentence], str]:
-    """`(train, dev, test, test_name)`."""
-    path = common.data_path("msra-ner", "train.txt")
-    sentences = read_iob(path)
+    """`(train, dev, test, test_name)`: --train (default msra-ner/train.txt) less the held-out test part (unless
+    --test) and the dev part (unless --dev)."""
+    sentences = read_sentences(args.train) if args.train else read_iob(common.data_path("msra-ner", "train.txt"))
     if args.test:
-        rest, test, name = sentences, read_iob(Path(args.test)), str(args.test)
+        rest, test, name = sentences, read_sentences(args.test), str(args.test)
     else:
         rest = [s for s in sentences if not common.held_out(s.text, TEST_FRACTION)]
         test = [s for s in sentences if common.held_out(s.text, TEST_FRACTION)]
-        name = f"msra-ner held-out {TEST_FRACTION:.0%}"
-    train = [s for s in rest if not common.held_out("dev:" + s.text, DEV_FRACTION)]
-    dev = [s for s in rest if common.held_out("dev:" + s.text, DEV_FRACTION)]
+        name = f"{Path(args.train).name if args.train else 'msra-ner'} held-out {TEST_FRACTION:.0%}"
+    if args.dev:
+        train, dev = rest, read_sentences(args.dev)
+    else:
+        train = [s for s in rest if not common.held_out("dev:" + s.text, DEV_FRACTION)]
+        dev = [s for s in rest if common.held_out("dev:" + s.text, DEV_FRACTION)]
     train = common.limited(train, args.train_limit or args.limit)
     return train, common.limited(dev, args.limit), common.limited(test, args.limit), name
 
@@ -192,17 +233,28 @@ def masked_token_crossentropy(y_true, logits):
     return ce * keep
 
 
-def build(head: str, source: common.ModelSource, args, tagset: tagging.TagSet):
-    """`(model, loss, crf or None)`."""
+@keras.saving.register_keras_serializable("bert4k_tasks")
+def real_tokens(token_ids):
+    """True on the tokens that are not padding (id 0)."""
+    return ops.not_equal(token_ids, 0)
+
+
+def build(head: str, source: common.ModelSource, args, tagset: tagging.TagSet, prior=None):
+    """`(model, loss, crf or None)`. `prior`: the initial bias of the softmax / CRF emission layer (the log tag
+    frequencies, `tagging.log_prior`; zeros if None)."""
     encoder = source.build(args.model)
+    prior = np.zeros(len(tagset), "float32") if prior is None else np.asarray(prior, "float32")
     if head == "softmax":
-        return heads.build_token_classifier(encoder, len(tagset), args.dropout), masked_token_crossentropy, None
+        model = heads.build_token_classifier(encoder, len(tagset), args.dropout)
+        model.get_layer("Token-Classifier-Dense").bias.assign(prior)
+        return model, masked_token_crossentropy, None
     token_ids = encoder.inputs[0]
-    real = keras.layers.Lambda(lambda t: ops.not_equal(t, 0), name="Real-Tokens")(token_ids)
+    real = keras.layers.Lambda(real_tokens, name="Real-Tokens")(token_ids)
     x = keras.layers.Dropout(args.dropout, name="Head-Dropout")(encoder.output)
     if head == "crf":
         initializer = truncated_normal(float(getattr(encoder.config, "initializer_range", 0.02)))
-        x = keras.layers.Dense(len(tagset), kernel_initializer=initializer, dtype="float32", name="Emissions")(x)
+        x = keras.layers.Dense(len(tagset), kernel_initializer=initializer, bias_initializer=keras.initializers.Constant(
+            prior), dtype="float32", name="Emissions")(x)
         crf = ConditionalRandomField(lr_multiplier=args.crf_lr_multiplier, name="CRF")
         out = crf(x, mask=real)
 
@@ -245,11 +297,12 @@ def peak_rss_mb() -> float:
 
 
 def run_head(head, source, args, out, tagset, train_pieces, dev, dev_pieces, test, test_pieces) -> dict:
-    model, loss, crf = build(head, source, args, tagset)
+    labels = [tag_labels(p, tagset) for p in train_pieces]
+    prior = tagging.log_prior(([t - 1 for t in row] for row in labels), len(tagset))
+    model, loss, crf = build(head, source, args, tagset, prior)
     if head == "gp":
         data = gp_dataset(train_pieces, tagset.types, args.batch_size, args.seed)
     else:
-        labels = [tag_labels(p, tagset) for p in train_pieces]
         data = common.dataset([[p.token_ids for p in train_pieces], [[0] * len(p.token_ids) for p in train_pieces]],
                               labels, args.batch_size, shuffle=True, seed=args.seed)
     folder = out / head
@@ -257,6 +310,7 @@ def run_head(head, source, args, out, tagset, train_pieces, dev, dev_pieces, tes
     _, train_seconds = common.timed(common.fit, model, args, folder, data, len(train_pieces), loss=loss,
                                     title=f"MSRA NER, {head} head ({source.name})")
     started = time.time()
+    common.save_model(model, source.vocab, folder)
     test_found = predict(model, head, crf, test_pieces, tagset, len(test), 2 * args.batch_size)
     predict_seconds = time.time() - started
     dev_found = predict(model, head, crf, dev_pieces, tagset, len(dev), 2 * args.batch_size)
@@ -307,20 +361,49 @@ def crfsuite_baseline(train: list[Sentence], dev, test: list[Sentence], iteratio
             "peak_rss_mb": peak_rss_mb(), "_found": found}
 
 
-def write_predictions(path: Path, test: list[Sentence], found: dict[str, list[set]]) -> None:
+def write_predictions(path: Path, test: list[Sentence], found: dict[str, list[set]], gold: bool = True) -> None:
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for i, s in enumerate(test):
-            row = {"text": s.text, "gold": [[k, a, b, s.text[a:b + 1]] for k, a, b in s.spans]}
+            row = {"text": s.text, **({"gold": [[k, a, b, s.text[a:b + 1]] for k, a, b in s.spans]} if gold else {})}
             for name, rows in found.items():
                 row[name] = [[k, a, b, s.text[a:b + 1]] for k, a, b in sorted(rows[i], key=lambda e: e[1])]
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     tmp.replace(path)
 
 
+def predict_file(args) -> dict:
+    """Tag --predict FILE with every head saved in --saved; write predictions.jsonl (and F1 per head when FILE
+    has entities)."""
+    saved = json.loads((Path(args.saved) / "metrics.json").read_text(encoding="utf-8"))
+    heads_saved = [h for h in HEADS if (Path(args.saved) / h / "model.keras").exists()]
+    if not heads_saved:
+        raise FileNotFoundError(f"{args.saved}: no saved head (expected <head>/model.keras for a head of {HEADS})")
+    labelled = Path(args.predict).suffix != ".jsonl" or all(
+        "entities" in r for r in common.read_records(args.predict, ("text",)))
+    sentences = read_sentences(args.predict, labelled=labelled)
+    tagset = tagging.TagSet(saved["types"])
+    result, found = {"predicted": len(sentences), "file": args.predict, "saved": args.saved}, {}
+    for head in heads_saved:
+        model, tokenizer = common.load_saved(Path(args.saved) / head)
+        crf = model.get_layer("CRF") if head == "crf" else None
+        pieces = featurize(sentences, tokenizer, saved["settings"]["maxlen"])
+        found[head] = predict(model, head, crf, pieces, tagset, len(sentences), 2 * args.batch_size)
+        if labelled:
+            result[f"f1_{head}"] = tagging.entity_scores([s.spans for s in sentences], found[head])["f1"]
+    out = Path(args.out)
+    write_predictions(out / "predictions.jsonl", sentences, found, gold=labelled)
+    print(json.dumps(result, ensure_ascii=False))
+    print(f"wrote {out / 'predictions.jsonl'}")
+    return result
+
+
 def main(argv=None) -> dict:
     started = time.time()
     args = parse_args(argv)
+    if common.prediction_run(args):
+        common.setup(args)
+        return predict_file(args)
     chosen = [h.strip() for h in args.heads.split(",") if h.strip()]
     unknown = sorted(set(chosen) - set(HEADS))
     if unknown or not chosen:
@@ -328,6 +411,7 @@ def main(argv=None) -> dict:
     out = common.setup(args)
     train, dev, test, test_name = split(args)
     types = entity_types(train, test, test_name)
+    entity_types(train, dev, args.dev or "the dev split")
     tagset = tagging.TagSet(types)
     print(f"train {len(train)}, dev {len(dev)}, test {len(test)} sentences ({test_name}); types {types}", flush=True)
 
@@ -351,7 +435,7 @@ def main(argv=None) -> dict:
         print(f"{head}: F1 {result['f1']:.4f}", flush=True)
         common.write_json(out / "metrics.partial.json", results)  # what is done so far, if the run is cut short
     write_predictions(out / "predictions.jsonl", test, found)
-    metrics = {"task": "ner", "dataset": "msra-ner", "test_set": test_name, "types": types,
+    metrics = {"task": "ner", "dataset": args.train or "msra-ner", "test_set": test_name, "types": types,
                "train_sentences": len(train), "dev_sentences": len(dev), "test_sentences": len(test),
                "train_windows": len(pieces["train"]), "test_windows": len(pieces["test"]),
                **{f"f1_{name}": r["f1"] for name, r in results.items()}, "results": results}

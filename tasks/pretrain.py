@@ -1,14 +1,18 @@
 """Pretrain a small Transformer from scratch on plain Chinese text with one of four objectives.
 
-    python tasks/pretrain.py --objective mlm --steps 300 --out runs/pretrain_mlm
+    python tasks/pretrain.py --objective mlm --steps 300
     python tasks/pretrain.py --objective unilm --layers 2 --hidden-size 128 --steps 100
+    python tasks/pretrain.py --train my_corpus.txt --dev my_heldout.txt
 
 Objectives (see `bert4k.objectives`): `mlm` (15% whole-word masking, 80/10/10), `lm` (next token), `unilm`
 (consecutive text pieces of a document as source → target), `plm` (permutation LM: predict the last K tokens of a
 random factorisation order from the query stream). Documents are cut into sentences and packed into pieces of up
 to `--maxlen` tokens; the last `--heldout-docs` documents are held out and scored at the start and the end.
 
-Writes to `--out`: `config.json` (BERT config, loadable by `build_transformer_model`), `model.safetensors` (HF BERT
+Your data: `--train FILE` (plain text, one document a line; default the shared zh-plain-corpus) and `--dev FILE`
+(the same format: the held-out documents, instead of the last `--heldout-docs` of --train).
+
+Writes to `--out` (default runs/pretrain-<corpus>-<objective>-L<layers>-H<hidden>): `config.json` (BERT config, loadable by `build_transformer_model`), `model.safetensors` (HF BERT
 names; load both with `build_transformer_model(out, out)`), `loss.csv` (step, train loss and accuracy over the
 last `--log-every` steps, learning rate, seconds), `run.json` (arguments, held-out loss/accuracy before and after,
 time).
@@ -28,8 +32,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tasks"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import common
 import keras
 import numpy as np
 
@@ -45,10 +51,13 @@ SENTENCE_END = re.compile(r"(?<=[。！？!?；;…\n])")
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(task_name="pretrain")
     p.add_argument("--objective", choices=objectives.OBJECTIVES, default="mlm")
-    p.add_argument("--corpus", default=str(DATA / "zh-plain-corpus" / "zh_corpus.txt"), help="one document a line")
+    common.add_data_arguments(p, "", "plain text, one document a line", test=False, predict=False,
+                              train_default=str(DATA / "zh-plain-corpus" / "zh_corpus.txt"))
     p.add_argument("--vocab", default=str(DATA / "bert-chinese-vocab" / "vocab.txt"), help="WordPiece vocab.txt")
-    p.add_argument("--out", default=None, help="output folder (default runs/pretrain_<objective>)")
+    p.add_argument("--out", default=None, help="output folder (default runs/pretrain-<corpus>-<objective>-L<layers>"
+                   "-H<hidden>)")
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--hidden-size", type=int, default=256)
     p.add_argument("--heads", type=int, default=4)
@@ -74,6 +83,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 # === data ===
 
 def read_documents(path: str, max_docs: int = 0) -> list[str]:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"corpus file not found: {path}")
     docs = []
     with open(path, encoding="utf-8") as f:
         for line in f:
@@ -222,16 +233,21 @@ def run(args) -> dict:
     """Train and save; returns the summary also written to `run.json`."""
     if args.plm_predict is None:
         args.plm_predict = max(args.maxlen // 6, 1)
-    out = Path(args.out or REPO / "runs" / f"pretrain_{args.objective}")
-    out.mkdir(parents=True, exist_ok=True)
+    out = common.output_folder(args, f"{args.objective}-L{args.layers}-H{args.hidden_size}")
     keras.utils.set_random_seed(args.seed)
     tokenizer = Tokenizer(args.vocab, do_lower_case=True)
 
-    docs = read_documents(args.corpus, args.max_docs)
-    if len(docs) <= args.heldout_docs:
-        raise ValueError(f"{args.corpus}: {len(docs)} documents, need more than --heldout-docs {args.heldout_docs}")
-    train = examples_of(docs[:-args.heldout_docs], args.objective, args.maxlen)
-    heldout = examples_of(docs[-args.heldout_docs:], args.objective, args.maxlen)
+    docs = read_documents(args.train, args.max_docs)
+    if args.dev:
+        train_docs, heldout_docs = docs, read_documents(args.dev)
+    elif len(docs) <= args.heldout_docs:
+        raise ValueError(f"{args.train}: {len(docs)} documents, need more than --heldout-docs {args.heldout_docs}")
+    else:
+        train_docs, heldout_docs = docs[:-args.heldout_docs], docs[-args.heldout_docs:]
+    train = examples_of(train_docs, args.objective, args.maxlen)
+    heldout = examples_of(heldout_docs, args.objective, args.maxlen)
+    if not heldout:
+        raise ValueError(f"{args.dev or args.train}: the held-out documents give no example")
     rng = np.random.default_rng(args.seed + 1)
     eval_batches = [encode_batch(args.objective, heldout[i:i + args.batch_size], tokenizer, args, rng)
                     for i in range(0, min(len(heldout), args.eval_batches * args.batch_size), args.batch_size)]
@@ -260,7 +276,8 @@ def run(args) -> dict:
 
     export_checkpoint(model, out / "model.safetensors")
     (out / "config.json").write_text(json.dumps(bert_config_json(cfg), indent=2))
-    summary = {"args": vars(args), "train_examples": len(train), "parameters": model.count_params(),
+    summary = {"args": vars(args), "train_documents": len(train_docs), "heldout_documents": len(heldout_docs),
+               "train_examples": len(train), "parameters": model.count_params(),
                "heldout_loss_start": start_loss, "heldout_loss_end": end_loss, "heldout_accuracy_start": start_acc,
                "heldout_accuracy_end": end_acc, "train_seconds": seconds, "steps": args.steps // log_every * log_every}
     (out / "run.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))

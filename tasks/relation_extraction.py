@@ -8,7 +8,9 @@ LayerNorm; then per-predicate object start/end), on any file in the DuIE / SKE J
 writes a synthetic one (N sentences built from templates, the right triples known) and trains on it.
 
 Evaluation: a deterministic 20% of `--train` (by MD5 of the text) unless `--test FILE` is given; micro precision /
-recall / F1 over exact `(subject, predicate, object)` string triples.
+recall / F1 over exact `(subject, predicate, object)` string triples. The trained model is saved (model.keras +
+vocab.txt), and `--predict FILE --saved DIR` extracts the triples of FILE's texts with it (FILE in the same format;
+`spo_list` may be absent, otherwise it is scored).
 
 Truncation: texts longer than `--maxlen` tokens are cut (the start is kept). A triple whose subject or object is
 not inside the kept text (or not in the text at all) cannot be trained on: it is counted in `unreachable` and
@@ -16,8 +18,10 @@ still counts as gold at evaluation. Predicted spans map back to the text through
 
     python tasks/relation_extraction.py --train duie_train.json --test duie_dev.json --epochs 3
     python tasks/relation_extraction.py --demo 600 --tiny --epochs 8
+    python tasks/relation_extraction.py --predict new.jsonl --saved runs/relation_extraction-duie_train-bert4k-small-zh
 
-Writes to --out: metrics.json, predictions.jsonl, log.csv, learning_curve.png (and demo.jsonl with --demo).
+Writes to --out: metrics.json, predictions.jsonl, log.csv, learning_curve.png, model.keras + vocab.txt (and
+demo.jsonl with --demo).
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ import time
 from pathlib import Path
 
 import common
+import keras
 import numpy as np
 
 from bert4k import heads_relation as rel
@@ -35,9 +40,9 @@ HELD_OUT = 0.2
 
 
 def parse_args(argv=None):
-    p = common.task_parser(__doc__, out="relation_extraction", epochs=3, batch_size=16, maxlen=128, lr=2e-4)
-    p.add_argument("--train", help="training file (JSON lines: text + spo_list)")
-    p.add_argument("--test", help="evaluation file (default: a held-out 20%% of --train)")
+    p = common.task_parser(__doc__, out="relation_extraction", epochs=3, batch_size=16, maxlen=128, lr=2e-4,
+                           columns="text, spo_list", dev=False, file_format="JSON lines with the fields text and "
+                           "spo_list, a list of {subject, predicate, object} (DuIE / SKE format)")
     p.add_argument("--demo", type=int, default=0, help="write and use a synthetic corpus of N sentences")
     p.add_argument("--threshold", type=float, default=0.5, help="start/end probability threshold")
     return p.parse_args(argv)
@@ -45,9 +50,13 @@ def parse_args(argv=None):
 
 # === data ===
 
-def read_spo(path: Path) -> list[dict]:
-    """`[{"text", "spo": [(subject, predicate, object)]}]`; a malformed line raises naming file and line."""
+def read_spo(path: Path, labelled: bool = True) -> list[dict]:
+    """`[{"text", "spo": [(subject, predicate, object)]}]`; a malformed line raises naming file and line. With
+    `labelled=False`, `spo_list` may be absent (then `spo` is empty)."""
     rows = []
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -55,7 +64,7 @@ def read_spo(path: Path) -> list[dict]:
             try:
                 item = json.loads(line)
                 spo = []
-                for t in item["spo_list"]:
+                for t in item["spo_list"] if labelled or "spo_list" in item else []:
                     obj = t["object"]["@value"] if isinstance(t["object"], dict) else t["object"]
                     if not (isinstance(t["subject"], str) and isinstance(obj, str) and t["subject"] and obj):
                         raise ValueError("subject and object must be non-empty strings")
@@ -197,9 +206,42 @@ def predict(models: rel.RelationModels, rows: list[dict], encoded: list[Encoded]
     return found
 
 
+def saved_models(folder: str | Path, num_predicates: int) -> tuple[rel.RelationModels, object]:
+    """`(models, tokenizer)` of a run's saved training model: the subject and object models are its parts."""
+    train, tokenizer = common.load_saved(folder)
+    subject = keras.Model(train.inputs[:-1], train.get_layer("subject").output)
+    obj = keras.Model(train.inputs, train.get_layer("object").output)
+    return rel.RelationModels(subject, obj, train, num_predicates), tokenizer
+
+
+def predict_file(args) -> dict:
+    """Extract the triples of --predict FILE with the model saved in --saved; write predictions.jsonl (and the
+    scores when FILE has `spo_list`)."""
+    saved = json.loads((Path(args.saved) / "metrics.json").read_text(encoding="utf-8"))
+    names, settings = saved["predicates"], saved["settings"]
+    models, tokenizer = saved_models(args.saved, len(names))
+    with open(args.predict, encoding="utf-8") as f:
+        labelled = all("spo_list" in json.loads(line) for line in f if line.strip())
+    rows = read_spo(Path(args.predict), labelled=labelled)
+    encoded = [encode(r, tokenizer, settings["maxlen"], {p: i for i, p in enumerate(names)}) for r in rows]
+    found = predict(models, rows, encoded, names, settings["threshold"], 2 * args.batch_size)
+    out = Path(args.out)
+    write_jsonl(out / "predictions.jsonl", [{"text": r["text"], **({"gold": sorted(r["spo"])} if labelled else {}),
+                                             "predicted": sorted(f)} for r, f in zip(rows, found)])
+    result = {"texts": len(rows), "file": args.predict, "saved": args.saved}
+    if labelled:
+        result.update(rel.triple_scores([set(r["spo"]) for r in rows], found))
+    print(json.dumps(result, ensure_ascii=False))
+    print(f"wrote {out / 'predictions.jsonl'}")
+    return result
+
+
 def main(argv=None) -> dict:
     started = time.time()
     args = parse_args(argv)
+    if common.prediction_run(args):
+        common.setup(args)
+        return predict_file(args)
     out = common.setup(args)
     if args.demo:
         train_path = out / "demo.jsonl"
@@ -234,6 +276,7 @@ def main(argv=None) -> dict:
     _, train_seconds = common.timed(common.fit, models.train, args, out, dataset(examples, len(names),
                                     args.batch_size, args.seed), len(examples), loss=rel.relation_losses(),
                                     title=f"relation extraction ({source.name})")
+    common.save_model(models.train, source.vocab, out)
     t0 = time.time()
     found = predict(models, test_rows, test_enc, names, args.threshold, 2 * args.batch_size)
     predict_seconds = time.time() - t0

@@ -186,6 +186,101 @@ def test_convert_hf_to_tf_and_keras(google_bert, tmp_path):
     assert max_diff(pooled, ref_pooled) <= 1e-4 and max_diff(logits, ref_logits) <= 1e-4
 
 
+TINY_BERT = dict(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
+                 max_position_embeddings=32, type_vocab_size=2)
+
+
+def test_convert_refuses_a_conditional_layernorm_model_listing_its_unnamed_weights(tmp_path, capsys):
+    """convert goes through export_checkpoint: a model with weights the format has no name for (conditional
+    LayerNorm's gamma_dense / beta_dense) fails naming each of them, and writes nothing."""
+    from bert4k import build_transformer_model
+
+    model = build_transformer_model(TINY_BERT, layer_norm_cond=8)
+    model.save(tmp_path / "cond.keras")
+    unnamed = [w.path for w in model.weights if "gamma_dense" in w.path or "beta_dense" in w.path]
+    assert len(unnamed) == 10
+    for to in ("hf", "tf"):
+        assert cli.main(["convert", str(tmp_path / "cond.keras"), str(tmp_path / to), "--to", to]) == 1
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "has no name for 10 weight(s)" in err and all(path in err for path in unnamed), err
+        assert not (tmp_path / to).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cond.keras"]  # no temporary left behind
+
+
+def test_convert_keras_model_to_hf_loads_in_transformers_with_a_progress_bar(tmp_path, capsys):
+    import torch
+    import transformers
+
+    from bert4k import build_transformer_model
+    from tests.oracles.hf import random_ids
+
+    model = build_transformer_model(TINY_BERT, with_mlm=True, logits=True)
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(0, 0.2, w.shape).astype("float32") for w in model.weights])
+    model.save(tmp_path / "model.keras")
+    (tmp_path / "vocab.txt").write_text("".join(f"t{i}\n" for i in range(60)))
+    assert cli.main(["convert", str(tmp_path / "model.keras"), str(tmp_path / "hf"), "--to", "hf",
+                     "--progress"]) == 0
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["config.json", "model.safetensors", "vocab.txt"]
+    bars = capsys.readouterr().err.split("\r")
+    data_bytes = sum(w.numpy().nbytes for w in model.weights)
+    assert bars[-1].strip().endswith(f"{data_bytes / 2 ** 20:,.1f}/{data_bytes / 2 ** 20:,.1f} MB 100%")
+    assert len(bars) > 3  # redrawn as the tensors are written
+    reference = transformers.BertForMaskedLM.from_pretrained(tmp_path / "hf").eval()
+    ids = random_ids(2, 9, 60, seed=1)
+    with torch.no_grad():
+        expected = reference(input_ids=torch.tensor(ids), token_type_ids=torch.zeros(ids.shape, dtype=torch.long),
+                             attention_mask=torch.tensor(ids != 0, dtype=torch.long)).logits.numpy()
+    got = np.asarray(model.predict([ids, np.zeros_like(ids)], verbose=0))
+    real = ids != 0
+    assert np.abs(got[real] - expected[real]).max() < 1e-4
+    capsys.readouterr()
+    assert cli.main(["convert", str(tmp_path / "model.keras"), str(tmp_path / "tf"), "--to", "tf"]) == 0
+    assert "\r" not in capsys.readouterr().err  # no bar: stderr is not a terminal and no --progress
+    assert cli.main(["convert", str(tmp_path / "model.keras"), str(tmp_path / "tf2"), "--to", "tf", "--progress"]) == 0
+    assert capsys.readouterr().err.split("\r")[-1].strip().endswith(" MB 100%")
+    from bert4k.checkpoints import read_tensors
+
+    assert len(read_tensors(str(tmp_path / "tf" / "bert_model.ckpt"))) == len(model.weights)
+
+
+def test_streaming_safetensors_writer_is_read_back_by_the_reference_reader(tmp_path):
+    """convert's progress comes from bert4k's own per-tensor safetensors writer: the reference reader (safetensors
+    for torch) gets every dtype, shape and value back, and progress counts the data bytes up to the total."""
+    import ml_dtypes
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from bert4k.checkpoints.writers import save_safetensors
+
+    rng = np.random.default_rng(0)
+    tensors = {"b.w": rng.normal(size=(3, 5)).astype("float32"), "a": np.arange(7, dtype=">i8"),
+               "mask": np.array([True, False, True]), "half": rng.normal(size=(2, 2)).astype("float16"),
+               "bf16": rng.normal(size=(4,)).astype(ml_dtypes.bfloat16), "scalar": np.float32(3.5),
+               "empty": np.zeros((0, 3), "float32"), "i8": np.array([-1, 2], "int8")}
+    calls = []
+    save_safetensors(tensors, tmp_path / "x.safetensors", metadata={"format": "pt", "k": "v"},
+                     progress=lambda done, total: calls.append((done, total)))
+    got = load_file(tmp_path / "x.safetensors")
+    assert sorted(got) == sorted(tensors)
+    for name, value in tensors.items():
+        back = got[name].float().numpy() if got[name].dtype == torch.bfloat16 else got[name].numpy()
+        assert back.shape == np.shape(value) and np.array_equal(back, np.asarray(value).astype(back.dtype)), name
+    with safe_open(tmp_path / "x.safetensors", "np") as f:
+        assert f.metadata() == {"format": "pt", "k": "v"}
+    header = json.loads((tmp_path / "x.safetensors").read_bytes()[8:8 + int.from_bytes(
+        (tmp_path / "x.safetensors").read_bytes()[:8], "little")])
+    assert all(v["data_offsets"][0] % np.dtype(np.asarray(tensors[k]).dtype).itemsize == 0
+               for k, v in header.items() if k != "__metadata__")  # every tensor aligned to its item size
+    total = sum(np.asarray(v).nbytes for v in tensors.values())
+    assert len(calls) == len(tensors) and calls[-1] == (total, total)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    with pytest.raises(TypeError, match=r"tensor 'c' has dtype complex64"):
+        save_safetensors({"c": np.zeros(2, "complex64")}, tmp_path / "c.safetensors")
+    assert not list(tmp_path.glob("c.safetensors*"))
+
+
 # === fill-mask, encode, generate ===
 
 @pytest.mark.slow

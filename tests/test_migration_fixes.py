@@ -63,6 +63,30 @@ def test_models_from_plain_keras_accept_a_bare_prefix_too(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.weights.h5", "m.weights.weights.h5"]
 
 
+def test_whole_model_save_and_load_model_with_a_tf_keras_name(tmp_path, monkeypatch):
+    """`model.save("test.model")` then `keras.models.load_model("test.model")` (bert4keras' extract-features
+    example): the name maps to `test.model.keras` both ways; predictions survive the round trip."""
+    from bert4k.backend import keras as b4k_keras
+
+    monkeypatch.chdir(tmp_path)
+    model = tiny_dense_model()
+    x = np.arange(6, dtype="float32").reshape(2, 3)
+    model.save("test.model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["test.model.keras"]
+    loaded = b4k_keras.models.load_model("test.model")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=0, atol=0)
+    model.save("kept.keras")  # Keras 3 names pass through unchanged
+    assert (tmp_path / "kept.keras").is_file() and not (tmp_path / "kept.keras.keras").exists()
+
+
+def test_a_tf_keras_savedmodel_folder_is_refused_by_name(tmp_path):
+    from bert4k.backend import keras as b4k_keras
+
+    (tmp_path / "old.model").mkdir()
+    with pytest.raises(ValueError, match=r"old\.model is a folder \(a tf\.keras SavedModel\)"):
+        b4k_keras.models.load_model(str(tmp_path / "old.model"))
+
+
 def test_a_tf_keras_checkpoint_prefix_is_refused_by_name(tmp_path):
     model = tiny_dense_model()
     (tmp_path / "old.weights.index").write_bytes(b"")
@@ -159,6 +183,191 @@ def test_gpt2_from_a_bert_style_config_matches_hf(tmp_path):
     assert max_diff(model.predict(ids, verbose=0), expected) < 1e-4
 
 
+def bert4keras_gpt2_names(state: dict) -> dict:
+    """HF GPT2LMHeadModel tensors under the names of bert4keras' TF conversion of CPM-LM (hand-written table:
+    `gpt/` scope, `transformer/layer_<i>`, q/k/v apart, the pre-LN norms called `input/LayerNorm`)."""
+    t = {k.removeprefix("transformer."): v.numpy() for k, v in state.items()}
+    out = {"gpt/embeddings/word_embeddings": t["wte.weight"], "gpt/embeddings/position_embeddings": t["wpe.weight"],
+           "gpt/output/LayerNorm/gamma": t["ln_f.weight"], "gpt/output/LayerNorm/beta": t["ln_f.bias"]}
+    layers = {int(k.split(".")[1]) for k in t if k.startswith("h.")}
+    for i in layers:
+        s, h = f"gpt/transformer/layer_{i}/", f"h.{i}."
+        for n, part in enumerate(np.split(t[h + "attn.c_attn.weight"], 3, axis=1)):
+            out[s + f"attention/self/{('query', 'key', 'value')[n]}/kernel"] = part
+        for n, part in enumerate(np.split(t[h + "attn.c_attn.bias"], 3)):
+            out[s + f"attention/self/{('query', 'key', 'value')[n]}/bias"] = part
+        for ours, theirs in (("attention/output/dense", "attn.c_proj"), ("intermediate/dense", "mlp.c_fc"),
+                             ("output/dense", "mlp.c_proj")):
+            out[s + ours + "/kernel"], out[s + ours + "/bias"] = t[h + theirs + ".weight"], t[h + theirs + ".bias"]
+        for ours, theirs in (("attention/input/LayerNorm", "ln_1"), ("input/LayerNorm", "ln_2")):
+            out[s + ours + "/gamma"], out[s + ours + "/beta"] = t[h + theirs + ".weight"], t[h + theirs + ".bias"]
+    return out
+
+
+def test_gpt2_from_bert4keras_tf_conversion_matches_hf(tmp_path):
+    """CPM_LM_2.6B_TF as bert4keras ships it: a BERT-style config and a TF checkpoint with `gpt/...` names."""
+    from bert4k.checkpoints.writers import save_tf_checkpoint
+    from bert4k.models import build_transformer_model
+
+    hf_config = transformers.GPT2Config(vocab_size=VOCAB, n_embd=16, n_layer=2, n_head=2, n_positions=32,
+                                        activation_function="gelu")
+    torch.manual_seed(0)
+    reference = transformers.GPT2LMHeadModel(hf_config)
+    randomize(reference, seed=9, scale=0.1)
+    prefix = save_tf_checkpoint(bert4keras_gpt2_names(reference.state_dict()), tmp_path / "model.ckpt")
+    bert_style = {"vocab_size": VOCAB, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+                  "intermediate_size": 64, "max_position_embeddings": 32, "hidden_act": "gelu"}
+    (tmp_path / "config.json").write_text(json.dumps(bert_style))
+    model = build_transformer_model(tmp_path / "config.json", prefix, model="gpt2")
+    assert not model.load_report.unexpected and not model.load_report.missing
+    ids = np.array([[5, 9, 13, 2, 40, 7]])
+    with torch.no_grad():
+        expected = torch.softmax(reference(torch.tensor(ids)).logits, -1).numpy()
+    assert max_diff(model.predict(ids, verbose=0), expected) < 1e-4
+
+
+def test_bert4keras_gpt2_conversion_missing_a_projection_is_named():
+    from bert4k.checkpoints.gpt2 import bert4keras_gpt2_names
+
+    tensors = {f"gpt/transformer/layer_0/attention/self/{p}/kernel": np.zeros((2, 2)) for p in ("query", "value")}
+    with pytest.raises(ValueError, match=r"layer_0/attention/self: no key weight"):
+        bert4keras_gpt2_names(tensors)
+
+
+class MaskAsValues(keras.layers.Layer):
+    """Returns the Keras mask its input carries (as 0/1 floats), to check it in predictions."""
+
+    def call(self, x, mask=None):
+        return keras.ops.cast(mask, "float32")
+
+
+@pytest.mark.parametrize("family", ["bert", "albert"])
+def test_block_outputs_by_bert4keras_layer_name_and_get_output_at(tmp_path, family):
+    """bert4keras' NER/CWS examples: `model.get_layer('Transformer-%d-FeedForward-Norm' % i).output` (BERT) and
+    `model.get_layer('Transformer-FeedForward-Norm').get_output_at(i)` (ALBERT's shared block) are the i-th
+    block's hidden states (HF `output_hidden_states[i + 1]`), carrying the padding mask."""
+    from bert4k.backend import keras as b4k_keras
+    from bert4k.models import build_transformer_model
+
+    common = dict(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32,
+                  max_position_embeddings=32)
+    if family == "bert":
+        reference = transformers.BertModel(transformers.BertConfig(**common))
+    else:
+        reference = transformers.AlbertModel(transformers.AlbertConfig(embedding_size=8, **common))
+    torch.manual_seed(0)
+    randomize(reference, seed=11, scale=0.1)
+    reference.save_pretrained(tmp_path, safe_serialization=True)
+    model = build_transformer_model(tmp_path / "config.json", tmp_path / "model.safetensors", model=family)
+    if family == "bert":
+        output = model.get_layer("Transformer-1-FeedForward-Norm").output
+    else:
+        output = model.get_layer("Transformer-FeedForward-Norm").get_output_at(1)
+    probe = b4k_keras.models.Model(model.inputs, [output, MaskAsValues()(output)])
+    ids = np.array([[2, 7, 9, 4, 3, 0, 0], [2, 5, 3, 0, 0, 0, 0]])
+    hidden, mask = probe.predict([ids, np.zeros_like(ids)], verbose=0)
+    with torch.no_grad():
+        expected = reference(torch.tensor(ids), attention_mask=torch.tensor(ids != 0).long(),
+                             output_hidden_states=True).hidden_states[2].numpy()
+    assert max_diff(hidden[ids != 0], expected[ids != 0]) < 1e-4
+    np.testing.assert_array_equal(mask, (ids != 0).astype("float32"))
+    assert model.get_layer("Transformer-1-FeedForward-Norm" if family == "bert" else
+                           "Transformer-FeedForward-Norm") is model.get_layer(
+        "Transformer-1-FeedForward-Norm" if family == "bert" else "Transformer-FeedForward-Norm")
+
+
+def test_inner_block_layer_names_and_bad_node_indices_are_refused_by_name():
+    from bert4k.models import build_transformer_model
+
+    model = build_transformer_model(dict(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                         intermediate_size=32, max_position_embeddings=32), model="albert")
+    with pytest.raises(ValueError, match=r"Transformer-MultiHeadSelfAttention.*one layer \('Transformer'"):
+        model.get_layer("Transformer-MultiHeadSelfAttention")
+    with pytest.raises(ValueError, match=r"called 2 time\(s\); node indices run from -2 to 1"):
+        model.get_layer("Transformer").get_output_at(2)
+    with pytest.raises(ValueError, match=r"called 2 times \(a shared block\); use get_output_at"):
+        _ = model.get_layer("Transformer-FeedForward-Norm").output
+
+
+def test_in_train_phase_follows_fit_and_predict_in_a_layer_without_a_training_argument():
+    """bert4keras' theseus example: `K.in_train_phase(output, target)` in a `call(inputs)` with no `training`
+    argument picks `output` in training steps and `target` in predict, like tf.keras' learning phase."""
+    from bert4k.backend import K
+    from bert4k.backend import keras as b4k_keras
+
+    class Choose(b4k_keras.layers.Layer):
+        def call(self, inputs):
+            return K.in_train_phase(inputs * 0 + 1, lambda: inputs * 0 - 1)
+
+    x = b4k_keras.layers.Input(shape=(2,))
+    model = b4k_keras.models.Model(x, Choose()(x))
+    data = np.zeros((3, 2), dtype="float32")
+    np.testing.assert_array_equal(model.predict(data, verbose=0), -np.ones((3, 2)))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model(data, training=True)), np.ones((3, 2)))
+    assert K.learning_phase() == 0 and K.in_train_phase(1, 2, training=True) == 1
+
+
+def test_random_sample_with_topp_of_one_or_more_samples_the_whole_distribution():
+    """bert4keras' conditional-LM example calls `random_sample(..., topp=5)`: its nucleus never fills, so every
+    token stays possible; with topp=0.95 the 5% tail (token 3) is cut."""
+    from bert4k.snippets import AutoRegressiveDecoder
+
+    probas = np.array([0.5, 0.3, 0.15, 0.05])
+
+    class Fixed(AutoRegressiveDecoder):
+        @AutoRegressiveDecoder.wraps(default_rtype="probas")
+        def predict(self, inputs, output_ids, states):
+            return np.tile(probas, (len(output_ids), 1))
+
+    decoder = Fixed(start_id=None, end_id=None, maxlen=1)
+    np.random.seed(0)
+    wide = np.concatenate(decoder.random_sample([[1]], 400, topp=5))
+    narrow = np.concatenate(decoder.random_sample([[1]], 400, topp=0.95))
+    assert 3 in wide and 3 not in narrow
+    assert abs(np.mean(wide == 0) - 0.5) < 0.1
+
+
+def test_k_gradients_inside_a_layer_during_predict_match_numpy():
+    """bert4keras' integrated-gradients example: a layer computing `K.gradients(output, [input])[0] * input` inside
+    a model run by predict; for `y = x W + b` the gradient of `y[:, label]` is `W[:, label]`."""
+    from bert4k.backend import K, batch_gather
+    from bert4k.backend import keras as b4k_keras
+
+    class Gradient(b4k_keras.layers.Layer):
+        def call(self, inputs):
+            x, y, label = inputs
+            return K.gradients(batch_gather(y, label), [x])[0] * x
+
+        def compute_output_shape(self, input_shape):
+            return input_shape[0]
+
+    x_in, label_in = b4k_keras.layers.Input(shape=(3,)), b4k_keras.layers.Input(shape=(1,), dtype="int32")
+    dense = b4k_keras.layers.Dense(4)
+    model = b4k_keras.models.Model([x_in, label_in], Gradient()([x_in, dense(x_in), label_in]))
+    x = np.random.default_rng(0).standard_normal((5, 3)).astype("float32")
+    labels = np.array([[0], [3], [1], [2], [3]])
+    kernel = dense.kernel.numpy()
+    np.testing.assert_allclose(model.predict([x, labels], verbose=0), kernel[:, labels[:, 0]].T * x, atol=1e-6)
+    with pytest.raises(NotImplementedError, match="only inside a traced computation.*override train_step"):
+        K.gradients(keras.ops.sum(dense(x)), [dense.kernel])
+
+
+def test_tf_keras_train_function_internals_and_search_layer_in_a_loss_are_refused_by_name():
+    """bert4keras' adversarial-training and gradient-penalty examples rewrite tf.keras' graph train function /
+    search the Embedding layer from `y_pred` inside a loss: both raise naming the Keras 3 way (train_step)."""
+    from bert4k.backend import search_layer
+
+    model = tiny_dense_model()
+    assert model.train_function is None
+    with pytest.raises(NotImplementedError, match=r"model\._make_train_function .* override train_step"):
+        model._make_train_function()
+    with pytest.raises(NotImplementedError, match=r"model\.total_loss"):
+        _ = model.total_loss
+    with pytest.raises(TypeError, match=r"search_layer\(\.\.\., 'Embedding-Token'\): got a .* override train_step"):
+        search_layer(keras.ops.ones((2, 2)), "Embedding-Token")
+    assert search_layer(model.output, "dense") is model.get_layer("dense")
+
+
 def test_compound_tokens_are_means_of_the_listed_embeddings(hf_bert):
     from bert4k.models import build_transformer_model
 
@@ -230,6 +439,37 @@ def test_model_handle_copies_and_pickles_without_recursion(hf_bert):
     assert [w.shape for w in restored.model.weights] == [w.shape for w in handle.model.weights]
     report = handle.load_weights_from_checkpoint(folder / "model.safetensors")
     assert report is not None
+
+
+def test_bert4keras_layer_by_layer_building_api_is_refused_by_name(hf_bert):
+    """bert4keras' BERT-of-Theseus example calls `handle.apply_embeddings` / `apply_main_layers`."""
+    from bert4k.models import build_transformer_model
+
+    folder, _ = hf_bert
+    handle = build_transformer_model(folder, return_keras_model=False)
+    for name in ("apply_embeddings", "apply_main_layers"):
+        with pytest.raises(NotImplementedError, match=rf"{name}: bert4keras' layer-by-layer building API .* "
+                                                      r"handle\.model\.blocks\[i\]"):
+            getattr(handle, name)
+
+
+def test_global_pointer_takes_bert4keras_rope_spelling():
+    """bert4keras' GPLinker example: `GlobalPointer(heads, head_size, RoPE=False, tril_mask=False)`; the scores
+    are then plain `q·k / sqrt(d)` of the dense projections (numpy), no rotary positions."""
+    import bert4k.backend  # noqa: F401 - what the example imports first
+    from bert4k.layers import EfficientGlobalPointer, GlobalPointer
+
+    x = np.random.default_rng(1).standard_normal((1, 5, 6)).astype("float32")
+    layer = GlobalPointer(heads=1, head_size=4, RoPE=False, tril_mask=False)
+    scores = keras.ops.convert_to_numpy(layer(x))
+    kernel, bias = layer.dense.kernel.numpy(), layer.dense.bias.numpy()
+    qk = x[0] @ kernel + bias
+    q, k = qk[:, 0:4], qk[:, 4:8]
+    assert layer.rope is False and layer.get_config()["rope"] is False
+    np.testing.assert_allclose(scores[0, 0], q @ k.T / 2.0, atol=1e-5)
+    assert EfficientGlobalPointer(heads=2, head_size=4, RoPE=False).rope is False
+    with pytest.raises(TypeError, match="RoPE .* or rope, not both"):
+        GlobalPointer(heads=1, head_size=4, RoPE=False, rope=True)
 
 
 # ---------------------------------------------------------------------------- Loss layer

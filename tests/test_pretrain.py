@@ -25,7 +25,7 @@ def tokenizer():
 
 def test_defaults_point_at_the_shared_data():
     args = pretrain.parse_args([])
-    assert args.corpus == str(CORPUS) and args.vocab == str(VOCAB)
+    assert args.train == str(CORPUS) and args.vocab == str(VOCAB)
     assert (args.layers, args.hidden_size) == (4, 256)
 
 

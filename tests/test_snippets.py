@@ -243,12 +243,32 @@ def test_to_dataset_pads_and_names():
     inputs, labels = next(iter(gen.to_dataset(types, shapes, names=names, padded_batch=True)))
     assert set(inputs) == {"Input-Token", "Input-Segment"}
     assert inputs["Input-Token"].shape == (3, 3)
-    assert labels["label"].shape == (3,)
+    assert labels.shape == (3,)  # a one-name level is the value itself (Keras 3 refuses one-entry dicts)
 
     # Without padded_batch the shapes are exact, so examples must already agree.
     fixed = Examples([2, 2], batch_size=2).to_dataset(types, (([2], [2]), ([],)))
     (tokens, _), _ = next(iter(fixed))
     assert tokens.numpy().tolist() == [[1, 2], [1, 2]]
+
+
+def test_to_dataset_with_named_inputs_and_output_trains_a_keras_3_model():
+    """bert4keras' multi-GPU example: `names=[('Input-Token', 'Input-Segment'), ('Probas',)]` with a single-output
+    model named 'Probas'; the dataset's loss is numpy's cross-entropy of the model's predictions."""
+    import keras
+
+    token, segment = keras.Input((None,), name="Input-Token"), keras.Input((None,), name="Input-Segment")
+    pooled = keras.layers.Concatenate()([keras.ops.mean(token, 1, keepdims=True),
+                                         keras.ops.mean(segment, 1, keepdims=True)])
+    model = keras.Model([token, segment], keras.layers.Dense(4, activation="softmax", name="Probas")(pooled))
+    model.compile(loss="sparse_categorical_crossentropy")
+    gen = Examples([3, 1, 2], batch_size=3)
+    dataset = gen.to_dataset(types=[("float32", "float32"), ("float32",)], shapes=[([None], [None]), ([],)],
+                             names=[("Input-Token", "Input-Segment"), ("Probas",)], padded_batch=True)
+    inputs, labels = next(iter(dataset))
+    probas = model.predict([inputs["Input-Token"].numpy(), inputs["Input-Segment"].numpy()], verbose=0)
+    expected = -np.mean(np.log(probas[np.arange(3), labels.numpy().astype(int)]))
+    assert abs(model.evaluate(dataset.take(1), verbose=0) - expected) < 1e-5
+    model.fit(dataset, steps_per_epoch=1, epochs=1, verbose=0)
 
 
 # ---------------------------------------------------------------------------- ViterbiDecoder

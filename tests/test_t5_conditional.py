@@ -125,6 +125,7 @@ def uncached_greedy(t5, enc, cond, steps: int) -> np.ndarray:
 @pytest.mark.parametrize("form", ["int_hidden", "tensor"])
 def test_cached_generation_follows_the_condition(form):
     kwargs, make_cond = condition_kwargs(form, rows=2)
+    keras.utils.set_random_seed(0)  # fixed weights: greedy/beam comparisons must not hinge on near-ties
     model = build_transformer_model(TINY, model="t5.1.1", logits=True, **kwargs)
     randomize_condition(model, seed=3)
     enc = np.repeat(batch(seed=25, enc_len=8)[0][:1], 2, axis=0)  # the same source under two conditions

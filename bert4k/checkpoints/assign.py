@@ -1,7 +1,6 @@
 """Writing a checkpoint array into a Keras variable without further whole copies of it."""
 from __future__ import annotations
 
-import keras
 import numpy as np
 
 BLOCK_BYTES = 8 << 20
@@ -10,6 +9,8 @@ BLOCK_BYTES = 8 << 20
 def _tf_resource_variable(variable):
     """The plain eager TF resource variable behind `variable`, or None (other backends, distributed variables,
     graph mode: those are assigned whole)."""
+    import keras
+
     if keras.backend.backend() != "tensorflow":
         return None
     import tensorflow as tf
@@ -27,6 +28,8 @@ def assign_array(variable, value: np.ndarray, block_bytes: int = BLOCK_BYTES) ->
     On TensorFlow a tensor larger than `block_bytes` is written in place in blocks of rows: TF's conversion of a
     whole numpy array holds two more copies of it, so the word embeddings alone would transiently cost three
     times their size."""
+    import keras  # not at module level: `bert4k.checkpoints` (the CLI's `info`) must not import Keras
+
     value = np.asarray(value)
     value = value.astype(keras.backend.standardize_dtype(variable.dtype), copy=False)
     target = _tf_resource_variable(variable) if value.ndim and value.nbytes > block_bytes else None

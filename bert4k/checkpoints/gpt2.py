@@ -57,8 +57,49 @@ def hf_gpt2_names(tensors: dict) -> dict:
 _OPENAI_LEAF = {"g": "weight", "b": "bias", "w": "weight"}
 
 
+# bert4keras' TF conversion of GPT-2 checkpoints (CPM-LM): BERT's names under `gpt/`, the blocks under
+# `gpt/transformer/layer_<i>/`, the pre-LN norms called `input/LayerNorm`; q, k, v stored apart.
+_BERT4KERAS_BLOCK = {"attention/output/dense": "attn.c_proj", "attention/input/LayerNorm": "ln_1",
+                     "intermediate/dense": "mlp.c_fc", "output/dense": "mlp.c_proj", "input/LayerNorm": "ln_2"}
+_BERT4KERAS_LEAF = {"kernel": "weight", "gamma": "weight", "bias": "bias", "beta": "bias"}
+_BERT4KERAS_TOP = {"gpt/embeddings/word_embeddings": "wte.weight", "gpt/embeddings/position_embeddings": "wpe.weight",
+                   "gpt/output/LayerNorm/gamma": "ln_f.weight", "gpt/output/LayerNorm/beta": "ln_f.bias"}
+
+
+def bert4keras_gpt2_names(tensors: dict) -> dict:
+    """bert4keras' `gpt/...` GPT-2 names → canonical names; q, k, v kernels/biases are joined into `c_attn`
+    (q|k|v column blocks). Other names pass through; a block missing one of q, k, v raises naming it."""
+    out, qkv = {}, {}
+    for name, value in tensors.items():
+        if name in _BERT4KERAS_TOP:
+            out[_BERT4KERAS_TOP[name]] = value
+            continue
+        match = re.fullmatch(r"gpt/transformer/layer_(\d+)/(.+)/(kernel|bias|gamma|beta)", name)
+        if match is None:
+            out[name] = value
+            continue
+        layer, path, leaf = match.groups()
+        if path.startswith("attention/self/"):
+            qkv.setdefault((layer, _BERT4KERAS_LEAF[leaf]), {})[path.rsplit("/", 1)[1]] = value
+        elif path in _BERT4KERAS_BLOCK:
+            out[f"h.{layer}.{_BERT4KERAS_BLOCK[path]}.{_BERT4KERAS_LEAF[leaf]}"] = value
+        else:
+            out[name] = value
+    for (layer, leaf), parts in qkv.items():
+        absent = [p for p in ("query", "key", "value") if p not in parts]
+        if absent:
+            raise ValueError(f"gpt/transformer/layer_{layer}/attention/self: no {', '.join(absent)} {leaf} tensor "
+                             "(bert4keras GPT-2 checkpoints store query, key and value apart)")
+        out[f"h.{layer}.attn.c_attn.{leaf}"] = np.concatenate(
+            [np.asarray(parts[p]) for p in ("query", "key", "value")], axis=-1)
+    return out
+
+
 def openai_gpt2_names(tensors: dict) -> dict:
-    """OpenAI TF names (`model/h3/mlp/c_fc/w` `[1, in, out]`) → canonical names (`h.3.mlp.c_fc.weight` `[in, out]`)."""
+    """OpenAI TF names (`model/h3/mlp/c_fc/w` `[1, in, out]`) → canonical names (`h.3.mlp.c_fc.weight` `[in, out]`);
+    bert4keras' `gpt/...` conversion (CPM-LM) is read too (`bert4keras_gpt2_names`)."""
+    if any(name.startswith("gpt/") for name in tensors):
+        tensors = bert4keras_gpt2_names(tensors)
     out = {}
     for name, value in tensors.items():
         parts = name.split("/")

@@ -1,9 +1,12 @@
 """Write `{name: array}` as safetensors or a TF checkpoint, atomically (temporary name, then rename)."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import struct
 import tempfile
+from collections.abc import Callable
 
 import numpy as np
 
@@ -25,14 +28,44 @@ def write_text(path: str | os.PathLike, text: str) -> str:
     return path
 
 
-def save_safetensors(tensors: dict[str, np.ndarray], path: str | os.PathLike, metadata: dict | None = None) -> str:
-    from safetensors.numpy import save_file
+Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
+_SAFETENSORS_DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
+                       "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL"}
+
+
+def save_safetensors(tensors: dict[str, np.ndarray], path: str | os.PathLike, metadata: dict | None = None,
+                     progress: Progress | None = None) -> str:
+    """Write `tensors` in the safetensors format (header, then each tensor's little-endian bytes), one tensor at a
+    time, calling `progress(bytes_done, bytes_total)` after each. As the reference writer does, tensors are laid out
+    by decreasing item size, then name, so every tensor starts aligned to its item size."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    arrays = {name: np.asarray(tensors[name]) for name in tensors}
+    arrays = {name: arrays[name] for name in sorted(arrays, key=lambda n: (-arrays[n].dtype.itemsize, n))}
+    header, offset = {"__metadata__": metadata or {"format": "pt"}}, 0
+    for name, value in arrays.items():
+        code = _SAFETENSORS_DTYPES.get(value.dtype.name)
+        if code is None:
+            raise TypeError(f"save_safetensors: tensor {name!r} has dtype {value.dtype}, which safetensors cannot "
+                            f"hold (expected one of {sorted(_SAFETENSORS_DTYPES)})")
+        header[name] = {"dtype": code, "shape": list(value.shape), "data_offsets": [offset, offset + value.nbytes]}
+        offset += value.nbytes
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp, metadata=metadata or {"format": "pt"})
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(text)))
+            f.write(text)
+            done = 0
+            for value in arrays.values():
+                if value.dtype.byteorder == ">":
+                    value = value.astype(value.dtype.newbyteorder("<"))
+                f.write(np.ascontiguousarray(value).tobytes())
+                done += value.nbytes
+                if progress is not None:
+                    progress(done, offset)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -40,8 +73,11 @@ def save_safetensors(tensors: dict[str, np.ndarray], path: str | os.PathLike, me
     return path
 
 
-def save_tf_checkpoint(tensors: dict[str, np.ndarray], prefix: str | os.PathLike) -> str:
+def save_tf_checkpoint(tensors: dict[str, np.ndarray], prefix: str | os.PathLike, progress: Progress | None = None
+                       ) -> str:
     """A TF checkpoint whose variable names are exactly the dict keys (readable by `tf.train.load_checkpoint`).
+    `progress(bytes_done, bytes_total)` follows the tensors handed to TensorFlow; the last call comes when the pair
+    is in place (TensorFlow writes the file in one call).
 
     The pair appears atomically for readers: both files are written under a fresh prefix in a temporary folder
     beside the target; then an old `.index` is moved away first (a checkpoint "exists" through its `.index`), the
@@ -56,8 +92,14 @@ def save_tf_checkpoint(tensors: dict[str, np.ndarray], prefix: str | os.PathLike
     try:
         names = sorted(tensors)
         fresh = os.path.join(tmp_dir, "fresh")
-        tf.raw_ops.SaveV2(prefix=fresh, tensor_names=names, shape_and_slices=[""] * len(names),
-                          tensors=[tf.constant(tensors[n]) for n in names])
+        total = sum(np.asarray(tensors[n]).nbytes for n in names)
+        constants, done = [], 0
+        for n in names:
+            constants.append(tf.constant(tensors[n]))
+            done += constants[-1].dtype.size * int(np.prod(constants[-1].shape))
+            if progress is not None and done < total:
+                progress(done, total)
+        tf.raw_ops.SaveV2(prefix=fresh, tensor_names=names, shape_and_slices=[""] * len(names), tensors=constants)
         written = sorted(os.listdir(tmp_dir))
         if written != sorted(["fresh" + TF_INDEX, "fresh" + TF_DATA]):
             raise RuntimeError(f"{prefix}: unexpected TF checkpoint files {written}")
@@ -65,6 +107,8 @@ def save_tf_checkpoint(tensors: dict[str, np.ndarray], prefix: str | os.PathLike
             os.replace(prefix + TF_INDEX, os.path.join(tmp_dir, "old" + TF_INDEX))
         os.replace(fresh + TF_DATA, prefix + TF_DATA)
         os.replace(fresh + TF_INDEX, prefix + TF_INDEX)
+        if progress is not None:
+            progress(total, total)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return prefix

@@ -3,7 +3,8 @@
 Importing this module (i.e. `bert4k.backend`) also lets every `keras.Model` save and load weights under a bare
 prefix, as tf.keras did: `model.save_weights("best_model.weights")` writes `best_model.weights.weights.h5` and
 `load_weights("best_model.weights")` reads it back (files are written under a temporary name, then renamed).
-Keras 3 alone demands names ending in `.weights.h5`.
+Keras 3 alone demands names ending in `.weights.h5`. Likewise `model.save("test.model")` / `load_model("test.model")`
+map to `test.model.keras`, and layers get back tf.keras' `get_output_at(i)` / `get_input_at(i)`.
 """
 from __future__ import annotations
 
@@ -71,16 +72,137 @@ def _install_bare_prefix_weights() -> None:
 
 _install_bare_prefix_weights()
 
+MODEL_SUFFIX = ".keras"
+
+
+def model_file(filepath: str | os.PathLike, for_loading: bool) -> str | os.PathLike:
+    """The real file behind a tf.keras-style whole-model name: a name without a Keras 3 suffix (`test.model`, which
+    tf.keras saved as a SavedModel folder) gets `.keras` appended; Keras 3 names pass through, and for loading, so
+    does any existing file. Raises naming the folder when it is a tf.keras SavedModel, which Keras 3 cannot load."""
+    path = os.fspath(filepath)
+    if path.endswith(_KERAS_3_SUFFIXES) or (for_loading and os.path.isfile(path)):
+        return filepath
+    if for_loading and not os.path.exists(path + MODEL_SUFFIX) and os.path.isdir(path):
+        raise ValueError(f"load_model({path!r}): {path} is a folder (a tf.keras SavedModel), which Keras 3 cannot "
+                         f"load; re-save the model with bert4k (model.save({path!r}) writes {path}{MODEL_SUFFIX})")
+    return path + MODEL_SUFFIX
+
+
+def _bare_model_save(method):
+    @functools.wraps(method)
+    def save(self, filepath, *args, **kwargs):
+        if not isinstance(filepath, (str, os.PathLike)) or os.fspath(filepath).endswith(_KERAS_3_SUFFIXES):
+            return method(self, filepath, *args, **kwargs)
+        final = os.fspath(model_file(filepath, for_loading=False))
+        temporary = f"{final[:-len(MODEL_SUFFIX)]}.tmp{os.getpid()}{MODEL_SUFFIX}"
+        try:
+            result = method(self, temporary, *args, **kwargs)
+            os.replace(temporary, final)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+        return result
+
+    save.__bert4k_bare_prefix__ = True
+    return save
+
+
+def _bare_model_load(function):
+    @functools.wraps(function)
+    def load_model(filepath, *args, **kwargs):
+        if isinstance(filepath, (str, os.PathLike)):
+            filepath = model_file(filepath, for_loading=True)
+        return function(filepath, *args, **kwargs)
+
+    load_model.__bert4k_bare_prefix__ = True
+    return load_model
+
+
+def _install_bare_model_files() -> None:
+    """`model.save("test.model")` / `keras.models.load_model("test.model")` as tf.keras scripts call them: the name
+    maps to `test.model.keras` both ways (written under a temporary name, then renamed)."""
+    if getattr(keras.Model.save, "__bert4k_bare_prefix__", False):
+        return
+    keras.Model.save = _bare_model_save(keras.Model.save)
+    load = _bare_model_load(keras.saving.load_model)
+    keras.models.load_model = keras.saving.load_model = load
+
+
+_install_bare_model_files()
+
+
+def _node_tensors(layer, node_index: int, which: str):
+    nodes = layer._inbound_nodes
+    if not nodes:
+        raise ValueError(f"layer {layer.name!r}: get_{which}_at({node_index}): the layer has never been called")
+    try:
+        node = nodes[node_index]
+    except IndexError:
+        raise ValueError(f"layer {layer.name!r}: get_{which}_at({node_index}): the layer was called {len(nodes)} "
+                         f"time(s); node indices run from {-len(nodes)} to {len(nodes) - 1}") from None
+    tensors = node.output_tensors if which == "output" else node.input_tensors
+    return tensors[0] if len(tensors) == 1 else list(tensors)
+
+
+def _install_node_accessors() -> None:
+    """tf.keras' `layer.get_output_at(i)` / `get_input_at(i)` (removed in Keras 3): the output / input tensors of
+    the layer's i-th call (e.g. the i-th application of ALBERT's shared block)."""
+    if hasattr(keras.layers.Layer, "get_output_at"):
+        return
+    keras.layers.Layer.get_output_at = lambda self, node_index: _node_tensors(self, node_index, "output")
+    keras.layers.Layer.get_input_at = lambda self, node_index: _node_tensors(self, node_index, "input")
+
+
+_install_node_accessors()
+
 
 _GRAPH_ONLY = {
-    "gradients": "compute gradients with tf.GradientTape (e.g. in a custom train_step)",
     "function": "call the model (or a keras.Model over the wanted outputs) directly",
-    "in_train_phase": "use a layer's `training` argument in call()",
-    "learning_phase": "use a layer's `training` argument in call()",
     "placeholder": "use keras.Input",
     "update": "use variable.assign",
     "get_session": "Keras 3 has no session; run eagerly",
 }
+
+
+# What scripts that rewrite tf.keras' train function (adversarial / virtual adversarial training) must do instead.
+TRAIN_STEP_HELP = ("Keras 3 has no graph-mode train function to rewrite: subclass keras.Model and override "
+                   "train_step (compute the loss under tf.GradientTape, take its gradient with respect to the "
+                   "Embedding-Token table, perturb the table, recompute the loss, apply the gradients, restore the "
+                   "table)")
+
+
+def _gradients(loss, variables):
+    """tf.keras' `K.gradients`: symbolic gradients, available where tf.keras had them, i.e. inside a traced TensorFlow
+    computation (a layer's call or a loss, run by fit / predict); `variables` may be Keras variables."""
+    if keras.backend.backend() != "tensorflow":
+        raise NotImplementedError(f"bert4k.backend.K.gradients needs the TensorFlow backend (got "
+                                  f"{keras.backend.backend()!r}); {TRAIN_STEP_HELP}")
+    import tensorflow as tf
+
+    if not tf.inside_function():
+        raise NotImplementedError("bert4k.backend.K.gradients works only inside a traced computation (a layer's "
+                                  f"call or a loss during fit / predict); outside one, {TRAIN_STEP_HELP}")
+    variables = variables if isinstance(variables, (list, tuple)) else [variables]
+    return tf.gradients(loss, [v.value if isinstance(v, keras.Variable) else v for v in variables])
+
+
+def _graph_internal(name: str):
+    def refuse(self):
+        raise NotImplementedError(f"model.{name} (a tf.keras graph-mode internal) does not exist in Keras 3; "
+                                  + TRAIN_STEP_HELP)
+
+    return property(refuse)
+
+
+def _install_graph_internals() -> None:
+    """tf.keras' train-function internals that bert4keras' adversarial-training examples use raise naming the
+    Keras 3 way, instead of an AttributeError deep in the script."""
+    for name in ("_make_train_function", "total_loss", "_feed_inputs", "_feed_targets", "_feed_sample_weights"):
+        if not hasattr(keras.Model, name):
+            setattr(keras.Model, name, _graph_internal(name))
+
+
+_install_graph_internals()
 
 
 class _Backend:
@@ -114,6 +236,30 @@ def _random_binomial(shape, p=0.0, dtype=None, seed=None):
     return ops.cast(keras.random.uniform(shape, seed=seed) < p, dtype or keras.config.floatx())
 
 
+def _training_flag():
+    """The `training` value of the Keras layer call in progress (Keras 3 passes it down the call context, the
+    counterpart of tf.keras' global learning phase); None outside a call."""
+    from keras.src.backend.common import global_state
+
+    context = global_state.get_global_attribute("current_call_ctx")
+    return None if context is None else context.get_value("training")
+
+
+def _learning_phase() -> int:
+    return int(bool(_training_flag()))
+
+
+def _in_train_phase(x, alt, training=None):
+    """`x` while training, else `alt` (either may be a callable); `training` defaults to the flag of the layer call
+    in progress, so a layer's `call(inputs)` without a `training` argument follows fit/predict as in tf.keras."""
+    if training is None:
+        training = _training_flag()
+    if training is not None and not isinstance(training, (bool, int)):  # a tensor flag
+        return ops.where(ops.cast(training, "bool"), x() if callable(x) else x, alt() if callable(alt) else alt)
+    chosen = x if training else alt
+    return chosen() if callable(chosen) else chosen
+
+
 K = _Backend()
 for _name, _function in dict(
     # shapes and types
@@ -140,6 +286,10 @@ for _name, _function in dict(
     variable=lambda value, dtype=None, name=None: keras.Variable(value, dtype=dtype, name=name),
     constant=lambda value, dtype=None: ops.convert_to_tensor(value, dtype=dtype),
     eval=ops.convert_to_numpy, get_value=ops.convert_to_numpy, set_value=lambda v, value: v.assign(value),
+    # the training flag of the call in progress
+    in_train_phase=_in_train_phase, learning_phase=_learning_phase,
+    # symbolic gradients (inside traced computations)
+    gradients=_gradients,
 ).items():
     setattr(K, _name, _function)
 
@@ -155,6 +305,11 @@ def set_gelu(version: str) -> None:
 def search_layer(inputs, name: str):
     """The layer called `name` among `inputs`' producers (a layer or a Keras tensor), searched upstream through
     nested models; None if there is none."""
+    if not isinstance(inputs, keras.layers.Layer) and not hasattr(inputs, "_keras_history"):
+        raise TypeError(f"search_layer(..., {name!r}): got a {type(inputs).__name__}, not a Keras tensor of a functional "
+                        "model: in Keras 3 the tensors a loss or train step sees carry no layer history. Find the "
+                        f"layer before training (model.get_layer({name!r})); for gradient penalty or adversarial "
+                        "training, " + TRAIN_STEP_HELP.split(": ", 1)[1])
     start = inputs if isinstance(inputs, keras.layers.Layer) else inputs._keras_history.operation
     seen, stack = set(), [start]
     while stack:
@@ -236,5 +391,5 @@ def sparse_multilabel_categorical_crossentropy(y_true, y_pred, mask_zero: bool =
     return positive_loss + negative_loss
 
 
-__all__ = ["K", "batch_gather", "keras", "multilabel_categorical_crossentropy", "search_layer", "sequence_masking",
-           "set_gelu", "sparse_multilabel_categorical_crossentropy", "weights_file"]
+__all__ = ["K", "batch_gather", "keras", "model_file", "multilabel_categorical_crossentropy", "search_layer",
+           "sequence_masking", "set_gelu", "sparse_multilabel_categorical_crossentropy", "weights_file"]

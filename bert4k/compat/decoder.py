@@ -113,6 +113,9 @@ class AutoRegressiveDecoder:
 
     def random_sample(self, inputs, n: int, topk: int | None = None, topp: float | None = None, states=None,
                       temperature: float = 1, min_ends: int = 1) -> list[np.ndarray]:
-        """`n` sampled sequences, each restricted to the `topk` best / the `topp` nucleus at every step."""
+        """`n` sampled sequences, each restricted to the `topk` best / the `topp` nucleus at every step. As in
+        bert4keras, `topp >= 1` restricts nothing (the nucleus never fills): the whole distribution is sampled."""
+        if topp is not None and topp >= 1:
+            topp = None
         return self._run(inputs, states, temperature, min_ends, method="sample", num_samples=n, top_k=topk,
                          top_p=topp, seed=int(np.random.randint(2 ** 31 - 1)))

@@ -2,16 +2,21 @@
 `compound_tokens`, GPT-2 from a BERT-style config, and clear refusals for the families bert4k does not build."""
 from __future__ import annotations
 
+import functools
 import os
+import re
 from collections.abc import Sequence
 
 import keras
 import numpy as np
 
+from bert4k.compat import backend as _backend  # noqa: F401 - installs the tf.keras behaviours scripts rely on
 from bert4k.config import TransformerConfig, read_json
 from bert4k.models import builder
 from bert4k.models.checkpoint_io import load_checkpoint
+from bert4k.models.config_readers.gpt2 import FROM_BERT_NAMES
 from bert4k.models.families import FAMILIES, get_family
+from bert4k.models.transformer import Transformer
 
 # bert4keras families bert4k has no implementation of (its `models` table), with what differs.
 UNSUPPORTED_FAMILIES = {
@@ -32,11 +37,9 @@ _REFUSED = {
     "autoresize_weights": "bert4k loads checkpoints only at their stored shapes",
 }
 
-# BERT-style config names → HF GPT-2 names (bert4keras reads every family's config with BERT's names).
-_GPT2_FROM_BERT = {"hidden_size": "n_embd", "num_hidden_layers": "n_layer", "num_attention_heads": "n_head",
-                   "intermediate_size": "n_inner", "max_position_embeddings": "n_positions",
-                   "hidden_act": "activation_function", "hidden_dropout_prob": "resid_pdrop",
-                   "attention_probs_dropout_prob": "attn_pdrop", "layer_norm_eps": "layer_norm_epsilon"}
+# bert4keras' `Transformer` building methods that scripts call on `return_keras_model=False` objects.
+_BUILDER_INTERNALS = ("apply_embeddings", "apply_main_layers", "apply_final_layers", "apply",
+                      "compute_attention_bias", "set_inputs", "set_outputs")
 
 
 class ModelHandle:
@@ -61,7 +64,85 @@ class ModelHandle:
         # without __init__) must not recurse.
         if name.startswith("__") or "model" not in self.__dict__:
             raise AttributeError(name)
+        if name in _BUILDER_INTERNALS:
+            raise NotImplementedError(
+                f"{name}: bert4keras' layer-by-layer building API ({', '.join(_BUILDER_INTERNALS)}) is not provided; "
+                "bert4k builds each model whole. To combine layers of two models (e.g. BERT-of-Theseus), call the "
+                "bert4k layers themselves: handle.model.embed(token_ids, segment_ids) and "
+                "handle.model.blocks[i](x, attention_mask=...)")
         return getattr(self.__dict__["model"], name)
+
+
+# The bert4keras layer whose output is a whole block's output, by norm position (post-LN: the FFN's norm; pre-LN:
+# the FFN's residual add). bert4k builds each block as one layer, "Transformer-<i>" ("Transformer" when shared).
+_BLOCK_OUTPUT_LAYER = {"post": "FeedForward-Norm", "gpt2_ml": "FeedForward-Norm", "pre": "FeedForward-Add"}
+_BERT4KERAS_SUBLAYER = re.compile(r"Transformer(-(\d+))?-(MultiHeadSelfAttention|FeedForward)(-(Norm|Add|Dropout))?")
+
+
+class BlockOutput:
+    """What `model.get_layer("Transformer-11-FeedForward-Norm")` returns: bert4keras' block-ending layer, as a view of
+    the bert4k block. `.output` / `.get_output_at(i)` are the block's (i-th call's) output carrying the padding mask,
+    as bert4keras' masks flowed through every layer; other attributes are the block layer's."""
+
+    def __init__(self, model: keras.Model, block: keras.layers.Layer, name: str):
+        self.model, self.block, self.name = model, block, name
+        self._outputs: dict[int, object] = {}
+
+    def get_output_at(self, node_index: int):
+        nodes = len(self.block._inbound_nodes)
+        index = node_index % nodes if -nodes <= node_index < nodes else node_index
+        if index not in self._outputs:
+            output = self.block.get_output_at(index)
+            padding = [layer for layer in self.model.layers if layer.name == "Padding-Mask"]
+            if padding:
+                from bert4k.layers.structural import OutputMask
+
+                output = OutputMask(name=f"{self.name}-Mask-{index}")([output, padding[0].output])
+            self._outputs[index] = output
+        return self._outputs[index]
+
+    @property
+    def output(self):
+        calls = len(self.block._inbound_nodes)
+        if calls != 1:
+            raise ValueError(f"{self.name}: the block {self.block.name!r} is called {calls} times (a shared block); "
+                             f"use get_output_at(i) for the i-th layer's output")
+        return self.get_output_at(0)
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or "block" not in self.__dict__:
+            raise AttributeError(name)
+        return getattr(self.__dict__["block"], name)
+
+
+def _get_layer(get_layer):
+    """`model.get_layer` that also takes bert4keras' per-sub-layer block names: the one that ends a block
+    (`Transformer-11-FeedForward-Norm` in BERT, `Transformer-FeedForward-Norm` for ALBERT's shared block) is a
+    `BlockOutput` view of the bert4k block layer; the others raise naming what bert4k has instead."""
+
+    @functools.wraps(get_layer)
+    def wrapper(self, name=None, index=None):
+        match = _BERT4KERAS_SUBLAYER.fullmatch(name) if isinstance(name, str) else None
+        if match is None or not hasattr(self, "blocks") or any(layer.name == name for layer in self.layers):
+            return get_layer(self, name, index)
+        block = "Transformer" if match.group(2) is None else f"Transformer-{match.group(2)}"
+        ending = _BLOCK_OUTPUT_LAYER.get(self.config.norm_position)
+        if name.removeprefix(block + "-") == ending and any(layer.name == block for layer in self.layers):
+            views = self.__dict__.setdefault("_bert4k_block_views", {})  # one view (and mask layer) per name
+            if name not in views:
+                views[name] = BlockOutput(self, get_layer(self, block), name)
+            return views[name]
+        raise ValueError(f"get_layer({name!r}): bert4k builds each Transformer block as one layer ({block!r}, "
+                         f"whose output is bert4keras' '{block}-{ending}'); the sub-layers inside a block are not "
+                         f"model layers; use model.get_layer({block!r}).output (or .get_output_at(i) for a shared "
+                         "block)")
+
+    wrapper.__bert4k_compat__ = True
+    return wrapper
+
+
+if not getattr(Transformer.get_layer, "__bert4k_compat__", False):
+    Transformer.get_layer = _get_layer(Transformer.get_layer)
 
 
 def _check_family(model) -> str:
@@ -82,7 +163,7 @@ def _gpt2_config(config_path) -> dict:
     raw = dict(config_path) if isinstance(config_path, dict) else read_json(config_path)
     if "n_embd" in raw or "hidden_size" not in raw:
         return raw
-    renamed = {_GPT2_FROM_BERT.get(key, key): value for key, value in raw.items()}
+    renamed = {FROM_BERT_NAMES.get(key, key): value for key, value in raw.items()}
     renamed.setdefault("pad_token_id", 0)
     return renamed
 
@@ -154,4 +235,4 @@ def build_transformer_model(config_path: str | os.PathLike | dict | TransformerC
     return built if return_keras_model else ModelHandle(built, keep_tokens, compound_tokens)
 
 
-__all__ = ["UNSUPPORTED_FAMILIES", "ModelHandle", "build_transformer_model"]
+__all__ = ["UNSUPPORTED_FAMILIES", "BlockOutput", "ModelHandle", "build_transformer_model"]

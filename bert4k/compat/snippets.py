@@ -311,18 +311,20 @@ class DataGenerator:
         `([None], [])`). `names` turns a level into dicts: one name, a tuple of names, or a
         tuple of name tuples (e.g. `(("Input-Token", "Input-Segment"), ("label",))`).
         With `padded_batch`, examples may differ in length and are padded to `shapes`
-        (None = the longest in the batch).
+        (None = the longest in the batch). A level given one name (e.g. the single output `("Probas",)`) yields
+        its value itself: Keras 3 refuses a one-entry dict for a model's single input or output.
         """
         import tensorflow as tf
 
+        def level(keys, values):
+            return values[0] if len(keys) == 1 else dict(zip(keys, values))
+
         def name(values):
-            if names is None:
+            if names is None or isinstance(names, str):
                 return values
-            if isinstance(names, str):
-                return {names: values}
             if isinstance(names[0], str):
-                return dict(zip(names, values))
-            return tuple(dict(zip(k, v)) for k, v in zip(names, values))
+                return level(names, values)
+            return tuple(level(k, v) for k, v in zip(names, values))
 
         types, shapes = name(types), name(shapes)
         signature = _signature(types, shapes, tf, any_length=padded_batch)

@@ -83,6 +83,9 @@ class T5AttentionMask(keras.layers.Layer):
     `causal=False`: `[batch, 1, k]`, key j is not padding (encoder self-attention and cross-attention).
     `causal=True`: `[1, q, q]`, j ≤ i. The decoder's own tokens are never masked as padding: id 0 is also its
     start token, and later padding cannot reach earlier positions through a causal mask.
+    `padding_mask` (`[batch, k]` bool or 0/1, True = real; None: derived as above) replaces the ids as the source of
+    key padding: non-causal `[batch, 1, k]` is the mask itself; causal `[batch, q, q]` is j ≤ i and key j real (as
+    Hugging Face's `decoder_attention_mask`).
     """
 
     def __init__(self, causal: bool = False, pad_id: int = 0, **kwargs):
@@ -90,15 +93,23 @@ class T5AttentionMask(keras.layers.Layer):
         self.causal = causal
         self.pad_id = pad_id
 
-    def call(self, token_ids):
+    def call(self, token_ids, padding_mask=None):
         if self.causal:
             idx = ops.arange(ops.shape(token_ids)[1])
-            return ops.expand_dims(idx[None, :] <= idx[:, None], 0)
+            causal = ops.expand_dims(idx[None, :] <= idx[:, None], 0)
+            if padding_mask is None:
+                return causal
+            return ops.logical_and(causal, ops.expand_dims(ops.cast(padding_mask, "bool"), 1))
+        if padding_mask is not None:
+            return ops.expand_dims(ops.cast(padding_mask, "bool"), 1)
         return ops.expand_dims(ops.not_equal(token_ids, self.pad_id), 1)
 
-    def compute_output_spec(self, token_ids):
+    def compute_output_spec(self, token_ids, padding_mask=None):
         n = token_ids.shape[1]
-        shape = (1, n, n) if self.causal else (token_ids.shape[0], 1, n)
+        if self.causal:
+            shape = (1, n, n) if padding_mask is None else (token_ids.shape[0], n, n)
+        else:
+            shape = (token_ids.shape[0], 1, n)
         return keras.KerasTensor(shape, dtype="bool")
 
     def get_config(self):

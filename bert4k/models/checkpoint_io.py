@@ -4,13 +4,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Collection
 
 import numpy as np
 
 from bert4k.checkpoints.deferred import initialize_unloaded
 from bert4k.checkpoints.readers import is_tf_checkpoint, read_tensors, resolve_checkpoint
 from bert4k.checkpoints.specs import CheckpointMismatch, LoadReport, export_tensors, load_specs
-from bert4k.checkpoints.writers import save_safetensors, save_tf_checkpoint, write_text
+from bert4k.checkpoints.writers import Progress, save_safetensors, save_tf_checkpoint, write_text
 from bert4k.layers.initializers import DeferredCall
 from bert4k.models.families import Family, get_family
 
@@ -62,10 +63,13 @@ def _unnamed_weights(model, specs) -> list[str]:
     return sorted({w.path for w in model.weights if id(w) not in named})
 
 
-def export_checkpoint(model, path: str | os.PathLike, format: str = "safetensors", vocab: str | os.PathLike | None = None
-                      ) -> str:
+def export_checkpoint(model, path: str | os.PathLike, format: str = "safetensors", vocab: str | os.PathLike | None = None,
+                      *, skip: Collection[str] = (), progress: Progress | None = None) -> str:
     """Write every weight of `model` under the names the original checkpoints use, so the reference implementation
     loads them; raise `ValueError` listing any weight the family's format has no name for.
+
+    `skip`: canonical tensor names not to write (parts a converted checkpoint did not have, such as its pooler);
+    `progress(bytes_done, bytes_total)` is called as the tensors are written.
 
     `format="safetensors"` (Hugging Face): `path` is a folder or a `.safetensors` file; its folder also gets the
     `config.json` that `transformers.AutoModel.from_pretrained(folder)` needs, and a copy of `vocab` when given.
@@ -77,14 +81,14 @@ def export_checkpoint(model, path: str | os.PathLike, format: str = "safetensors
         raise ValueError(f"export_checkpoint: the {family.name} checkpoint format has no name for "
                          f"{len(unnamed)} weight(s) of this model: {', '.join(unnamed)}; save it with "
                          "model.save('model.keras') instead")
-    tensors = export_tensors(specs)
+    tensors = {name: value for name, value in export_tensors(specs).items() if name not in set(skip)}
     path = os.fspath(path)
     if format == "safetensors":
         if not path.endswith(".safetensors"):
             path = os.path.join(path, "model.safetensors")
         folder = os.path.dirname(os.path.abspath(path))
         hf_config = family.reference("hf_config")
-        written = save_safetensors(tensors, path)
+        written = save_safetensors(tensors, path, progress=progress)
         if hf_config is not None:
             config = hf_config(model.config, model)
             write_text(os.path.join(folder, "config.json"), json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -100,5 +104,5 @@ def export_checkpoint(model, path: str | os.PathLike, format: str = "safetensors
         to_tf = family.reference("to_tf")
         if to_tf is None:
             raise ValueError(f"model family {model.family!r} has no TF checkpoint export")
-        return save_tf_checkpoint(to_tf(tensors), path)
+        return save_tf_checkpoint(to_tf(tensors), path, progress=progress)
     raise ValueError(f"unknown export format {format!r}; expected 'safetensors' or 'tf'")

@@ -25,11 +25,13 @@ class T5(FunctionalModel):
     """T5 encoder–decoder as one functional Keras model.
 
     Inputs: `[encoder_token_ids, decoder_token_ids]` (`[batch, len]` int; 0 = padding in the encoder and the start
-    token of the decoder), then the condition of the conditional norms as in `Transformer`: with
+    token of the decoder), then with `padding_mask=True` an encoder and a decoder padding mask (`[batch, len]` bool
+    or 0/1, True = real token, as Hugging Face's `attention_mask` / `decoder_attention_mask`; each may be None or
+    absent: the encoder's is then `encoder_token_ids != pad`, the decoder's all real), then the condition of the conditional norms as in `Transformer`: with
     `layer_norm_cond=k` a vector `[batch, k]`, with a condition model its inputs. Only γ is conditioned (RMSNorm has
     no β); every norm of both stacks, final norms included, receives the condition (after the optional hidden Dense).
     Output: `[batch, dec_len, vocab]` next-token probabilities (`logits=True`: logits), whose Keras mask is
-    `decoder_token_ids != pad` (position 0, the start token, always real).
+    `decoder_token_ids != pad` (position 0, the start token, always real), or the decoder padding mask when given.
     The decoder sees its own tokens causally (never masked as padding) and every non-padding encoder token.
     `encoder_model` / `decoder_model` are serving models over the same weights; `context_cache`, `init_cache`
     and `decode_step` run cached autoregressive decoding. `application` is accepted for the builder's sake:
@@ -38,7 +40,8 @@ class T5(FunctionalModel):
 
     def __init__(self, config: TransformerConfig | dict, application: str = "encoder", logits: bool = False,
                  layer_norm_cond: int | keras.Model | None = None, layer_norm_cond_hidden_size: int | None = None,
-                 layer_norm_cond_hidden_act: str = "linear", family: str = "t5", dtype=None, **kwargs):
+                 layer_norm_cond_hidden_act: str = "linear", family: str = "t5", dtype=None, padding_mask: bool = False,
+                 **kwargs):
         if isinstance(config, dict):
             config = TransformerConfig.from_dict(config)
         if application not in APPLICATIONS:
@@ -85,12 +88,17 @@ class T5(FunctionalModel):
         # === Functional model ===
         encoder_ids = keras.Input(shape=(None,), dtype="int32", name="Encoder-Input-Token")
         decoder_ids = keras.Input(shape=(None,), dtype="int32", name="Decoder-Input-Token")
+        masks = [keras.Input(shape=(None,), dtype="int32", name=f"{part}-Input-Padding-Mask", optional=True)
+                 for part in ("Encoder", "Decoder")] if padding_mask else []
+        encoder_padding, decoder_padding = masks or (None, None)
         cond_sources, cond = condition.inputs(self.condition_model, cond_dim, self.cond_dense)
-        context = self.encode(encoder_ids, cond=cond)
-        x = self.decode(decoder_ids, context, self.encoder_mask(encoder_ids), cond=cond)
-        decoder_padding = PaddingMask(cfg.pad_token_id, keep_first=True, name="Decoder-Padding-Mask")(decoder_ids)
-        outputs = OutputMask(name="Decoder-Output-Mask")([self.head_activation(self.lm_logits(x)), decoder_padding])
-        super().__init__(inputs=[encoder_ids, decoder_ids, *cond_sources], outputs=outputs, **kwargs)
+        context_mask = self.encoder_mask(encoder_ids, encoder_padding)
+        context = self.encode(encoder_ids, cond=cond, attention_mask=context_mask)
+        x = self.decode(decoder_ids, context, context_mask, cond=cond, padding_mask=decoder_padding)
+        output_mask = PaddingMask(cfg.pad_token_id, keep_first=True, name="Decoder-Padding-Mask")(decoder_ids,
+                                                                                                  decoder_padding)
+        outputs = OutputMask(name="Decoder-Output-Mask")([self.head_activation(self.lm_logits(x)), output_mask])
+        super().__init__(inputs=[encoder_ids, decoder_ids, *masks, *cond_sources], outputs=outputs, **kwargs)
 
         # === Config ===
         self.config = cfg
@@ -101,6 +109,7 @@ class T5(FunctionalModel):
         self.layer_norm_cond_hidden_act = layer_norm_cond_hidden_act
         self.family = family
         self.dtype_name = dtype
+        self.padding_mask = padding_mask
 
     def input_limits(self) -> dict[str, Limit]:
         vocab = Limit(self.config.vocab_size, "vocab_size")
@@ -111,19 +120,20 @@ class T5(FunctionalModel):
         """The model's condition input(s) → the `[batch, cond_size]` vector the norms receive (None stays None)."""
         return condition.vector(self.condition_model, self.cond_dense, cond)
 
-    def encode(self, token_ids, cond=None, training=None):
-        """Encoder output `[batch, len, d_model]` (after the final RMSNorm); `cond`: the condition vector."""
-        mask = self.encoder_mask(token_ids)
+    def encode(self, token_ids, cond=None, training=None, attention_mask=None):
+        """Encoder output `[batch, len, d_model]` (after the final RMSNorm); `cond`: the condition vector;
+        `attention_mask`: `[batch, 1, len]` key mask (None: from the ids)."""
+        mask = self.encoder_mask(token_ids) if attention_mask is None else attention_mask
         bias = self.encoder_position_bias(token_ids)
         x = self.embedding_dropout(self.token_embedding(token_ids), training=training)
         for block in self.encoder_blocks:
             x = block(x, attention_mask=mask, position_bias=bias, cond=cond, training=training)
         return self.output_dropout(self.encoder_norm(x, cond=cond), training=training)
 
-    def decode(self, token_ids, context, context_mask=None, cond=None, training=None):
+    def decode(self, token_ids, context, context_mask=None, cond=None, training=None, padding_mask=None):
         """Decoder output `[batch, dec_len, d_model]`; `context_mask` `[batch, 1, enc_len]` (None = all keys);
-        `cond`: the condition vector."""
-        mask = self.decoder_mask(token_ids)
+        `cond`: the condition vector; `padding_mask` `[batch, dec_len]`: decoder keys to hide (None: none)."""
+        mask = self.decoder_mask(token_ids, padding_mask)
         bias = self.decoder_position_bias(token_ids)
         x = self.embedding_dropout(self.token_embedding(token_ids), training=training)
         for block in self.decoder_blocks:
@@ -216,7 +226,7 @@ class T5(FunctionalModel):
                 "layer_norm_cond": condition.config(self.layer_norm_cond, self.condition_model),
                 "layer_norm_cond_hidden_size": self.layer_norm_cond_hidden_size,
                 "layer_norm_cond_hidden_act": self.layer_norm_cond_hidden_act,
-                "family": self.family, "dtype": self.dtype_name}
+                "family": self.family, "dtype": self.dtype_name, "padding_mask": self.padding_mask}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):

@@ -1,0 +1,677 @@
+"""Run a bert4keras checkout's example scripts through bert4k, with only the import renamed.
+
+    taskset -c 1 python tools/run_bert4keras_examples.py /path/to/bert4keras/examples [--only NAME ...]
+
+For each `*.py` in the folder the harness writes a copy in which exactly two kinds of text change:
+
+1. imports: `from bert4keras.X import ...` / `import bert4keras.X` → `bert4k.X` (nothing else in the code);
+2. path constants: string literals starting with the author's absolute prefix (`/root/`) point into the work
+   folder instead, where the harness has built what they name: tiny stand-in checkpoints in the format the folder
+   name says (Google BERT / ALBERT TF checkpoints, GPT2-ML's `newslm/` TF names, the CPM-LM conversion's `gpt/`
+   TF names, mesh-TF mT5), the real vocabularies and SentencePiece models of ../shared/data, and small data files
+   in each example's format, taken from ../shared/data where an equivalent exists (else synthetic).
+
+Relative data paths (`datasets/...`) resolve through a `datasets` folder in each example's working directory.
+Training is shortened by a `sitecustomize` hook, not by editing the scripts: once Keras is imported,
+`keras.Model.fit` runs at most `--epochs` epochs of at most `--steps` steps (`steps_per_epoch` and
+`validation_steps` capped; set when a generator has no length). TensorFlow is limited to one thread.
+
+Each example runs in a subprocess with a time limit; one JSON line per example is printed:
+`{"example", "status", "seconds", "error"?, "family"?, "module"?, "log"}` with status `ran`, `failed`,
+`timeout`, `skipped-unsupported-family` (bert4k refused the model family, naming it), `skipped-missing-module`
+(a third-party module the script imports is not installed) or `skipped-no-standin` (a path nothing stands in for).
+An example that imports a sibling example (`from task_x import *`) runs in that sibling's working directory after it.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import importlib.util
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import tokenize
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+AUTHOR_PREFIX = "/root/"
+N_TRAIN, N_EVAL = 24, 6  # rows per training / evaluation file: enough for a few batches, evaluation stays short
+
+# ------------------------------------------------------------------------------------------- the two rewrites
+
+_IMPORT = re.compile(r"^(\s*)(from|import)(\s+)bert4keras(?=[.\s])", re.MULTILINE)
+
+
+def rewrite_imports(source: str) -> str:
+    """`bert4keras` → `bert4k` in import statements only."""
+    return _IMPORT.sub(r"\1\2\3bert4k", source)
+
+
+def _string_tokens(source: str):
+    return [t for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type == tokenize.STRING]
+
+
+def path_constants(source: str, prefixes: tuple[str, ...] = (AUTHOR_PREFIX, "datasets/")) -> list[str]:
+    """The string literals of `source` that start with one of `prefixes` (the paths the script reads)."""
+    found = []
+    for token in _string_tokens(source):
+        try:
+            value = ast.literal_eval(token.string)
+        except (ValueError, SyntaxError):
+            continue
+        if isinstance(value, str) and value.startswith(prefixes):
+            found.append(value)
+    return list(dict.fromkeys(found))
+
+
+def rewrite_paths(source: str, target: str, prefix: str = AUTHOR_PREFIX) -> str:
+    """Every string literal starting with `prefix` starts with `target` + '/' instead; other text is untouched."""
+    lines = source.splitlines(keepends=True)
+    for token in reversed(_string_tokens(source)):
+        (row, col), (end_row, end_col) = token.start, token.end
+        quote = re.match(r"[rRuUbBfF]*('''|\"\"\"|'|\")", token.string)
+        opening = quote.end()
+        if not token.string[opening:].startswith(prefix):
+            continue
+        replaced = token.string[:opening] + target.rstrip("/") + "/" + token.string[opening + len(prefix):]
+        if row == end_row:
+            line = lines[row - 1]
+            lines[row - 1] = line[:col] + replaced + line[end_col:]
+        else:  # a multi-line string: the prefix is on its first line
+            line = lines[row - 1]
+            lines[row - 1] = line[:col] + replaced.split("\n", 1)[0] + "\n"
+    return "".join(lines)
+
+
+def third_party_imports(source: str) -> list[str]:
+    """Top-level module names the script imports, other than bert4keras / bert4k and `__future__`."""
+    names = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names += [a.name.split(".")[0] for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module.split(".")[0])
+    return [n for n in dict.fromkeys(names) if n not in ("bert4keras", "bert4k", "__future__")]
+
+
+# ------------------------------------------------------------------------------------ the fit cap (sitecustomize)
+
+SITECUSTOMIZE = '''\
+"""Written by tools/run_bert4keras_examples.py: cap keras.Model.fit, one TensorFlow thread."""
+import importlib.abc
+import importlib.machinery
+import inspect
+import os
+import sys
+
+_EPOCHS = int(os.environ["B4K_EXAMPLE_EPOCHS"])
+_STEPS = int(os.environ["B4K_EXAMPLE_STEPS"])
+
+
+def _cap_fit(keras):
+    fit = keras.Model.fit
+    if getattr(fit, "_b4k_capped", False):
+        return
+    signature = inspect.signature(fit)
+
+    def capped_fit(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
+        a["epochs"] = min(a["epochs"], a["initial_epoch"] + _EPOCHS)
+        a["steps_per_epoch"] = min(a["steps_per_epoch"] or _STEPS, _STEPS)
+        if a["validation_data"] is not None:
+            a["validation_steps"] = min(a["validation_steps"] or _STEPS, _STEPS)
+        return fit(*bound.args, **bound.kwargs)
+
+    capped_fit._b4k_capped = True
+    keras.Model.fit = capped_fit
+
+
+def _one_thread(tf):
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass
+
+
+_AFTER_IMPORT = {"keras": _cap_fit, "tensorflow": _one_thread}
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name not in _AFTER_IMPORT:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_patch(module):
+            exec_module(module)
+            _AFTER_IMPORT[name](module)
+
+        spec.loader.exec_module = exec_then_patch
+        return spec
+
+
+sys.meta_path.insert(0, _AfterImport())
+'''
+
+# --------------------------------------------------------------------------------------------- stand-in models
+
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+            max_position_embeddings=512)
+GPT_POSITIONS = 1024  # GPT2-ML and CPM-LM ship 1024 positions; their examples decode past 512
+
+
+def _file_role(path: str) -> str:
+    name = os.path.basename(path)
+    if name.endswith(".json") and "keep_tokens" in name:
+        return "keep_tokens"
+    if name.endswith(".json") and "config" in name:
+        return "config"
+    if ".ckpt" in name:
+        return "checkpoint"
+    if name.endswith("vocab.txt"):
+        return "vocab"
+    if name.endswith(".model"):
+        return "spm"
+    return "other"
+
+
+# folder-name pattern → checkpoint kind; families bert4k does not build get a BERT-format stand-in, so the
+# script reaches build_transformer_model, which must refuse them by name.
+CHECKPOINT_KINDS = [(r"albert", "albert"), (r"gpt2_ml", "gpt2_ml"), (r"cpm_lm", "cpm_gpt2"), (r"mt5", "mt5"),
+                    (r"nezha|roformer|electra|simbert_v2|roberta_v2|wobert", "bert_format_other_family"),
+                    (r"bert|roberta|uer|chinese_", "bert")]
+CHECKPOINT_ROLES = ("config", "checkpoint", "vocab", "spm", "keep_tokens")
+
+
+# the files a checkpoint folder named alone (`path + 'vocab.txt'` in the script) gets, as the originals ship them
+FOLDER_FILES = {"albert": ("albert_config.json", "albert_model.ckpt", "vocab.txt"),
+                "gpt2_ml": ("config.json", "model.ckpt-100000", "vocab.txt"),
+                "cpm_gpt2": ("config.json", "model.ckpt", "chinese_vocab.model"),
+                "mt5": ("config.json", "model.ckpt", "sentencepiece_cn.model", "sentencepiece_cn_keep_tokens.json")}
+GOOGLE_FILES = ("bert_config.json", "bert_model.ckpt", "vocab.txt")
+
+
+def checkpoint_kind(path: str) -> str | None:
+    folder = os.path.dirname(path).lower()
+    for pattern, kind in CHECKPOINT_KINDS:
+        if re.search(pattern, folder):
+            return kind
+    return None
+
+
+def _write_json(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, ensure_ascii=False), encoding="utf-8")
+
+
+def _export_native(family: str, config: dict, prefix: Path, **build_kwargs) -> None:
+    """A randomly initialised bert4k model of `family`, exported as the family's TF checkpoint at `prefix`."""
+    import bert4k
+    from bert4k.models.checkpoint_io import export_checkpoint
+
+    model = bert4k.build_transformer_model(dict(config), model=family, **build_kwargs)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    export_checkpoint(model, prefix, format="tf")
+
+
+def _cpm_tensors(config: dict, seed: int = 0) -> dict[str, np.ndarray]:
+    """GPT-2 weights under the names of bert4keras' TF conversion of CPM-LM (`gpt/...`; facts from its
+    variable mapping: BERT's names with `bert/`→`gpt/`, `encoder`→`transformer`, pre-LN norms `input/LayerNorm`,
+    final norm `gpt/output/LayerNorm`)."""
+    rng = np.random.default_rng(seed)
+    h, f, v, p = (config[k] for k in ("hidden_size", "intermediate_size", "vocab_size", "max_position_embeddings"))
+
+    def rand(*shape, center=0.0):
+        return (center + 0.02 * rng.standard_normal(shape)).astype("float32")
+
+    w = {"gpt/embeddings/word_embeddings": rand(v, h), "gpt/embeddings/position_embeddings": rand(p, h),
+         "gpt/output/LayerNorm/gamma": rand(h, center=1.0), "gpt/output/LayerNorm/beta": rand(h)}
+    for i in range(config["num_hidden_layers"]):
+        s = f"gpt/transformer/layer_{i}/"
+        for name, (n_in, n_out) in {"attention/self/query": (h, h), "attention/self/key": (h, h),
+                                    "attention/self/value": (h, h), "attention/output/dense": (h, h),
+                                    "intermediate/dense": (h, f), "output/dense": (f, h)}.items():
+            w[s + name + "/kernel"], w[s + name + "/bias"] = rand(n_in, n_out), rand(n_out)
+        for name in ("attention/input/LayerNorm", "input/LayerNorm"):
+            w[s + name + "/gamma"], w[s + name + "/beta"] = rand(h, center=1.0), rand(h)
+    return w
+
+
+def _layers(folder: Path) -> int:
+    """The layer count a checkpoint folder's name states (`chinese_L-12_H-768_A-12`: 12; scripts name layers by
+    it), else 2."""
+    match = re.search(r"L-(\d+)", folder.name)
+    return int(match.group(1)) if match else TINY["num_hidden_layers"]
+
+
+def _spm_size(path: str) -> int:
+    import sentencepiece
+
+    return sentencepiece.SentencePieceProcessor(model_file=path).get_piece_size()
+
+
+def build_checkpoint(kind: str, files: dict[str, Path], data: Path) -> None:
+    """Write the stand-in files `files` (role → path) of one checkpoint folder of `kind`."""
+    from bert4k.checkpoints.writers import save_tf_checkpoint
+
+    bert_vocab = data / "bert-chinese-vocab" / "vocab.txt"
+    for role, path in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if role == "vocab":
+            shutil.copyfile(bert_vocab, path)
+        elif role == "spm":
+            shutil.copyfile(data / "spm-mt5-chinese" / "sentencepiece_cn.model", path)
+        elif role == "keep_tokens":
+            shutil.copyfile(data / "spm-mt5-chinese" / "sentencepiece_cn_keep_tokens.json", path)
+    config_path, prefix = files.get("config"), files.get("checkpoint")
+    if config_path is None:
+        return
+    if kind in ("bert", "bert_format_other_family"):
+        config = dict(TINY, vocab_size=21128, type_vocab_size=2, hidden_act="gelu", initializer_range=0.02,
+                      num_hidden_layers=_layers(config_path.parent))
+        _write_json(config_path, config)
+        if prefix:
+            _export_native("bert", config, prefix, with_pool=True, with_mlm=True)
+    elif kind == "albert":
+        config = dict(TINY, vocab_size=21128, embedding_size=16, type_vocab_size=2, hidden_act="gelu",
+                      num_hidden_groups=1, inner_group_num=1, initializer_range=0.02)
+        _write_json(config_path, config)
+        if prefix:
+            _export_native("albert", config, prefix, with_pool=True, with_mlm=True)
+    elif kind == "gpt2_ml":
+        config = dict(TINY, vocab_size=21128, hidden_act="gelu", initializer_range=0.02,
+                      max_position_embeddings=GPT_POSITIONS)
+        _write_json(config_path, config)
+        if prefix:
+            _export_native("gpt2_ml", config, prefix)
+    elif kind == "cpm_gpt2":  # BERT-style config names, as bert4keras reads CPM-LM
+        config = dict(TINY, vocab_size=_spm_size(str(files["spm"])) if "spm" in files else 32596,
+                      hidden_act="gelu", initializer_range=0.02, max_position_embeddings=GPT_POSITIONS)
+        _write_json(config_path, config)
+        if prefix:
+            save_tf_checkpoint(_cpm_tensors(config), prefix)
+    elif kind == "mt5":  # bert4keras-style mT5 json; the vocabulary the keep_tokens list slices
+        config = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                      attention_head_size=8, vocab_size=250112, hidden_act=["gelu", "linear"],
+                      relative_attention_num_buckets=32, initializer_range=0.02)
+        _write_json(config_path, config)
+        if prefix:
+            _export_native("mt5.1.1", config, prefix)
+    else:
+        raise ValueError(f"unknown stand-in checkpoint kind {kind!r}")
+
+
+# ----------------------------------------------------------------------------------------------- stand-in data
+
+
+def _lines(path: Path, skip_header: bool = False, limit: int | None = None) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        rows = [line.rstrip("\n") for line in f]
+    rows = rows[1:] if skip_header else rows
+    return rows[:limit] if limit else rows
+
+
+def _portion(rows: list, path: str, offset_by: str = "") -> list:
+    """Training files get N_TRAIN rows, evaluation files (dev / valid / val / test) N_EVAL other rows."""
+    name = os.path.basename(path) + offset_by
+    for i, part in enumerate(("dev", "valid", "val", "test")):
+        if re.search(rf"(^|[._/]){part}([._]|$)", name):
+            start = N_TRAIN + i * N_EVAL
+            return rows[start:start + N_EVAL]
+    return rows[:N_TRAIN]
+
+
+def _write_text(path: Path, text: str, encoding: str = "utf-8") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding=encoding, errors="ignore") as f:
+        f.write(text)
+
+
+def csl_titles(data: Path) -> list[tuple[str, str]]:
+    """(title, abstract) pairs of CSL (real data)."""
+    rows = [line.split("\t") for line in _lines(data / "csl-title" / "dev.tsv")]
+    return [(r[2], r[1]) for r in rows]
+
+
+def sentiment_file(path: Path, data: Path) -> None:
+    rows = [line.split("\t", 1) for line in _lines(data / "chnsenticorp" / "train.tsv", skip_header=True)]
+    _write_text(path, "".join(f"{text[:120]}\t{label}\n" for label, text in _portion(rows, str(path))))
+
+
+def clue_classification_file(path: Path, data: Path) -> None:
+    """CLUE's json-lines classification format (`sentence`, `label`, `id`), here from CSL titles → discipline."""
+    rows = [line.split("\t") for line in _lines(data / "csl-category" / "train.tsv")]
+    labels = sorted({r[2] for r in rows})
+    items = [{"id": i, "sentence": r[1], "label": str(labels.index(r[2])), "label_des": r[2]}
+             for i, r in enumerate(_portion(rows, str(path)))]
+    _write_text(path, "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items))
+
+
+def sentence_pair_file(path: Path, data: Path) -> None:
+    """LCQMC's `text1<TAB>text2<TAB>label`: a CSL title with its own abstract's opening (1) or another's (0)."""
+    pairs = _portion(csl_titles(data), str(path))
+    rows = [f"{title}\t{pairs[(i + i % 2) % len(pairs)][1][:40]}\t{1 - i % 2}\n" for i, (title, _) in enumerate(pairs)]
+    _write_text(path, "".join(rows))
+
+
+def title_content_file(path: Path, data: Path) -> None:
+    """CSL title generation, `title<TAB>abstract`."""
+    _write_text(path, "".join(f"{t}\t{a}\n" for t, a in _portion(csl_titles(data), str(path))))
+
+
+def news_folder(pattern: Path, data: Path, encoding: str = "utf-8") -> None:
+    """Files matching a `<folder>/*/*.txt` glob: one document each, title on the first line (THUCNews layout)."""
+    root = Path(str(pattern).split("*")[0])
+    for i, (title, abstract) in enumerate(csl_titles(data)[:N_TRAIN]):
+        _write_text(root / f"part{i % 2}" / f"{i}.txt", f"{title}\n{abstract}\n", encoding)
+
+
+def novels_folder(pattern: Path, data: Path) -> None:
+    """GBK-encoded novel chapters in `<folder>/*/*.txt` (plain Chinese text, real)."""
+    lines = _lines(data / "zh-plain-corpus" / "zh_corpus.txt", limit=N_TRAIN)
+    root = Path(str(pattern).split("*")[0])
+    for i in range(0, len(lines), 6):
+        _write_text(root / f"book{i // 12}" / f"{i}.txt", "\n".join(x[:300] for x in lines[i:i + 6]), "gbk")
+
+
+def qa_file(path: Path, data: Path) -> None:
+    """WebQA / SogouQA json (`id`, `question`, `passages[{passage, answer}]`), from CMRC 2018 (real)."""
+    with open(data / "cmrc2018" / "cmrc2018_trial.json", encoding="utf-8") as f:
+        paragraphs = [p for d in json.load(f)["data"] for p in d["paragraphs"]]
+    items = []
+    offset = 0 if "webqa" in path.name.lower() else N_TRAIN
+    for p in paragraphs[offset:offset + N_TRAIN // 2]:
+        qa = p["qas"][0]
+        answer = qa["answers"][0]
+        start = max(answer["answer_start"] - 60, 0)
+        items.append({"id": qa["id"], "question": qa["question"],
+                      "passages": [{"passage": p["context"][start:start + 150], "answer": answer["text"]},
+                                   {"passage": p["context"][:100], "answer": ""}]})
+    _write_text(path, json.dumps(items, ensure_ascii=False))
+
+
+def msra_sentences(data: Path, limit: int) -> list[list[tuple[str, str]]]:
+    sentences, current = [], []
+    with open(data / "msra-ner" / "train.txt", encoding="utf-8") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if line:
+                current.append(tuple(line.split("\t")))
+            elif current:
+                sentences.append(current[:60])
+                current = []
+                if len(sentences) == limit:
+                    break
+    return sentences
+
+
+def ner_file(path: Path, data: Path) -> None:
+    """People's Daily NER layout (`char tag` lines, blank line between sentences), from MSRA NER (real)."""
+    sentences = _portion(msra_sentences(data, N_TRAIN + 4 * N_EVAL), str(path))
+    _write_text(path, "\n\n".join("\n".join(f"{c} {t}" for c, t in s) for s in sentences))
+
+
+def segmented_file(path: Path, data: Path) -> None:
+    """SIGHAN (icwb2) layout: training = words separated by two spaces (jieba's cut of real text);
+    test = the raw sentences."""
+    import jieba
+
+    rows = [line.split("\t", 1)[1][:80] for line in _lines(data / "chnsenticorp" / "train.tsv", skip_header=True)]
+    rows = [r.replace(" ", "") for r in _portion(rows, str(path))]
+    if "test" in path.name:
+        _write_text(path, "".join(r + "\n" for r in rows))
+    else:
+        _write_text(path, "".join("  ".join(jieba.lcut(r)) + "\n" for r in rows))
+
+
+def relation_files(path: Path, data: Path) -> None:
+    """DuIE layout (`text`, `spo_list[{subject, predicate, object, ...}]`; schemas one json per line):
+    MSRA sentences (real) with synthetic relations between their PER/ORG and LOC entities."""
+    schemas = [("人物", "相关地点", "地点"), ("机构", "所在地", "地点")]
+    if path.name.startswith("all_50_schemas"):
+        _write_text(path, "".join(json.dumps({"subject_type": s, "predicate": p, "object_type": o},
+                                             ensure_ascii=False) + "\n" for s, p, o in schemas))
+        return
+    items = []
+    for sentence in msra_sentences(data, 3000):
+        text = "".join(c for c, _ in sentence)
+        entities, current = [], None
+        for c, tag in sentence:
+            if tag.startswith("B-"):
+                current = [tag[2:], c]
+                entities.append(current)
+            elif tag.startswith("I-") and current:
+                current[1] += c
+            else:
+                current = None
+        spo = [{"subject": s, "subject_type": st, "predicate": p, "object": o, "object_type": "地点"}
+               for kind, s in entities if kind in ("PER", "ORG")
+               for st, p in [(("人物", "相关地点") if kind == "PER" else ("机构", "所在地"))]
+               for other, o in entities if other == "LOC"]
+        if spo:
+            items.append({"text": text, "spo_list": spo[:3]})
+    _write_text(path, "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in _portion(items, str(path))))
+
+
+def math_file(path: Path, data: Path) -> None:
+    """Ape210K layout (`id`, `original_text`, `equation`, `ans`): synthetic word problems."""
+    rng = np.random.default_rng(len(path.name))
+    items = []
+    for i in range(N_TRAIN + 4 * N_EVAL):  # training rows, then the evaluation portions
+        a, b = (int(x) for x in rng.integers(2, 50, size=2))
+        items.append({"id": str(i), "original_text": f"小明有{a}个苹果，又买了{b}个，现在一共有多少个苹果？",
+                      "equation": f"x={a}+{b}", "ans": str(a + b)})
+    _write_text(path, "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in _portion(items, str(path))))
+
+
+# relative path pattern (after the author prefix or `datasets/`) → writer(path, data folder)
+DATA_FILES: list[tuple[str, Callable[[Path, Path], None]]] = [
+    (r"sentiment/sentiment\.\w+\.data$", sentiment_file),
+    (r"iflytek/\w+\.json$|tnews/\w+\.json$", clue_classification_file),
+    (r"lcqmc/lcqmc\.\w+\.data$", sentence_pair_file),
+    (r"csl/\w+\.tsv$", title_content_file),
+    (r"THUCNews/\*/\*\.txt$", news_folder),
+    (r"金庸/\*/\*\.txt$", novels_folder),
+    (r"qa_datasets/\w+\.json$", qa_file),
+    (r"people-daily-ner-corpus/example\.\w+$", ner_file),
+    (r"icwb2-data/\w+/pku_\w+\.utf8$", segmented_file),
+    (r"kg/datasets/(train_data|dev_data)\.json$|all_50_schemas$", relation_files),
+    (r"ape210k/\w+\.ape\.json$", math_file),
+]
+
+
+@dataclasses.dataclass
+class Environment:
+    """The work folder: stand-ins under `root` (the author's `/root/`), `datasets`, scripts, runs, the hook."""
+
+    work: Path
+    data: Path
+
+    def __post_init__(self):
+        self.root, self.datasets = self.work / "root", self.work / "datasets"
+        self.scripts, self.runs, self.hook = self.work / "scripts", self.work / "runs", self.work / "hook"
+        for folder in (self.root, self.datasets, self.scripts, self.runs, self.hook):
+            folder.mkdir(parents=True, exist_ok=True)
+        (self.hook / "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")
+        self._built: set[str] = set()
+
+    def local(self, constant: str) -> Path:
+        if constant.startswith(AUTHOR_PREFIX):
+            return self.root / constant[len(AUTHOR_PREFIX):]
+        return self.datasets / constant[len("datasets/"):]
+
+    def provide(self, constants: list[str]) -> list[str]:
+        """Build the stand-ins for `constants`; return those nothing stands in for."""
+        missing, folders = [], {}
+        expanded = []
+        for constant in constants:
+            kind = checkpoint_kind(constant + "x") if constant.endswith("/") else None
+            expanded += [constant + f for f in FOLDER_FILES.get(kind, GOOGLE_FILES)] if kind else [constant]
+        for constant in expanded:
+            relative = constant.split("/", 2)[-1] if constant.startswith(AUTHOR_PREFIX) else constant
+            role, kind = _file_role(constant), checkpoint_kind(constant)
+            if role in CHECKPOINT_ROLES and kind is not None:
+                folders.setdefault(os.path.dirname(constant), (kind, {}))[1][role] = self.local(constant)
+                continue
+            writer = next((w for pattern, w in DATA_FILES if re.search(pattern, relative)), None)
+            if writer is None:
+                if "%" not in constant and not constant.endswith("/"):
+                    missing.append(constant)
+                continue
+            if constant not in self._built:
+                writer(self.local(constant), self.data)
+                self._built.add(constant)
+        for kind, files in folders.values():
+            new = {role: path for role, path in files.items() if str(path) not in self._built}
+            if "checkpoint" in new and "config" not in new:
+                new["config"] = files.get("config") or Path(next(iter(new.values()))).parent / "config.json"
+            if new:
+                build_checkpoint(kind, new, self.data)
+                self._built.update(str(p) for p in new.values())
+        return missing
+
+
+# ------------------------------------------------------------------------------------------------------ running
+
+_UNSUPPORTED_FAMILY = re.compile(r"build_transformer_model\(model='?([^')]+)'?\): bert4k does not implement ([^;]+)")
+
+
+def _first_error(stderr: str) -> str:
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    if "Traceback (most recent call last):" not in stderr:
+        return lines[-1] if lines else ""
+    tail = stderr[stderr.rindex("Traceback (most recent call last):"):].splitlines()
+    errors = [i for i, line in enumerate(tail) if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b", line)]
+    if not errors:
+        return tail[-1]
+    error = tail[errors[-1]]
+    if error.endswith(":"):  # TensorFlow's "Graph execution error:": the reason follows the op's stack
+        reason = [line for line in tail[errors[-1] + 1:] if line.strip() and not line[0].isspace()
+                  and not line.startswith("Detected at")]
+        error += " " + reason[0] if reason else ""
+    return error
+
+
+def _example_line(stderr: str, script: Path) -> int | None:
+    lines = re.findall(rf'File "{re.escape(str(script))}", line (\d+)', stderr)
+    return int(lines[-1]) if lines else None
+
+
+def prepare(example: Path, env: Environment) -> tuple[Path, dict]:
+    """Write the rewritten script; return it and what is needed to run it (or why it is skipped)."""
+    source = example.read_text(encoding="utf-8")
+    script = env.scripts / example.name
+    script.write_text(rewrite_paths(rewrite_imports(source), str(env.root)), encoding="utf-8")
+    siblings = {p.stem for p in example.parent.glob("*.py")}
+    imports = third_party_imports(source)
+    info = {}
+    absent = [n for n in imports if n not in siblings and importlib.util.find_spec(n) is None]
+    if absent:
+        info["skip"] = {"status": "skipped-missing-module", "module": ", ".join(absent)}
+        return script, info
+    missing = env.provide(path_constants(source))
+    if missing:
+        info["skip"] = {"status": "skipped-no-standin", "error": "no stand-in for " + ", ".join(missing)}
+    return script, info
+
+
+def run_example(example: Path, env: Environment, timeout: float, epochs: int, steps: int,
+                cwd: Path | None = None) -> dict:
+    script, info = prepare(example, env)
+    result = {"example": example.stem}
+    if "skip" in info:
+        return {**result, **info["skip"]}
+    cwd = cwd or env.runs / example.stem / "cwd"
+    cwd.mkdir(parents=True, exist_ok=True)
+    if not (cwd / "datasets").exists():
+        (cwd / "datasets").symlink_to(env.datasets, target_is_directory=True)
+    log = cwd.parent / f"{example.stem}.log"
+    path = os.pathsep.join([str(env.hook), str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    child_env = {**os.environ, "PYTHONPATH": path, "B4K_EXAMPLE_EPOCHS": str(epochs),
+                 "B4K_EXAMPLE_STEPS": str(steps), "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1",
+                 "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONIOENCODING": "utf-8",
+                 "PYTHONHASHSEED": "0"}
+    start = time.monotonic()
+    try:
+        done = subprocess.run([sys.executable, str(script)], check=False, cwd=cwd, env=child_env, capture_output=True,
+                              text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+        stdout, stderr, code = done.stdout, done.stderr, done.returncode
+    except subprocess.TimeoutExpired as e:
+        stdout, stderr, code = e.stdout or "", e.stderr or "", None
+        stdout = stdout.decode() if isinstance(stdout, bytes) else stdout
+        stderr = stderr.decode() if isinstance(stderr, bytes) else stderr
+    result["seconds"] = round(time.monotonic() - start, 1)
+    log.write_text(f"$ {script}\n--- stdout\n{stdout}\n--- stderr\n{stderr}", encoding="utf-8")
+    result["log"] = str(log)
+    if code is None:
+        return {**result, "status": "timeout", "error": f"still running after {timeout:.0f} s"}
+    if code == 0:
+        return {**result, "status": "ran"}
+    error = _first_error(stderr)
+    family = _UNSUPPORTED_FAMILY.search(error)
+    if family:
+        return {**result, "status": "skipped-unsupported-family", "family": family.group(1),
+                "error": error}
+    line = _example_line(stderr, script)
+    return {**result, "status": "failed", "error": error, **({"line": line} if line else {})}
+
+
+def sibling_imports(example: Path) -> list[str]:
+    """The other examples of the folder that `example` imports (`from task_x import *`)."""
+    siblings = {p.stem for p in example.parent.glob("*.py")} - {example.stem}
+    return [n for n in third_party_imports(example.read_text(encoding="utf-8")) if n in siblings]
+
+
+def run_all(examples_dir: Path, work: Path, data: Path, only: list[str] | None, timeout: float, epochs: int,
+            steps: int, out=sys.stdout) -> list[dict]:
+    """Run the examples (those named in `only`, else all), printing one JSON line each; an example that imports
+    a sibling runs after it (when both are run), in the sibling's working directory."""
+    env = Environment(work, data)
+    examples = sorted(p for p in examples_dir.glob("*.py") if not only or p.stem in only or p.name in only)
+    examples.sort(key=lambda p: bool(sibling_imports(p)))
+    results = []
+    for example in examples:
+        after = sibling_imports(example)
+        cwd = env.runs / after[0] / "cwd" if after else None
+        result = run_example(example, env, timeout, epochs, steps, cwd=cwd)
+        results.append(result)
+        print(json.dumps(result, ensure_ascii=False), file=out, flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("examples", type=Path, help="a bert4keras checkout's examples folder")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/bert4k-examples"),
+                        help="work folder for stand-ins, rewritten scripts and logs (default %(default)s)")
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data",
+                        help="the shared data folder (default %(default)s)")
+    parser.add_argument("--only", nargs="*", help="example names (with or without .py)")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per example (default %(default)s)")
+    parser.add_argument("--epochs", type=int, default=1, help="fit epochs cap (default %(default)s)")
+    parser.add_argument("--steps", type=int, default=2, help="fit steps-per-epoch cap (default %(default)s)")
+    args = parser.parse_args(argv)
+    if not args.examples.is_dir():
+        parser.error(f"{args.examples} is not a folder")
+    results = run_all(args.examples, args.work, args.data, args.only, args.timeout, args.epochs, args.steps)
+    return 0 if all(r["status"] != "failed" for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
