@@ -1,166 +1,330 @@
-"""BERT encoder inference and training-step throughput: bert4k beside Hugging Face (PyTorch) and keras-hub.
+"""BERT encoder speed: bert4k on each Keras backend beside Hugging Face (PyTorch) and keras-hub, in fp32, bf16 and
+int8: inference b8×128 and b1×512, and one AdamW training step b8×128 (fp32).
 
-Same config, batch and sequence length, in one run; bert4k and HF share the same random weights (checked equal).
-Prints one JSON line per (implementation, mode, dtype) with seq/s, the ratio to HF, and model FLOPs utilisation
-against this machine's measured matmul ceiling for that dtype.
+Each implementation runs in its own long-lived worker process pinned to the same CPUs (`taskset`) with the same
+thread count (PyTorch's and TensorFlow's thread pools in one process slow each other down). Every worker builds its
+models and warms up (compiles) every task first; then the timed runs are interleaved, round r runs every worker
+once per task, so a change of machine load hits all implementations alike. Inputs are arguments of the compiled
+functions, never captured constants. Reported per (implementation, dtype, task): median seconds, sequences/s, the
+spread (min…max), the ratio to HF in the same dtype computed round by round (median of the per-round ratios), the
+output error against the same implementation in fp32 (and bert4k fp32 against HF fp32: the weights are shared), and
+the worker's peak resident memory (all its dtypes and tasks together).
 
-    python bench/bench_encoder.py                       # BERT-base, b8×128, fp32 and bf16, inference
-    python bench/bench_encoder.py --train --layers 4    # training steps too (smaller model)
+- HF: `transformers.BertModel` under `torch.inference_mode`; bf16: the model cast to bfloat16; int8:
+  `torch.ao.quantization.quantize_dynamic` of its `Linear` layers. Training: `torch.optim.AdamW`.
+- bert4k and keras-hub: `predict_on_batch` / `train_on_batch` (AdamW, mean squared output: the same loss as HF's
+  step) of a Keras model, compiled the backend's way (`jit_compile="auto"`; TensorFlow bf16 / int8: no XLA, whose
+  CPU bf16 matmuls are slow); bf16: the `bfloat16` dtype policy; int8: `model.quantize("int8")`.
+- keras-hub is a bench-only dependency, never one of bert4k's: install it in its own environment so the project's
+  pins stay as they are, and pass that interpreter with `--hub-python`:
+
+      python -m venv /work/venv-hub
+      /work/venv-hub/bin/pip install keras==3.15.1 tensorflow-cpu==2.21 keras-hub
+      python bench/bench_encoder.py --threads 1 --cpus 1 --hub-python /work/venv-hub/bin/python
+
+  Its `BertBackbone` gets random weights of the same configuration (speed only; its error column compares its own
+  bf16 / int8 with its own fp32).
+
+    python bench/bench_encoder.py                                   # BERT-base, everything available
+    python bench/bench_encoder.py --impls hf bert4k-jax --dtypes float32 --tasks infer-8x128
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import keras
 import numpy as np
-import tensorflow as tf
-import torch
-import transformers
 
-from bert4k import build_transformer_model
-
-
-def timed(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+IMPLS = ("hf", "bert4k-tensorflow", "bert4k-jax", "bert4k-torch", "keras-hub")
+TASKS = {"infer-8x128": ("infer", 8, 128), "infer-1x512": ("infer", 1, 512), "train-8x128": ("train", 8, 128)}
+VOCAB = 21128
 
 
-def matmul_ceiling(dtype: str, size: int = 2048) -> float:
-    """Measured TF matmul GFLOP/s for `dtype` (the ceiling MFU is reported against)."""
-    a = tf.random.normal((size, size), dtype=tf.float32)
-    a = tf.cast(a, dtype)
-    matmul = tf.function(lambda x: tf.matmul(x, x))
-    seconds = timed(lambda: matmul(a).numpy(), repeats=5)
-    return 2 * size**3 / seconds / 1e9
+def token_ids(batch: int, seq: int) -> np.ndarray:
+    return np.random.default_rng(batch * 1000 + seq).integers(200, VOCAB, size=(batch, seq)).astype("int32")
 
 
-def model_flops(args, train: bool) -> float:
-    """Matmul FLOPs of one batch through the encoder (×3 for forward + backward)."""
-    h, i, n = args.hidden, 4 * args.hidden, args.seq
-    per_token = args.layers * (8 * h * h + 4 * h * i + 4 * n * h)
-    return per_token * args.batch * n * (3 if train else 1)
+def save_weights(args, folder: str) -> None:
+    import torch
+    import transformers
 
-
-def hf_model(args):
-    config = transformers.BertConfig(vocab_size=21128, hidden_size=args.hidden, num_hidden_layers=args.layers,
+    config = transformers.BertConfig(vocab_size=VOCAB, hidden_size=args.hidden, num_hidden_layers=args.layers,
                                      num_attention_heads=args.hidden // 64, intermediate_size=4 * args.hidden)
     torch.manual_seed(0)
-    return transformers.BertModel(config, add_pooling_layer=False).eval()
+    transformers.BertModel(config, add_pooling_layer=False).save_pretrained(folder, safe_serialization=True)
 
 
-def bench_hf(model, ids, dtype: str, train: bool, repeats: int) -> float:
-    model = model.to(torch.bfloat16 if dtype == "bfloat16" else torch.float32)
-    x = torch.tensor(ids, dtype=torch.long)
-    if not train:
-        def step():
+# === workers: runner(dtype, task) -> (fn(ids) -> output or None, output) ===
+
+def hf_runners(args):
+    import torch
+    import transformers
+
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
+    base = transformers.BertModel.from_pretrained(args.weights, add_pooling_layer=False).eval()
+
+    def make(dtype: str, task: str):
+        mode = TASKS[task][0]
+        if mode == "train":
+            model = transformers.BertModel.from_pretrained(args.weights, add_pooling_layer=False).train()
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+
+            def train(ids):
+                optimizer.zero_grad()
+                loss = model(input_ids=torch.from_numpy(ids).long()).last_hidden_state.float().square().mean()
+                loss.backward()
+                optimizer.step()
+            return train
+        if dtype == "int8":
+            model = torch.ao.quantization.quantize_dynamic(base, {torch.nn.Linear}, dtype=torch.qint8)
+        else:
+            model = base if dtype == "float32" else transformers.BertModel.from_pretrained(
+                args.weights, add_pooling_layer=False).eval().to(torch.bfloat16)
+
+        def infer(ids):
             with torch.inference_mode():
-                model(input_ids=x)
-        return timed(step, repeats)
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-
-    def train_step():
-        optimizer.zero_grad()
-        model(input_ids=x).last_hidden_state.float().square().mean().backward()
-        optimizer.step()
-    seconds = timed(train_step, repeats)
-    model.eval()
-    return seconds
+                return model(input_ids=torch.from_numpy(ids).long()).last_hidden_state.float().numpy()
+        return infer
+    return make
 
 
-def keras_step(backbone_call, variables, ids_inputs, train: bool, jit: bool):
-    """A compiled forward (or forward+backward+AdamW) step over a Keras backbone."""
-    if not train:
-        fn = tf.function(lambda: backbone_call(ids_inputs), jit_compile=jit)
-        return lambda: tf.nest.map_structure(lambda t: t.numpy(), fn())
-    optimizer = keras.optimizers.AdamW(1e-5)
-    optimizer.build(variables)
+def set_threads(backend: str, threads: int) -> None:
+    if backend == "tensorflow":
+        import tensorflow as tf
 
-    @tf.function(jit_compile=jit)
-    def step():
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(tf.cast(backbone_call(ids_inputs), tf.float32)))
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return loss
-    return lambda: step().numpy()
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    elif backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+        torch.set_num_interop_threads(1)
 
 
-def bench_bert4k(folder, ids, dtype: str, train: bool, jit: bool, repeats: int) -> float:
-    model = build_transformer_model(f"{folder}/config.json", folder, dtype=None if dtype == "float32" else dtype)
-    inputs = [tf.constant(ids), tf.zeros_like(ids)]
-    call = lambda x: model(x, training=train)
-    return timed(keras_step(call, model.trainable_variables, inputs, train, jit), repeats)
+def keras_runners(args, build):
+    """Runners for a Keras model from `build(dtype) -> (model, inputs(ids) -> model inputs)`."""
+    import keras
+
+    backend = keras.backend.backend()
+    set_threads(backend, args.threads)
+    jit = lambda dtype: False if backend == "tensorflow" and dtype != "float32" else "auto"
+
+    def make(dtype: str, task: str):
+        mode = TASKS[task][0]
+        model, inputs = build("float32" if dtype == "int8" else dtype)
+        if dtype == "int8":
+            model.quantize("int8")
+        if mode == "train":
+            model.compile(optimizer=keras.optimizers.AdamW(1e-5), loss="mse", jit_compile=jit(dtype))
+
+            def train(ids):
+                model.train_on_batch(inputs(ids), np.zeros((*ids.shape, args.hidden), "float32"))
+            return train
+        model.compile(jit_compile=jit(dtype))
+        return lambda ids: np.asarray(model.predict_on_batch(inputs(ids)), "float32")
+    return make
 
 
-def bench_keras_hub(args, ids, dtype: str, train: bool, jit: bool) -> float | None:
-    try:
-        import keras_hub
-    except ImportError:
+def bert4k_runners(args):
+    from bert4k import build_transformer_model
+
+    def build(dtype):
+        model = build_transformer_model(f"{args.weights}/config.json", args.weights, model="bert",
+                                        dtype=None if dtype == "float32" else dtype)
+        return model, lambda ids: [ids, np.zeros_like(ids)]
+    return keras_runners(args, build)
+
+
+def hub_runners(args):
+    import keras
+    import keras_hub
+
+    def build(dtype):
+        keras.utils.set_random_seed(0)  # the same random weights for each dtype
+        backbone = keras_hub.models.BertBackbone(vocabulary_size=VOCAB, num_layers=args.layers,
+                                                 num_heads=args.hidden // 64, hidden_dim=args.hidden,
+                                                 intermediate_dim=4 * args.hidden, max_sequence_length=512,
+                                                 dtype=None if dtype == "float32" else dtype)
+        model = keras.Model(backbone.input, backbone.output["sequence_output"])
+        return model, lambda ids: {"token_ids": ids, "segment_ids": np.zeros_like(ids),
+                                   "padding_mask": np.ones_like(ids)}
+    return keras_runners(args, build)
+
+
+def worker(args) -> None:
+    """Build and warm up every (dtype, task), print READY, then answer `RUN i` lines with one timing each."""
+    impl = args.worker
+    make = hf_runners(args) if impl == "hf" else hub_runners(args) if impl == "keras-hub" else bert4k_runners(args)
+    pairs = json.loads(args.pairs)
+    runs = []
+    for dtype, task in pairs:
+        fn = make(dtype, task)
+        ids = token_ids(*TASKS[task][1:])
+        out = fn(ids)
+        fn(ids)
+        if out is not None:
+            np.save(os.path.join(args.outputs, f"{impl}-{dtype}-{task}.npy"), out)
+        runs.append((fn, ids))
+    print("READY", flush=True)
+    for line in sys.stdin:
+        fn, ids = runs[int(line.split()[1])]
+        start = time.perf_counter()
+        fn(ids)
+        seconds = time.perf_counter() - start
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        print("RESULT " + json.dumps({"seconds": seconds, "peak_rss": peak}), flush=True)
+
+
+class Worker:
+    def __init__(self, args, impl: str, pairs: list):
+        self.impl, self.pairs = impl, pairs
+        backend = impl.split("-", 1)[1] if impl.startswith("bert4k-") else "tensorflow"
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": backend,
+               "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+        if backend == "jax":
+            env["XLA_FLAGS"] = (f"--xla_cpu_multi_thread_eigen={'true' if args.threads > 1 else 'false'} "
+                                f"intra_op_parallelism_threads={args.threads}")
+        python = args.hub_python if impl == "keras-hub" else sys.executable
+        command = ["taskset", "-c", args.cpus, python, os.path.abspath(__file__), "--worker", impl,
+                   "--weights", args.weights, "--outputs", args.outputs, "--threads", str(args.threads),
+                   "--layers", str(args.layers), "--hidden", str(args.hidden), "--pairs", json.dumps(pairs)]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self._expect("READY")
+
+    def _expect(self, prefix: str) -> str:
+        for line in self.process.stdout:
+            if line.startswith(prefix):
+                return line[len(prefix):].strip()
+        raise RuntimeError(f"worker {self.impl} exited (code {self.process.wait()})")
+
+    def run(self, index: int) -> dict:
+        self.process.stdin.write(f"RUN {index}\n")
+        self.process.stdin.flush()
+        return json.loads(self._expect("RESULT "))
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+
+
+# === driver ===
+
+def pairs_for(impl: str, args) -> list:
+    return [(dtype, task) for task in args.tasks for dtype in args.dtypes
+            if not (TASKS[task][0] == "train" and dtype != "float32")]
+
+
+def error(outputs: str, name: str, reference: str) -> dict | None:
+    a, b = (os.path.join(outputs, f"{n}.npy") for n in (name, reference))
+    if name == reference or not (os.path.exists(a) and os.path.exists(b)):
         return None
-    backbone = keras_hub.models.BertBackbone(vocabulary_size=21128, num_layers=args.layers,
-                                             num_heads=args.hidden // 64, hidden_dim=args.hidden,
-                                             intermediate_dim=4 * args.hidden, max_sequence_length=512,
-                                             dtype=None if dtype == "float32" else dtype)
-    inputs = {"token_ids": tf.constant(ids), "segment_ids": tf.zeros_like(ids),
-              "padding_mask": tf.ones_like(ids)}
-    call = lambda x: backbone(x, training=train)["sequence_output"]
-    return timed(keras_step(call, backbone.trainable_variables, inputs, train, jit), args.repeats)
+    x, y = np.load(a), np.load(b)
+    return {"vs": reference, "max_abs": float(np.abs(x - y).max()),
+            "rel": float(np.abs(x - y).max() / max(np.abs(y).max(), 1e-12))}
 
 
-def main(args) -> None:
-    torch.set_num_threads(os.cpu_count() or 1)
-    rng = np.random.default_rng(0)
-    ids = rng.integers(200, 21128, size=(args.batch, args.seq)).astype("int32")
-    reference = hf_model(args)
-    with tempfile.TemporaryDirectory() as folder:
-        reference.save_pretrained(folder, safe_serialization=True)
-        check = build_transformer_model(f"{folder}/config.json", folder)
-        with torch.no_grad():
-            expected = reference(input_ids=torch.tensor(ids[:1], dtype=torch.long)).last_hidden_state.numpy()
-        diff = float(np.abs(check.predict([ids[:1], np.zeros_like(ids[:1])], verbose=0) - expected).max())
-        modes = [False, True] if args.train else [False]
-        for dtype in args.dtypes:
-            ceiling = matmul_ceiling(dtype)
-            for train in modes:
-                flops = model_flops(args, train)
-                results = {"hf_torch": bench_hf(reference, ids, dtype, train, args.repeats)}
-                for jit in args.jit:
-                    results[f"bert4k{'_xla' if jit else ''}"] = bench_bert4k(folder, ids, dtype, train, jit, args.repeats)
-                    hub = bench_keras_hub(args, ids, dtype, train, jit)
-                    if hub is not None:
-                        results[f"keras_hub{'_xla' if jit else ''}"] = hub
-                for name, seconds in results.items():
-                    print(json.dumps({
-                        "bench": "encoder", "impl": name, "mode": "train" if train else "inference", "dtype": dtype,
-                        "batch": args.batch, "seq": args.seq, "layers": args.layers, "hidden": args.hidden,
-                        "seq_per_s": round(args.batch / seconds, 2),
-                        "ratio_vs_hf": round(results["hf_torch"] / seconds, 3),
-                        "mfu": round(flops / seconds / 1e9 / ceiling, 3),
-                        "matmul_ceiling_gflops": round(ceiling, 1), "parity_max_abs_diff": diff,
-                    }), flush=True)
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--hidden", type=int, default=768)
+    parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16", "int8"],
+                        choices=["float32", "bfloat16", "int8"])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--cpus", help="CPU list for taskset (default: the first --threads CPUs this process may use)")
+    parser.add_argument("--hub-python", default="/work/venv-hub/bin/python",
+                        help="interpreter with keras-hub installed (keras-hub is skipped when it is missing)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--weights", help=argparse.SUPPRESS)
+    parser.add_argument("--outputs", help=argparse.SUPPRESS)
+    parser.add_argument("--pairs", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args)
+    args.cpus = args.cpus or ",".join(str(c) for c in sorted(os.sched_getaffinity(0))[:args.threads])
+    impls = [i for i in args.impls if i != "keras-hub" or os.path.exists(args.hub_python)]
+    args.weights = tempfile.mkdtemp(prefix="bench-bert-")
+    args.outputs = tempfile.mkdtemp(prefix="bench-bert-out-")
+    save_weights(args, args.weights)
+    times, peaks, workers = {}, {}, []
+    try:
+        for impl in impls:  # building and compiling one at a time
+            workers.append(Worker(args, impl, pairs_for(impl, args)))
+        for _ in range(args.repeats):
+            for task in args.tasks:
+                for w in workers:
+                    for index, (dtype, t) in enumerate(w.pairs):
+                        if t != task:
+                            continue
+                        result = w.run(index)
+                        times.setdefault((w.impl, dtype, task), []).append(result["seconds"])
+                        peaks[w.impl] = result["peak_rss"]
+                        print(json.dumps({"impl": w.impl, "dtype": dtype, "task": task,
+                                          "seconds": round(result["seconds"], 3)}), file=sys.stderr, flush=True)
+        report(args, times, peaks)
+    finally:
+        for w in workers:
+            w.close()
+        shutil.rmtree(args.weights, ignore_errors=True)
+        shutil.rmtree(args.outputs, ignore_errors=True)
+
+
+def report(args, times, peaks) -> None:
+    for (impl, dtype, task), seconds in times.items():
+        mode, batch, _ = TASKS[task]
+        rate = [batch / s for s in seconds]
+        row = {"impl": impl, "dtype": dtype, "task": task, "layers": args.layers, "hidden": args.hidden,
+               "seconds": round(statistics.median(seconds), 4), "seq_per_s": round(statistics.median(rate), 2),
+               "spread_seq_per_s": [round(min(rate), 2), round(max(rate), 2)],
+               "peak_rss_mb": round(peaks[impl] / 2**20)}
+        reference = times.get(("hf", dtype, task))
+        if reference is not None and impl != "hf":
+            ratios = [r / s for r, s in zip(reference, seconds)]
+            row["vs_hf"] = round(statistics.median(ratios), 3)
+            row["vs_hf_spread"] = [round(min(ratios), 3), round(max(ratios), 3)]
+        hub = times.get(("keras-hub", dtype, task))
+        if hub is not None and impl.startswith("bert4k"):
+            row["vs_keras_hub"] = round(statistics.median([h / s for h, s in zip(hub, seconds)]), 3)
+        if mode == "infer":
+            name = f"{impl}-{dtype}-{task}"
+            errors = [e for e in (error(args.outputs, name, f"{impl}-float32-{task}"),
+                                  error(args.outputs, name, f"hf-float32-{task}") if impl.startswith("bert4k")
+                                  and dtype == "float32" else None) if e is not None]
+            if errors:
+                row["output_error"] = errors
+        print(json.dumps(row), flush=True)
+    print(json.dumps({"summary": f"{args.repeats} interleaved rounds after a warm-up; each implementation in its own "
+                                 f"process on CPUs {args.cpus} with {args.threads} threads; machine cores "
+                                 f"{os.cpu_count()}, load average {os.getloadavg()[0]:.1f}", **versions(args)}))
+
+
+def versions(args) -> dict:
+    import importlib.metadata as md
+
+    found = {}
+    for name in ("keras", "tensorflow-cpu", "jax", "torch", "transformers"):
+        try:
+            found[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    if os.path.exists(args.hub_python):
+        out = subprocess.run([args.hub_python, "-c", "import importlib.metadata as m; print(m.version('keras-hub'))"],
+                             check=False, capture_output=True, text=True)
+        if out.returncode == 0:
+            found["keras-hub"] = out.stdout.strip()
+    return found
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--hidden", type=int, default=768)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
-    parser.add_argument("--jit", nargs="+", type=int, default=[0, 1], help="XLA off (0) and/or on (1)")
-    parser.add_argument("--train", action="store_true", help="also time a training step")
-    main(parser.parse_args())
+    main()

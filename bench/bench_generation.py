@@ -7,8 +7,11 @@ runs in its own long-lived worker process pinned to the same CPUs (`taskset`) wi
 (compiles) first; then the timed runs are interleaved: round r runs every worker once, so a change of machine
 load hits all implementations alike. Reported per configuration: median new tokens/s, the spread (min…max), and
 the ratio to HF in the same dtype and batch computed round by round (median of the per-round ratios). Tokens are
-checked equal to HF's (float32). `--per-token` instead times the cost of one new token after a long and a short
-prompt (`(t(prompt, 1 + n) - t(prompt, 1)) / n`, the prefill cancelled).
+checked equal to HF's (float32); bf16 and int8 rows report the fraction of tokens equal to the same backend's fp32
+tokens. int8 (`--int8`): bert4k's `model.quantize("int8")`, compared with HF fp32 (HF's GPT-2 projections are
+`Conv1D` modules, which PyTorch's dynamic quantisation does not cover). Each row also reports the worker's peak
+resident memory. `--per-token` instead times the cost of one new token after a long and a short prompt
+(`(t(prompt, 1 + n) - t(prompt, 1)) / n`, the prefill cancelled).
 
     python bench/bench_generation.py                                    # fp32 + bf16, batch 1 and 4, all backends
     python bench/bench_generation.py --backends jax --no-bf16 --threads 1
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -85,7 +89,10 @@ def bert4k_runner(args, dtype: str, variant: str, use_cache: bool):
     from bert4k import build_transformer_model
     from bert4k.generation import generate
 
-    model = build_transformer_model(args.weights, args.weights, model="gpt2", logits=True, dtype=dtype)
+    model = build_transformer_model(args.weights, args.weights, model="gpt2", logits=True,
+                                    dtype="float32" if dtype == "int8" else dtype)
+    if dtype == "int8":
+        model.quantize("int8")
     if use_cache:
         options = {"default": {}, "xla": {"jit_compile": True}, "no-xla": {"jit_compile": False},
                    "python-loop": {"streamer": lambda ids: None}}[variant]
@@ -116,7 +123,9 @@ def worker(args) -> None:
         start = time.perf_counter()
         tokens = run(prompt, new)
         seconds = time.perf_counter() - start
-        print("RESULT " + json.dumps({"seconds": seconds, "tokens": np.asarray(tokens).tolist()}), flush=True)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        print("RESULT " + json.dumps({"seconds": seconds, "tokens": np.asarray(tokens).tolist(), "peak_rss": peak}),
+              flush=True)
 
 
 class Worker:
@@ -161,6 +170,8 @@ def configurations(args) -> list:
             configs.append(("bert4k", backend, dtype, "default"))
             for variant in args.variants:
                 configs.append(("bert4k", backend, dtype, variant))
+    if args.int8:
+        configs += [("bert4k", backend, "int8", "default") for backend in args.backends]
     if args.no_cache:
         configs += [("hf-no-cache", "torch", "float32", "default"), ("bert4k-no-cache", args.backends[0], "float32",
                                                                      "default")]
@@ -180,6 +191,7 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument("--variants", nargs="*", default=[], help="extra bert4k variants: xla, no-xla, python-loop")
     parser.add_argument("--no-bf16", action="store_true")
+    parser.add_argument("--int8", action="store_true", help="also bert4k with model.quantize('int8')")
     parser.add_argument("--no-cache", action="store_true", help="also time the no-cache paths (slow)")
     parser.add_argument("--per-token", action="store_true", help="time one token after each prompt length")
     parser.add_argument("--skip-hf", action="store_true")
@@ -201,7 +213,7 @@ def main() -> None:
     args.weights = tempfile.mkdtemp(prefix="bench-gpt2-")
     save_weights(args, args.weights)
     times = {c: {j: [] for j in range(len(jobs))} for c in configs}
-    tokens = {}
+    tokens, peaks = {}, {}
     workers = []
     try:
         for config in configs:  # loading and compiling one at a time
@@ -214,11 +226,12 @@ def main() -> None:
                     print(json.dumps({"worker": w.name, "job": jobs[j], "seconds": round(result["seconds"], 3)}),
                           file=sys.stderr, flush=True)  # progress: one line per timed run
                     tokens[w.name, j] = result["tokens"]
+                    peaks[w.name] = result["peak_rss"]
     finally:
         for w in workers:
             w.close()
         shutil.rmtree(args.weights, ignore_errors=True)
-    report(args, configs, jobs, times, tokens)
+    report(args, configs, jobs, times, tokens, peaks)
 
 
 def versions() -> dict:
@@ -238,7 +251,7 @@ def _installed(name: str) -> bool:
         return False
 
 
-def report(args, configs, jobs, times, tokens) -> None:
+def report(args, configs, jobs, times, tokens, peaks) -> None:
     base = dict(model="gpt2-small", layers=args.layers, vocab=args.vocab, threads=args.threads, cpus=args.cpus)
     if args.per_token:
         for config in configs:
@@ -252,7 +265,7 @@ def report(args, configs, jobs, times, tokens) -> None:
                     short, long = sorted(args.prompts)
                     row[f"ratio_{long}_vs_{short}"] = round(row[f"ms_per_token_after_{long}"]
                                                             / row[f"ms_per_token_after_{short}"], 3)
-                print(json.dumps({**row, "variant": config[3]}), flush=True)
+                print(json.dumps({**row, "variant": config[3], "peak_rss_mb": round(peaks[config] / 2**20)}), flush=True)
     else:
         for j, (b, p, n) in enumerate(jobs):
             for config in configs:
@@ -261,15 +274,20 @@ def report(args, configs, jobs, times, tokens) -> None:
                 rate = [b * n / s for s in seconds]
                 row = {**base, "impl": impl, "backend": backend, "dtype": dtype, "variant": variant, "batch": b,
                        "prompt": p, "new_tokens": n, "new_tok_s": round(statistics.median(rate), 2),
-                       "spread": [round(min(rate), 2), round(max(rate), 2)]}
-                reference = ("hf-no-cache" if impl.endswith("no-cache") else "hf", "torch", dtype, "default")
+                       "spread": [round(min(rate), 2), round(max(rate), 2)], "peak_rss_mb": round(peaks[config] / 2**20)}
+                reference = ("hf-no-cache" if impl.endswith("no-cache") else "hf", "torch",
+                             "float32" if dtype == "int8" else dtype, "default")
                 if reference in times and reference != config:
                     ratios = [r / s for r, s in zip(times[reference][j], seconds)]
-                    row["vs_hf"] = round(statistics.median(ratios), 3)
+                    row["vs_hf" if dtype != "int8" else "vs_hf_float32"] = round(statistics.median(ratios), 3)
                     row["vs_hf_spread"] = [round(min(ratios), 3), round(max(ratios), 3)]
                 hf32 = ("hf", "torch", "float32", "default")
                 if dtype == "float32" and (hf32, j) in tokens:
                     row["same_tokens_as_hf"] = tokens[config, j] == tokens[hf32, j]
+                fp32 = (impl, backend, "float32", variant)
+                if dtype != "float32" and (fp32, j) in tokens:
+                    row["tokens_equal_to_fp32"] = round(float(np.mean(np.asarray(tokens[config, j])
+                                                                      == np.asarray(tokens[fp32, j]))), 3)
                 print(json.dumps(row), flush=True)
     print(json.dumps({"summary": f"greedy; {args.repeats} interleaved rounds after a warm-up; each implementation in "
                                  f"its own process on CPUs {args.cpus} with {args.threads} threads; machine cores "

@@ -10,6 +10,7 @@ Chinese NER). Rules, so that no input is silently misread:
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
@@ -88,6 +89,22 @@ class TagSet:
 
     def decode(self, ids: Iterable[int]) -> list[str]:
         return [self.tags[int(i)] for i in ids]
+
+
+def log_prior(label_rows: Iterable[Sequence[int]], num_labels: int) -> list[float]:
+    """Log frequency of each label id `0..num_labels-1` over all positions of `label_rows`, add-one smoothed.
+
+    The initial bias of a tagging head: its first outputs are then the label prior (mostly `O`), so training does
+    not have to learn that prior through the encoder, which at fine-tuning learning rates does it by making every
+    token's vector alike (the head then predicts only `O` and the loss stays flat)."""
+    counts = [1] * num_labels
+    for row in label_rows:
+        for label in row:
+            if not 0 <= label < num_labels:
+                raise ValueError(f"label id {label} is outside 0..{num_labels - 1}")
+            counts[label] += 1
+    total = sum(counts)
+    return [math.log(c / total) for c in counts]
 
 
 def windows(length: int, size: int) -> list[tuple[int, int]]:

@@ -239,17 +239,22 @@ def real_tokens(token_ids):
     return ops.not_equal(token_ids, 0)
 
 
-def build(head: str, source: common.ModelSource, args, tagset: tagging.TagSet):
-    """`(model, loss, crf or None)`."""
+def build(head: str, source: common.ModelSource, args, tagset: tagging.TagSet, prior=None):
+    """`(model, loss, crf or None)`. `prior`: the initial bias of the softmax / CRF emission layer (the log tag
+    frequencies, `tagging.log_prior`; zeros if None)."""
     encoder = source.build(args.model)
+    prior = np.zeros(len(tagset), "float32") if prior is None else np.asarray(prior, "float32")
     if head == "softmax":
-        return heads.build_token_classifier(encoder, len(tagset), args.dropout), masked_token_crossentropy, None
+        model = heads.build_token_classifier(encoder, len(tagset), args.dropout)
+        model.get_layer("Token-Classifier-Dense").bias.assign(prior)
+        return model, masked_token_crossentropy, None
     token_ids = encoder.inputs[0]
     real = keras.layers.Lambda(real_tokens, name="Real-Tokens")(token_ids)
     x = keras.layers.Dropout(args.dropout, name="Head-Dropout")(encoder.output)
     if head == "crf":
         initializer = truncated_normal(float(getattr(encoder.config, "initializer_range", 0.02)))
-        x = keras.layers.Dense(len(tagset), kernel_initializer=initializer, dtype="float32", name="Emissions")(x)
+        x = keras.layers.Dense(len(tagset), kernel_initializer=initializer, bias_initializer=keras.initializers.Constant(
+            prior), dtype="float32", name="Emissions")(x)
         crf = ConditionalRandomField(lr_multiplier=args.crf_lr_multiplier, name="CRF")
         out = crf(x, mask=real)
 
@@ -292,11 +297,12 @@ def peak_rss_mb() -> float:
 
 
 def run_head(head, source, args, out, tagset, train_pieces, dev, dev_pieces, test, test_pieces) -> dict:
-    model, loss, crf = build(head, source, args, tagset)
+    labels = [tag_labels(p, tagset) for p in train_pieces]
+    prior = tagging.log_prior(([t - 1 for t in row] for row in labels), len(tagset))
+    model, loss, crf = build(head, source, args, tagset, prior)
     if head == "gp":
         data = gp_dataset(train_pieces, tagset.types, args.batch_size, args.seed)
     else:
-        labels = [tag_labels(p, tagset) for p in train_pieces]
         data = common.dataset([[p.token_ids for p in train_pieces], [[0] * len(p.token_ids) for p in train_pieces]],
                               labels, args.batch_size, shuffle=True, seed=args.seed)
     folder = out / head
