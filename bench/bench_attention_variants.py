@@ -3,7 +3,8 @@ three Synthesizers and linear attention.
 
 For each variant and objective (MLM, LM) a model (hidden 64, 2 layers, 2 heads, 64 tokens) is trained from the same
 initial seed for the same number of steps on the same batches of ../shared/data/zh-plain-corpus; reported: held-out
-loss (mean cross-entropy over the masked / next tokens of the corpus' last sequences), training steps/s and inference
+loss (mean cross-entropy over the masked / next tokens of the corpus' last sequences; also every `--eval-every` steps
+in the JSON), training steps/s and inference
 sequences/s. Then each (variant, length) memory point runs in a fresh process: one encoder forward pass of
 batch 1 at 512 / 2048 / 8192 tokens, peak RSS growth over the RSS just before that pass (the Synthesizers are built with max_length = the length: their random matrix alone is heads × n² parameters).
 Prints one JSON line per point and a Markdown table at the end.
@@ -81,21 +82,23 @@ def train_one(args, variant: str, objective: str, train, held, vocab_size: int) 
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     rng = np.random.default_rng(args.seed)
     make = (lambda r: mlm_batch(r, rng)) if objective == "mlm" else lm_batch
-    times = []
-    for step in range(args.steps):
+    held_x, held_y, held_w = mlm_batch(held, np.random.default_rng(12345)) if objective == "mlm" else lm_batch(held)
+    held_w = np.ones(held_y.shape, "float32") if held_w is None else held_w
+    times, curve = [], {}
+    for step in range(1, args.steps + 1):
         x, y, w = make(train[rng.integers(0, len(train), args.batch)])
         start = time.perf_counter()
         model.train_on_batch(x, y, sample_weight=w)
         times.append(time.perf_counter() - start)
-    held_rng = np.random.default_rng(12345)
-    x, y, w = mlm_batch(held, held_rng) if objective == "mlm" else lm_batch(held)
-    loss = held_out_loss(model, x, y, np.ones(y.shape, "float32") if w is None else w)
+        if step % args.eval_every == 0 or step == args.steps:
+            curve[step] = round(held_out_loss(model, held_x, held_y, held_w), 4)
+    x = held_x
     model.predict(x[:args.batch], verbose=0)
     start = time.perf_counter()
     for _ in range(args.repeats):
         model.predict(x[:args.batch], verbose=0)
     infer = (time.perf_counter() - start) / args.repeats
-    return {"variant": variant, "objective": objective, "held_out_loss": round(loss, 4),
+    return {"variant": variant, "objective": objective, "held_out_loss": curve[args.steps], "held_out_curve": curve,
             "train_steps_per_s": round(1 / statistics.median(times[5:]), 2),
             "infer_seqs_per_s": round(args.batch / infer, 1)}
 
@@ -169,7 +172,8 @@ def table(quality: list[dict], memory: list[dict], lengths) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--eval-every", type=int, default=100, help="held-out loss every this many steps (the curve)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seq-len", type=int, default=64)
     p.add_argument("--hidden", type=int, default=64)
@@ -181,6 +185,7 @@ def main() -> None:
     p.add_argument("--held-out", type=int, default=64, help="held-out sequences (the corpus' tail)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--lengths", type=int, nargs="*", default=[512, 2048, 8192])
+    p.add_argument("--objectives", nargs="+", default=["mlm", "lm"], choices=["mlm", "lm"])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-quality", action="store_true", help="memory points only")
@@ -195,7 +200,7 @@ def main() -> None:
     quality = []
     train, held, vocab_size = corpus(args) if not args.skip_quality else (None, None, None)
     for variant in [] if args.skip_quality else args.variants:
-        for objective in ("mlm", "lm"):
+        for objective in args.objectives:
             quality.append(train_one(args, variant, objective, train, held, vocab_size))
             print(json.dumps(quality[-1]), flush=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(q for q in (str(ROOT), os.environ.get("PYTHONPATH")) if q)}

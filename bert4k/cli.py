@@ -14,8 +14,6 @@ from pathlib import Path
 
 _TF_CONFIG_NAMES = {"bert": "bert_config.json", "roberta": "bert_config.json", "albert": "albert_config.json",
                     "albert_unshared": "albert_config.json", "gpt2": "hparams.json"}
-_GPT2_HPARAMS = {"n_vocab": "vocab_size", "n_ctx": "n_positions", "n_embd": "n_embd", "n_head": "n_head",
-                 "n_layer": "n_layer"}
 
 
 class CommandError(Exception):
@@ -44,12 +42,11 @@ def _mb(n: int) -> str:
 
 def _source_files(path: str) -> tuple[Path, Path | None, str | None]:
     """`(folder, config file or None, weights path or None)` for a folder, a config json or a weights file."""
-    from bert4k.checkpoints.readers import resolve_checkpoint
-    from bert4k.pretrained import CONFIG_FILES
-
     p = Path(path)
     if not p.exists() and not Path(path + ".index").exists():
         raise CommandError(f"{path}: no such file or folder")
+    from bert4k.checkpoints.readers import resolve_checkpoint
+    from bert4k.config import CONFIG_FILES
     folder = p if p.is_dir() else p.parent
     config = p if p.suffix == ".json" and p.is_file() else next(
         (folder / n for n in CONFIG_FILES if (folder / n).exists()), None)
@@ -194,10 +191,12 @@ def _build_full(config: Path, weights: str, family: str):
 
 
 def _tf_config(raw: dict, family: str) -> tuple[str, dict]:
+    from bert4k.models.config_readers.gpt2 import OPENAI_HPARAMS
+
     raw = {k: v for k, v in raw.items() if k != "__path__"}
     name = _TF_CONFIG_NAMES.get(family, "config.json")
     if family == "gpt2" and "n_embd" in raw and "n_vocab" not in raw:
-        raw = {k: raw[hf] for k, hf in _GPT2_HPARAMS.items() if hf in raw}
+        raw = {k: raw[hf] for k, hf in OPENAI_HPARAMS.items() if hf in raw}
     return name, raw
 
 
@@ -488,6 +487,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What TensorFlow's native libraries print on stderr while they load, before its log settings apply
+# (TF_CPP_MIN_LOG_LEVEL does not reach them).
+_NATIVE_BANNERS = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+                   "port.cc:153] oneDNN custom operations are on")
+
+
+def _import_keras_quietly() -> None:
+    """Import Keras (and TensorFlow under it) with stderr captured at the file-descriptor level; everything it wrote
+    there except `_NATIVE_BANNERS` lines is passed on."""
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import keras  # noqa: F401
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True):
+                if not any(banner in line for banner in _NATIVE_BANNERS):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+
+
 def _one_line(error: BaseException) -> str:
     text = str(error) if not isinstance(error, KeyError) else str(error.args[0]) if error.args else ""
     text = " ".join(text.split())
@@ -502,6 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        _import_keras_quietly()  # every command needs it
         return args.func(args)
     except Exception as error:  # one line per error; the traceback only with --debug
         if args.debug:

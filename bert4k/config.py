@@ -192,22 +192,20 @@ def hf_activation(name: str) -> str:
     """The Hugging Face name of bert4k activation `name` (for exported configs)."""
     return _HF_ACTIVATIONS[ACTIVATIONS[name]]
 
-def _require(raw: dict, path: str, *names: str) -> None:
-    missing = [n for n in names if n not in raw]
-    if missing:
-        raise ValueError(f"{path}: missing required field(s) {missing}; got fields {sorted(raw)}")
+# The config file names of a checkpoint folder, in the order they are looked for.
+CONFIG_FILES = ("config.json", "bert_config.json", "albert_config.json", "hparams.json")
 
 
 def read_json(path: str | os.PathLike) -> dict:
-    """Read a config json, naming the file in any error."""
+    """Read a config json (or the first of `CONFIG_FILES` in a folder), naming the file in any error."""
     path = os.fspath(path)
     if os.path.isdir(path):
-        for name in ("config.json", "bert_config.json", "albert_config.json", "hparams.json"):
+        for name in CONFIG_FILES:
             if os.path.exists(os.path.join(path, name)):
                 path = os.path.join(path, name)
                 break
         else:
-            raise FileNotFoundError(f"{path}: no config.json / bert_config.json / hparams.json in this directory")
+            raise FileNotFoundError(f"{path}: no {' / '.join(CONFIG_FILES)} in this directory")
     try:
         with open(path, encoding="utf-8") as f:
             raw = json.load(f)
@@ -219,37 +217,6 @@ def read_json(path: str | os.PathLike) -> dict:
         raise TypeError(f"{path}: expected a JSON object, got {type(raw).__name__}")
     raw["__path__"] = path
     return raw
-
-
-def bert_config(raw: dict) -> TransformerConfig:
-    """Google `bert_config.json` or HF `config.json` with model_type bert/roberta.
-
-    RoBERTa (`model_type` roberta/xlm-roberta) counts positions from its padding id (HF default 1): position rows
-    start at `pad_token_id + 1`, so `position_offset = pad_token_id + 1` and `pad_token_id` masks padding."""
-    path = raw.get("__path__", "<config>")
-    _require(raw, path, "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
-    roberta = raw.get("model_type") in ("roberta", "xlm-roberta")
-    pad = raw.get("pad_token_id")
-    pad = (1 if roberta else 0) if pad is None else pad
-    hidden = raw["hidden_size"]
-    return TransformerConfig(
-        vocab_size=raw["vocab_size"],
-        hidden_size=hidden,
-        num_hidden_layers=raw["num_hidden_layers"],
-        num_attention_heads=raw["num_attention_heads"],
-        intermediate_size=raw.get("intermediate_size", 4 * hidden),
-        hidden_act=raw.get("hidden_act", "gelu"),
-        max_position_embeddings=raw.get("max_position_embeddings", 512),
-        type_vocab_size=raw.get("type_vocab_size", 2),
-        hidden_dropout_prob=raw.get("hidden_dropout_prob", 0.1),
-        attention_probs_dropout_prob=raw.get("attention_probs_dropout_prob", 0.1),
-        layer_norm_eps=raw.get("layer_norm_eps", 1e-12),
-        initializer_range=raw.get("initializer_range", 0.02),
-        key_size=raw.get("key_size"),
-        embedding_size=raw.get("embedding_size"),
-        position_offset=pad + 1 if roberta else 0,
-        pad_token_id=pad,
-    )
 
 
 def load_config(config_path: str | os.PathLike | dict, model: str | None = None, **overrides: Any) -> TransformerConfig:

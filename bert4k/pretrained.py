@@ -14,9 +14,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bert4k.config import CONFIG_FILES
+
 REPO = Path(__file__).resolve().parents[1]
 REGISTRY_PATH = REPO / "pretrained" / "registry.json"
-CONFIG_FILES = ("config.json", "bert_config.json", "albert_config.json", "hparams.json")
 VOCAB_FILES = ("vocab.txt", "spiece.model", "sentencepiece.model")
 # Modules whose import registers the Keras-serialisable classes a saved bert4k model refers to.
 _SERIALIZABLES = ("bert4k.models", "bert4k.heads", "bert4k.training")

@@ -10,8 +10,13 @@ Chinese NER). Rules, so that no input is silently misread:
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from bert4k.viterbi import ViterbiDecoder
 
 Entity = tuple[str, int, int]
 
@@ -88,6 +93,40 @@ class TagSet:
 
     def decode(self, ids: Iterable[int]) -> list[str]:
         return [self.tags[int(i)] for i in ids]
+
+
+def log_prior(label_rows: Iterable[Sequence[int]], num_labels: int) -> list[float]:
+    """Log frequency of each label id `0..num_labels-1` over all positions of `label_rows`, add-one smoothed.
+
+    The initial bias of a tagging head: its first outputs are then the label prior (mostly `O`), so training does
+    not have to learn that prior through the encoder, which at fine-tuning learning rates does it by making every
+    token's vector alike (the head then predicts only `O` and the loss stays flat)."""
+    counts = [1] * num_labels
+    for row in label_rows:
+        for label in row:
+            if not 0 <= label < num_labels:
+                raise ValueError(f"label id {label} is outside 0..{num_labels - 1}")
+            counts[label] += 1
+    total = sum(counts)
+    return [math.log(c / total) for c in counts]
+
+
+def bio_decoder(tagset: TagSet) -> ViterbiDecoder:
+    """Viterbi under the IOB2 rules (no `I-X` first, nor after anything but `B-X` / `I-X`): `.decode(log_probs)`
+    of a softmax head's `[steps, tags]` log-probabilities is the best valid tag sequence, instead of the argmax's
+    broken entities."""
+    return ViterbiDecoder(bio_transitions(tagset), starts=[i for i, t in enumerate(tagset.tags) if t[:2] != "I-"])
+
+
+def bio_transitions(tagset: TagSet) -> np.ndarray:
+    """`[tags, tags]` transition scores: `-inf` into `I-X` from anything but `B-X` / `I-X`, 0 elsewhere."""
+    trans = np.zeros((len(tagset), len(tagset)))
+    for j, tag in enumerate(tagset.tags):
+        if tag.startswith("I-"):
+            kind = tag[2:]
+            allowed = {tagset.ids[f"B-{kind}"], j}
+            trans[[i for i in range(len(tagset)) if i not in allowed], j] = -np.inf
+    return trans
 
 
 def windows(length: int, size: int) -> list[tuple[int, int]]:

@@ -94,6 +94,7 @@ def test_errors_are_one_line_with_nonzero_exit(tmp_path):
     result = subprocess.run([sys.executable, "-m", "bert4k.cli", "info", str(tmp_path / "absent")], cwd=REPO, check=False,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
+    # only the error: TensorFlow's native start-up banners are filtered (its log level does not reach them)
     assert result.stderr.strip() == f"bert4k info: error: {tmp_path / 'absent'}: no such file or folder"
     assert "Traceback" not in result.stderr
     with pytest.raises(cli.CommandError, match="no such file"):
@@ -237,6 +238,8 @@ def test_convert_keras_model_to_hf_loads_in_transformers_with_a_progress_bar(tmp
     capsys.readouterr()
     assert cli.main(["convert", str(tmp_path / "model.keras"), str(tmp_path / "tf"), "--to", "tf"]) == 0
     assert "\r" not in capsys.readouterr().err  # no bar: stderr is not a terminal and no --progress
+    assert cli.main(["convert", str(tmp_path / "model.keras"), str(tmp_path / "tf2"), "--to", "tf", "--progress"]) == 0
+    assert capsys.readouterr().err.split("\r")[-1].strip().endswith(" MB 100%")
     from bert4k.checkpoints import read_tensors
 
     assert len(read_tensors(str(tmp_path / "tf" / "bert_model.ckpt"))) == len(model.weights)
@@ -267,6 +270,10 @@ def test_streaming_safetensors_writer_is_read_back_by_the_reference_reader(tmp_p
         assert back.shape == np.shape(value) and np.array_equal(back, np.asarray(value).astype(back.dtype)), name
     with safe_open(tmp_path / "x.safetensors", "np") as f:
         assert f.metadata() == {"format": "pt", "k": "v"}
+    header = json.loads((tmp_path / "x.safetensors").read_bytes()[8:8 + int.from_bytes(
+        (tmp_path / "x.safetensors").read_bytes()[:8], "little")])
+    assert all(v["data_offsets"][0] % np.dtype(np.asarray(tensors[k]).dtype).itemsize == 0
+               for k, v in header.items() if k != "__metadata__")  # every tensor aligned to its item size
     total = sum(np.asarray(v).nbytes for v in tensors.values())
     assert len(calls) == len(tensors) and calls[-1] == (total, total)
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)

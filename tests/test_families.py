@@ -155,3 +155,10 @@ def test_generate_finds_the_adapter_through_the_family_record():
         assert adapters.adapter_for(build_transformer_model(HF_GPT2)) is sentinel
     finally:
         del adapters._REGISTRY["bert4k.models.transformer.Transformer"]
+
+
+def test_every_family_reads_its_config_with_a_reader_from_the_one_package():
+    """Config parsing lives in bert4k.models.config_readers (one module per family), reached through the records."""
+    for name, family in FAMILIES.items():
+        reader = family.reference("read_config")
+        assert reader.__module__.startswith("bert4k.models.config_readers."), (name, reader.__module__)

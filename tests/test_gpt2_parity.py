@@ -150,7 +150,7 @@ def test_greedy_matches_hf_generate_with_mixed_prompt_lengths(hf_gpt2):
 
 
 def test_config_padding_rules(tmp_path):
-    from bert4k.models.gpt2 import gpt2_config
+    from bert4k.models.config_readers.gpt2 import gpt2_config
 
     base = {"vocab_size": 30, "n_embd": 8, "n_head": 2, "n_layer": 1}
     assert gpt2_config(dict(base)).pad_token_id == -1

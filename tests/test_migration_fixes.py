@@ -453,6 +453,25 @@ def test_bert4keras_layer_by_layer_building_api_is_refused_by_name(hf_bert):
             getattr(handle, name)
 
 
+def test_global_pointer_takes_bert4keras_rope_spelling():
+    """bert4keras' GPLinker example: `GlobalPointer(heads, head_size, RoPE=False, tril_mask=False)`; the scores
+    are then plain `q·k / sqrt(d)` of the dense projections (numpy), no rotary positions."""
+    import bert4k.backend  # noqa: F401 - what the example imports first
+    from bert4k.layers import EfficientGlobalPointer, GlobalPointer
+
+    x = np.random.default_rng(1).standard_normal((1, 5, 6)).astype("float32")
+    layer = GlobalPointer(heads=1, head_size=4, RoPE=False, tril_mask=False)
+    scores = keras.ops.convert_to_numpy(layer(x))
+    kernel, bias = layer.dense.kernel.numpy(), layer.dense.bias.numpy()
+    qk = x[0] @ kernel + bias
+    q, k = qk[:, 0:4], qk[:, 4:8]
+    assert layer.rope is False and layer.get_config()["rope"] is False
+    np.testing.assert_allclose(scores[0, 0], q @ k.T / 2.0, atol=1e-5)
+    assert EfficientGlobalPointer(heads=2, head_size=4, RoPE=False).rope is False
+    with pytest.raises(TypeError, match="RoPE .* or rope, not both"):
+        GlobalPointer(heads=1, head_size=4, RoPE=False, rope=True)
+
+
 # ---------------------------------------------------------------------------- Loss layer
 
 

@@ -8,7 +8,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tools import run_bert4keras_examples as harness
@@ -92,7 +91,8 @@ def test_data_stand_ins_have_the_examples_formats(tmp_path, data_dir):
     names = ["datasets/sentiment/sentiment.train.data", "datasets/sentiment/sentiment.test.data",
              "/root/ner/china-people-daily-ner-corpus/example.dev", "/root/CLUE/iflytek/train.json",
              "/root/qa_datasets/WebQA.json", "/root/kg/datasets/train_data.json", "/root/kg/datasets/all_50_schemas",
-             "/root/icwb2-data/training/pku_training.utf8", "/root/thuctc/THUCNews/*/*.txt"]
+             "/root/icwb2-data/training/pku_training.utf8", "/root/thuctc/THUCNews/*/*.txt",
+             "/root/ape210k/valid.ape.json"]
     assert env.provide(names) == []
     train = [line.split("\t") for line in env.local(names[0]).read_text(encoding="utf-8").splitlines()]
     test = [line.split("\t") for line in env.local(names[1]).read_text(encoding="utf-8").splitlines()]
@@ -110,6 +110,9 @@ def test_data_stand_ins_have_the_examples_formats(tmp_path, data_dir):
                                         for s in item["spo_list"])
     assert all("  " in line for line in env.local(names[7]).read_text(encoding="utf-8").splitlines())
     assert len(list(tmp_path.glob("root/thuctc/THUCNews/*/*.txt"))) == harness.N_TRAIN
+    problems = [json.loads(line) for line in env.local(names[9]).read_text(encoding="utf-8").splitlines()]
+    assert len(problems) == harness.N_EVAL
+    assert all(eval(p["equation"][2:]) == int(p["ans"]) for p in problems)
 
 
 def write_examples(folder: Path) -> None:
@@ -203,14 +206,15 @@ def test_bert4keras_examples_run(tmp_path, data_dir):
     """A representative handful of bert4keras' own examples (read from the snapshot at run time)."""
     examples = tmp_path / "examples"
     examples.mkdir()
-    names = ["basic_masked_language_model", "basic_language_model_gpt2_ml", "task_sentiment_albert",
-             "task_sequence_labeling_ner_crf", "task_seq2seq_autotitle_csl_mt5", "basic_language_model_nezha_gen_gpt"]
+    names = ["basic_extract_features", "basic_language_model_cpm_lm", "task_sentiment_albert",
+             "task_sequence_labeling_ner_crf", "task_seq2seq_autotitle_csl_mt5", "task_iflytek_adversarial_training"]
     for name in names:
         source = subprocess.run(["git", "-C", str(SNAPSHOT), "show", f"HEAD:examples/{name}.py"], check=True,
                                 capture_output=True).stdout
         (examples / f"{name}.py").write_bytes(source)
     results = {r["example"]: r for r in harness.run_all(examples, tmp_path / "work", data_dir, None, timeout=900,
                                                         epochs=1, steps=2, out=io.StringIO())}
-    expected = {name: "ran" for name in names} | {"basic_language_model_nezha_gen_gpt": "skipped-unsupported-family"}
+    expected = {name: "ran" for name in names} | {"task_iflytek_adversarial_training": "failed"}
     assert {n: r["status"] for n, r in results.items()} == expected, results
-    np.testing.assert_equal(results["basic_language_model_nezha_gen_gpt"]["family"], "nezha")
+    # a graph-mode train-function rewrite: refused naming the Keras 3 way
+    assert "override train_step" in results["task_iflytek_adversarial_training"]["error"]

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 from sklearn.metrics import ndcg_score
+from sklearn.preprocessing import QuantileTransformer
 
 from bert4k.ranking import (
     RankingList,
@@ -196,6 +197,15 @@ def test_ranker_keras_round_trip(ranker, tmp_path):
     np.testing.assert_array_equal(scores(loaded, features, mask, *extra), scores(model, features, mask, *extra))
 
 
+def test_input_noise_only_in_training():
+    keras.utils.set_random_seed(0)
+    model = build_set_ranker(5, hidden_size=16, num_layers=1, heads=2, dropout=0.0, input_noise=0.5)
+    features, _, mask = pad_lists(lists([6]))
+    np.testing.assert_array_equal(scores(model, features, mask), scores(model, features, mask))
+    noisy = [keras.ops.convert_to_numpy(model([features, mask], training=True)) for _ in range(2)]
+    assert np.abs(noisy[0] - noisy[1]).max() > 1e-4
+
+
 def test_ranker_errors():
     with pytest.raises(ValueError, match="block must be one of"):
         build_set_ranker(5, block="sparse")
@@ -220,6 +230,29 @@ def test_libsvm_reader(tmp_path):
         read_libsvm_ranking(tmp_path / "r.txt", num_features=3)
 
 
+def rank_task():
+    tasks = str(Path(__file__).resolve().parents[1] / "tasks")
+    if tasks not in sys.path:
+        sys.path.insert(0, tasks)
+    return importlib.import_module("rank")
+
+
+def test_feature_transform_against_sklearn_and_numpy():
+    train = lists([5, 8], num_features=4, seed=4)
+    for r in train:
+        r.features[:, 2] = 1.0  # a constant column is dropped
+    transform = rank_task().FeatureTransform(train, "quantile", list_norm=True)
+    x = np.concatenate([r.features for r in train])[:, [0, 1, 3]]
+    quantiles = QuantileTransformer(n_quantiles=13, output_distribution="normal", random_state=0).fit(x)
+    new = lists([6], num_features=4, seed=5)[0]
+    got = transform([new])[0].features
+    expected = quantiles.transform(new.features[:, [0, 1, 3]])
+    np.testing.assert_allclose(got[:, :3], expected, atol=1e-5)
+    np.testing.assert_allclose(got[:, 3:], (expected - expected.mean(0)) / (expected.std(0) + 1e-3), atol=1e-4)
+    plain = rank_task().FeatureTransform(train, "standard", list_norm=False)([new])[0].features
+    np.testing.assert_allclose(plain, (new.features[:, [0, 1, 3]] - x.mean(0)) / x.std(0), atol=1e-5)
+
+
 NO_DATA = pytest.mark.skipif(not (DATA / "lambdarank").is_dir(), reason=f"{DATA}/lambdarank is absent")
 
 
@@ -234,15 +267,12 @@ def test_real_lambdarank_files():
 @NO_DATA
 @pytest.mark.slow
 def test_rank_task_end_to_end(tmp_path):
-    tasks = str(Path(__file__).resolve().parents[1] / "tasks")
-    if tasks not in sys.path:
-        sys.path.insert(0, tasks)
-    importlib.import_module("rank").main(["--tiny", "--epochs", "1", "--out", str(tmp_path), "--data-dir",
+    rank_task().main(["--tiny", "--epochs", "1", "--out", str(tmp_path), "--data-dir",
                                           str(DATA), "--variants", "set_transformer_isab",
-                                          "set_transformer_lightgbm_rank"])
+                                          "set_transformer_lightgbm"])
     m = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
     assert m["train_queries"] + m["dev_queries"] > 0 and m["test_queries"] == 8
-    for name in ("lightgbm_lambdarank", "set_transformer_isab", "set_transformer_lightgbm_rank"):
+    for name in ("lightgbm_lambdarank", "set_transformer_isab", "set_transformer_lightgbm"):
         assert set(m[name]["test"]) == {"ndcg@1", "ndcg@3", "ndcg@5", "ndcg@10", "mrr"}
         assert all(0.0 <= v <= 1.0 for v in m[name]["test"].values())
     assert set(m["synthetic"]) >= {"set_transformer", "per_document_mlp", "random"}

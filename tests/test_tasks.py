@@ -533,3 +533,21 @@ def test_pretrain_on_own_text_files(tmp_path):
     import common
 
     assert common.default_out(args, "mlm-L2-H256") == common.REPO / "runs" / "pretrain-mine-mlm-L2-H256"
+
+
+def test_per_part_backups_are_dropped_with_other_settings(tmp_path, capsys):
+    """ner.py keeps one backup per head (out/<head>/backup): other settings drop them all, the same keep them."""
+    if str(TASKS) not in sys.path:
+        sys.path.insert(0, str(TASKS))
+    import common
+
+    ner = importlib.import_module("ner")
+    common.check_resume(tmp_path, ner.parse_args(["--tiny", "--heads", "crf"]))
+    for head in ("crf", "gp"):
+        (tmp_path / head / "backup").mkdir(parents=True)
+        (tmp_path / head / "backup" / "latest.weights.h5").write_bytes(b"weights")
+    common.check_resume(tmp_path, ner.parse_args(["--tiny", "--heads", "crf"]))
+    assert "resuming" in capsys.readouterr().out and (tmp_path / "gp" / "backup").exists()
+    common.check_resume(tmp_path, ner.parse_args(["--tiny", "--heads", "crf", "--maxlen", "64"]))
+    assert "maxlen: 128 → 64" in capsys.readouterr().out
+    assert not (tmp_path / "crf" / "backup").exists() and not (tmp_path / "gp" / "backup").exists()

@@ -472,7 +472,7 @@ def math_file(path: Path, data: Path) -> None:
     """Ape210K layout (`id`, `original_text`, `equation`, `ans`): synthetic word problems."""
     rng = np.random.default_rng(len(path.name))
     items = []
-    for i in range(N_TRAIN):
+    for i in range(N_TRAIN + 4 * N_EVAL):  # training rows, then the evaluation portions
         a, b = (int(x) for x in rng.integers(2, 50, size=2))
         items.append({"id": str(i), "original_text": f"小明有{a}个苹果，又买了{b}个，现在一共有多少个苹果？",
                       "equation": f"x={a}+{b}", "ans": str(a + b)})

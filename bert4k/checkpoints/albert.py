@@ -23,7 +23,6 @@ import re
 
 from bert4k.checkpoints.bert import embedding_specs, rows, strip_prefix
 from bert4k.checkpoints.specs import WeightSpec, linear_spec, norm_spec, transpose
-from bert4k.config import TransformerConfig, bert_config
 
 # Whole canonical names (regular expressions) the model never uses: buffers, the decoder copy of the tied embedding
 # and of `predictions.bias`, and the sentence-order head.
@@ -80,41 +79,6 @@ _TO_GOOGLE = {canonical: (google, flip) for google, (canonical, flip) in _FROM_G
 _LAYER_TO_GOOGLE = {canonical: (google, flip) for google, (canonical, flip) in _LAYER_FROM_GOOGLE.items()}
 _GOOGLE_LAYER = re.compile(r"^bert/encoder/transformer/group_(\d+)/inner_group_(\d+)/(.+)$")
 _CANONICAL_LAYER = re.compile(r"^encoder\.albert_layer_groups\.(\d+)\.albert_layers\.(\d+)\.(.+)$")
-
-
-def albert_config(raw: dict, shared: bool = True) -> TransformerConfig:
-    """Google `albert_config.json` or HF `config.json` (`model_type: albert`) → config of the one stack.
-
-    `shared=True`: one block applied `num_hidden_layers` times (`model="albert"`); `False`: independent blocks
-    (`model="albert_unshared"`). Layer groups other than "one group" (or one per layer, unshared) are refused.
-    """
-    path = raw.get("__path__", "<config>")
-    is_hf = raw.get("model_type") == "albert"
-    act = raw.get("hidden_act", "gelu_new" if is_hf else "gelu")
-    if not is_hf and act == "gelu":
-        act = "gelu_tanh"  # what google-research/albert computes for "gelu" (see the module docstring)
-    layers = raw.get("num_hidden_layers")
-    groups, inner = raw.get("num_hidden_groups", 1), raw.get("inner_group_num", 1)
-    if inner != 1:
-        raise ValueError(f"{path}: inner_group_num={inner} is not supported (only 1, as in every released ALBERT)")
-    if groups != 1 and (shared or groups != layers):
-        raise ValueError(f"{path}: num_hidden_groups={groups} is not supported by model="
-                         f"{'albert' if shared else 'albert_unshared'!r}: 'albert' shares one group; "
-                         f"'albert_unshared' takes 1 or num_hidden_layers ({layers}) groups")
-    embedding_size = raw.get("embedding_size", 128)
-    if is_hf and embedding_size == raw.get("hidden_size"):
-        raise ValueError(f"{path}: embedding_size == hidden_size ({embedding_size}): Hugging Face ALBERT still applies "
-                         "embedding_hidden_mapping_in then, which this stack omits when the sizes are equal")
-    config = bert_config({**raw, "hidden_act": act, "embedding_size": embedding_size})
-    return config.replace(shared_layers=shared)
-
-
-def albert_reader(shared: bool):
-    """`albert_config` for `model="albert"` (`shared=True`) or `"albert_unshared"`."""
-    def read(raw: dict) -> TransformerConfig:
-        return albert_config(raw, shared=shared)
-
-    return read
 
 
 def layer_specs(block, prefix: str) -> list[WeightSpec]:

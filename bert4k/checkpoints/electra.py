@@ -15,16 +15,8 @@ from __future__ import annotations
 
 from bert4k.checkpoints.bert import block_specs, canonical_to_google, embedding_specs, google_to_canonical, rows
 from bert4k.checkpoints.specs import WeightSpec, linear_spec, norm_spec, transpose
-from bert4k.config import TransformerConfig, bert_config
 
 _HEADS = ("discriminator_predictions.", "generator_predictions.", "generator_lm_head.")
-
-
-def electra_config(raw: dict) -> TransformerConfig:
-    """HF `config.json` (`model_type: electra`) or Google's hparams → config of the one stack. `embedding_size`
-    defaults to `hidden_size` (no projection), as in HF's `ElectraConfig` when it equals the hidden size."""
-    embedding_size = raw.get("embedding_size") or raw.get("hidden_size")
-    return bert_config({**raw, "embedding_size": embedding_size})
 
 
 def electra_specs(model, keep_tokens=None) -> list[WeightSpec]:

@@ -36,11 +36,13 @@ _SAFETENSORS_DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "bf
 
 def save_safetensors(tensors: dict[str, np.ndarray], path: str | os.PathLike, metadata: dict | None = None,
                      progress: Progress | None = None) -> str:
-    """Write `tensors` in the safetensors format (header, then each tensor's little-endian bytes in name order),
-    one tensor at a time, calling `progress(bytes_done, bytes_total)` after each."""
+    """Write `tensors` in the safetensors format (header, then each tensor's little-endian bytes), one tensor at a
+    time, calling `progress(bytes_done, bytes_total)` after each. As the reference writer does, tensors are laid out
+    by decreasing item size, then name, so every tensor starts aligned to its item size."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    arrays = {name: np.asarray(tensors[name]) for name in sorted(tensors)}
+    arrays = {name: np.asarray(tensors[name]) for name in tensors}
+    arrays = {name: arrays[name] for name in sorted(arrays, key=lambda n: (-arrays[n].dtype.itemsize, n))}
     header, offset = {"__metadata__": metadata or {"format": "pt"}}, 0
     for name, value in arrays.items():
         code = _SAFETENSORS_DTYPES.get(value.dtype.name)

@@ -1,9 +1,13 @@
-"""bert4keras' layer names on Keras 3: the `Loss` layer and `LayerNormalization` (a conditional LayerNorm)."""
+"""bert4keras' layer names on Keras 3: the `Loss` layer and `LayerNormalization` (a conditional LayerNorm); importing
+it also lets the native `GlobalPointer` / `EfficientGlobalPointer` take bert4keras' `RoPE=` spelling."""
 from __future__ import annotations
+
+import functools
 
 import keras
 from keras import ops
 
+from bert4k.layers.global_pointer import GlobalPointer
 from bert4k.layers.norms import LayerNorm
 
 
@@ -96,6 +100,23 @@ class LayerNormalization(LayerNorm):
         config.pop("cond_size", None)
         return {**config, "conditional": self.conditional, "hidden_units": self.hidden_units,
                 "hidden_activation": self.hidden_activation, "hidden_initializer": self.hidden_initializer}
+
+
+def _bert4keras_keywords(init):
+    @functools.wraps(init)
+    def wrapper(self, heads, head_size, **kwargs):  # named arguments: Keras' auto-config reads the signature
+        if "RoPE" in kwargs:
+            if "rope" in kwargs:
+                raise TypeError(f"{type(self).__name__}: pass RoPE (bert4keras) or rope, not both")
+            kwargs["rope"] = kwargs.pop("RoPE")
+        init(self, heads, head_size, **kwargs)
+
+    wrapper.__bert4k_compat__ = True
+    return wrapper
+
+
+if not getattr(GlobalPointer.__init__, "__bert4k_compat__", False):  # EfficientGlobalPointer inherits it
+    GlobalPointer.__init__ = _bert4keras_keywords(GlobalPointer.__init__)
 
 
 __all__ = ["LayerNormalization", "Loss"]

@@ -14,6 +14,7 @@ from bert4k.compat import backend as _backend  # noqa: F401 - installs the tf.ke
 from bert4k.config import TransformerConfig, read_json
 from bert4k.models import builder
 from bert4k.models.checkpoint_io import load_checkpoint
+from bert4k.models.config_readers.gpt2 import FROM_BERT_NAMES
 from bert4k.models.families import FAMILIES, get_family
 from bert4k.models.transformer import Transformer
 
@@ -35,13 +36,6 @@ _REFUSED = {
     "ignore_invalid_weights": "bert4k's loader reports missing/unused tensors itself and raises on needed ones",
     "autoresize_weights": "bert4k loads checkpoints only at their stored shapes",
 }
-
-# BERT-style config names → HF GPT-2 names (bert4keras reads every family's config with BERT's names).
-_GPT2_FROM_BERT = {"hidden_size": "n_embd", "num_hidden_layers": "n_layer", "num_attention_heads": "n_head",
-                   "intermediate_size": "n_inner", "max_position_embeddings": "n_positions",
-                   "hidden_act": "activation_function", "hidden_dropout_prob": "resid_pdrop",
-                   "attention_probs_dropout_prob": "attn_pdrop", "layer_norm_eps": "layer_norm_epsilon"}
-
 
 # bert4keras' `Transformer` building methods that scripts call on `return_keras_model=False` objects.
 _BUILDER_INTERNALS = ("apply_embeddings", "apply_main_layers", "apply_final_layers", "apply",
@@ -169,7 +163,7 @@ def _gpt2_config(config_path) -> dict:
     raw = dict(config_path) if isinstance(config_path, dict) else read_json(config_path)
     if "n_embd" in raw or "hidden_size" not in raw:
         return raw
-    renamed = {_GPT2_FROM_BERT.get(key, key): value for key, value in raw.items()}
+    renamed = {FROM_BERT_NAMES.get(key, key): value for key, value in raw.items()}
     renamed.setdefault("pad_token_id", 0)
     return renamed
 

@@ -1,6 +1,6 @@
 """The one registry of model families: one `Family` record per family holds everything bert4k knows about it.
 
-A record names its config reader, the rule that recognises its files, the model class, the load/export name maps,
+A record names its config reader (`bert4k.models.config_readers`, one module per family), the rule that recognises its files, the model class, the load/export name maps,
 the tensors a checkpoint may hold that the model does not use, how to write a Hugging Face `config.json`, and the
 decoding adapter. References may be objects or `"module:attribute"` strings (resolved on first use), so a family
 module can register itself without import cycles. New families call `register_family(Family(name=..., ...))`.
@@ -19,8 +19,13 @@ from bert4k.checkpoints import electra as electra_ckpt
 from bert4k.checkpoints import gpt2 as gpt2_ckpt
 from bert4k.checkpoints import t5 as t5_ckpt
 from bert4k.checkpoints.evidence import Evidence
-from bert4k.config import TransformerConfig, bert_config, check_raw_config, config_error
-from bert4k.models.gpt2 import causal_transformer, gpt2_config, gpt2_ml_config
+from bert4k.config import TransformerConfig, check_raw_config, config_error
+from bert4k.models.config_readers.albert import albert_reader
+from bert4k.models.config_readers.bert import bert_config
+from bert4k.models.config_readers.electra import electra_config
+from bert4k.models.config_readers.gpt2 import gpt2_config, gpt2_ml_config
+from bert4k.models.config_readers.t5 import t5_config_reader
+from bert4k.models.gpt2 import causal_transformer
 from bert4k.models.t5 import T5
 from bert4k.models.transformer import Transformer
 
@@ -145,7 +150,7 @@ register_family(Family(name="roberta", read_config=bert_config, detect=bert_ckpt
 
 for _name, _shared in (("albert", True), ("albert_unshared", False)):
     register_family(Family(
-        name=_name, read_config=albert_ckpt.albert_reader(_shared), model_class=Transformer,
+        name=_name, read_config=albert_reader(_shared), model_class=Transformer,
         specs=albert_ckpt.albert_specs, from_hf=albert_ckpt.hf_albert_names, from_tf=albert_ckpt.google_albert_names,
         to_tf=albert_ckpt.to_google_albert, ignore=albert_ckpt.IGNORED, heads=albert_ckpt.HEADS, tied_heads=albert_ckpt.TIED_HEADS,
         hf_config=albert_ckpt.hf_config, kind="albert", detect=albert_ckpt.detect_albert if _shared else None))
@@ -164,12 +169,12 @@ register_family(Family(
 _T5_DETECT = {"t5": t5_ckpt.detect_t5, "t5.1.1": t5_ckpt.detect_t5_v11, "mt5": t5_ckpt.detect_mt5}
 for _name, _tied in (("t5", True), ("t5.1.0", True), ("t5.1.1", False), ("mt5", False), ("mt5.1.1", False)):
     register_family(Family(detect=_T5_DETECT.get(_name),
-        name=_name, read_config=t5_ckpt.t5_config_reader(_tied), model_class=T5,
+        name=_name, read_config=t5_config_reader(_tied), model_class=T5,
         specs=t5_ckpt.t5_specs, from_hf=t5_ckpt.hf_t5_names, from_tf=t5_ckpt.mesh_tf_names, to_tf=t5_ckpt.to_mesh_tf,
         ignore=t5_ckpt.IGNORED, hf_config=t5_ckpt.hf_config, adapter=_T5_ADAPTER, kind="t5"))
 
 register_family(Family(
-    name="electra", read_config=electra_ckpt.electra_config, model_class=Transformer, specs=electra_ckpt.electra_specs,
+    name="electra", read_config=electra_config, model_class=Transformer, specs=electra_ckpt.electra_specs,
     from_hf=electra_ckpt.hf_electra_names, from_tf=electra_ckpt.google_electra_names,
     to_tf=electra_ckpt.to_google_electra, ignore=(r"embeddings\.position_ids", r"embeddings\.token_type_ids", r"generator_lm_head\.weight"),
     heads=(r"discriminator_predictions\..+", r"generator_predictions\..+", r"generator_lm_head\.bias"),

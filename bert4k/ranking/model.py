@@ -22,7 +22,8 @@ BLOCKS = ("self", "induced")
 
 def build_set_ranker(num_features: int, hidden_size: int = 64, num_layers: int = 2, heads: int = 4,
                      intermediate_size: int | None = None, block: str = "self", inducing_points: int = 16,
-                     max_initial_rank: int | None = None, dropout: float = 0.1, attention: str = "softmax",
+                     max_initial_rank: int | None = None, dropout: float = 0.1, input_noise: float = 0.0,
+                     attention: str = "softmax",
                      initializer_range: float = 0.02, name: str = "set_ranker") -> keras.Model:
     """A Keras model `[features [b, n, f] float, list_mask [b, n] int (1 = document, 0 = padding)
     (, initial_rank [b, n] int, 0-based)] → scores [b, n]` (padding scores are −1e4).
@@ -30,6 +31,8 @@ def build_set_ranker(num_features: int, hidden_size: int = 64, num_layers: int =
     `block`: "self" (`TransformerBlock`, `attention` as in `build_transformer_model`) or "induced" (ISAB with
     `inducing_points`); `num_layers=0` gives a per-document MLP (the listwise baseline that cannot see the list).
     `max_initial_rank`: add an embedding of the initial rank (ranks ≥ it share the last row).
+    `input_noise`: standard deviation of Gaussian noise added to the features in training (augmentation, as in
+    DASALC), 0 for none.
     """
     if block not in BLOCKS:
         raise ValueError(f"build_set_ranker: block must be one of {BLOCKS}, got {block!r}")
@@ -40,7 +43,8 @@ def build_set_ranker(num_features: int, hidden_size: int = 64, num_layers: int =
     features = keras.Input(shape=(None, num_features), dtype="float32", name="Input-Features")
     list_mask = keras.Input(shape=(None,), dtype="int32", name="Input-ListMask")
     inputs = [features, list_mask]
-    x = keras.layers.Dense(hidden_size, kernel_initializer=init, name="Feature-Projection")(features)
+    x = keras.layers.GaussianNoise(input_noise, name="Feature-Noise")(features) if input_noise else features
+    x = keras.layers.Dense(hidden_size, kernel_initializer=init, name="Feature-Projection")(x)
     if max_initial_rank is not None:
         rank = keras.Input(shape=(None,), dtype="int32", name="Input-InitialRank")
         inputs.append(rank)
