@@ -185,6 +185,7 @@ def main() -> None:
     p.add_argument("--held-out", type=int, default=64, help="held-out sequences (the corpus' tail)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--lengths", type=int, nargs="*", default=[512, 2048, 8192])
+    p.add_argument("--objectives", nargs="+", default=["mlm", "lm"], choices=["mlm", "lm"])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-quality", action="store_true", help="memory points only")
@@ -199,7 +200,7 @@ def main() -> None:
     quality = []
     train, held, vocab_size = corpus(args) if not args.skip_quality else (None, None, None)
     for variant in [] if args.skip_quality else args.variants:
-        for objective in ("mlm", "lm"):
+        for objective in args.objectives:
             quality.append(train_one(args, variant, objective, train, held, vocab_size))
             print(json.dumps(quality[-1]), flush=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(q for q in (str(ROOT), os.environ.get("PYTHONPATH")) if q)}

@@ -487,6 +487,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What TensorFlow's native libraries print on stderr while they load, before its log settings apply
+# (TF_CPP_MIN_LOG_LEVEL does not reach them).
+_NATIVE_BANNERS = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+                   "port.cc:153] oneDNN custom operations are on")
+
+
+def _import_keras_quietly() -> None:
+    """Import Keras (and TensorFlow under it) with stderr captured at the file-descriptor level; everything it wrote
+    there except `_NATIVE_BANNERS` lines is passed on."""
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import keras  # noqa: F401
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True):
+                if not any(banner in line for banner in _NATIVE_BANNERS):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+
+
 def _one_line(error: BaseException) -> str:
     text = str(error) if not isinstance(error, KeyError) else str(error.args[0]) if error.args else ""
     text = " ".join(text.split())
@@ -501,6 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        _import_keras_quietly()  # every command needs it
         return args.func(args)
     except Exception as error:  # one line per error; the traceback only with --debug
         if args.debug:

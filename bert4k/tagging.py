@@ -14,6 +14,10 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+
+from bert4k.viterbi import ViterbiDecoder
+
 Entity = tuple[str, int, int]
 
 
@@ -105,6 +109,24 @@ def log_prior(label_rows: Iterable[Sequence[int]], num_labels: int) -> list[floa
             counts[label] += 1
     total = sum(counts)
     return [math.log(c / total) for c in counts]
+
+
+def bio_decoder(tagset: TagSet) -> ViterbiDecoder:
+    """Viterbi under the IOB2 rules (no `I-X` first, nor after anything but `B-X` / `I-X`): `.decode(log_probs)`
+    of a softmax head's `[steps, tags]` log-probabilities is the best valid tag sequence, instead of the argmax's
+    broken entities."""
+    return ViterbiDecoder(bio_transitions(tagset), starts=[i for i, t in enumerate(tagset.tags) if t[:2] != "I-"])
+
+
+def bio_transitions(tagset: TagSet) -> np.ndarray:
+    """`[tags, tags]` transition scores: `-inf` into `I-X` from anything but `B-X` / `I-X`, 0 elsewhere."""
+    trans = np.zeros((len(tagset), len(tagset)))
+    for j, tag in enumerate(tagset.tags):
+        if tag.startswith("I-"):
+            kind = tag[2:]
+            allowed = {tagset.ids[f"B-{kind}"], j}
+            trans[[i for i in range(len(tagset)) if i not in allowed], j] = -np.inf
+    return trans
 
 
 def windows(length: int, size: int) -> list[tuple[int, int]]:

@@ -46,6 +46,7 @@ from bert4k import heads, tagging
 from bert4k.layers import ConditionalRandomField, GlobalPointer
 from bert4k.layers.global_pointer import decode_spans, global_pointer_crossentropy
 from bert4k.layers.initializers import truncated_normal
+from bert4k.viterbi import ViterbiDecoder
 
 HEADS = ("softmax", "crf", "gp")
 TEST_FRACTION = 0.1
@@ -271,25 +272,30 @@ def predict(model, head: str, crf, pieces: list[Piece], tagset: tagging.TagSet, 
     """Entities per sentence (sentence char offsets), decoding batch by batch."""
     found = [set() for _ in range(n_sentences)]
     order = np.argsort([len(p.token_ids) for p in pieces], kind="stable")
+    decoder = ViterbiDecoder(keras.ops.convert_to_numpy(crf.trans)) if head == "crf" else tagging.bio_decoder(tagset)
     for start in range(0, len(order), batch_size):
         batch = [pieces[i] for i in order[start:start + batch_size]]
         ids = common._pad([p.token_ids for p in batch])
         ids = np.pad(ids, ((0, 0), (0, -ids.shape[1] % 16)))  # few distinct shapes: few retraces
-        out = model.predict_on_batch((ids, np.zeros_like(ids)))
-        if head == "crf":
-            out = keras.ops.convert_to_numpy(crf.decode(out))
-        else:
-            out = np.asarray(out)
+        out = np.asarray(model.predict_on_batch((ids, np.zeros_like(ids))))
         for p, row in zip(batch, out):
             n = len(p.token_ids) - 2
             if head == "gp":
                 flat = decode_spans(row[:, 1:n + 1, 1:n + 1], nested=False)  # MSRA entities do not nest
                 spans = [(tagset.types[h], s, e) for h, s, e, _ in flat]
             else:
-                labels = row[1:n + 1] if head == "crf" else row[1:n + 1].argmax(-1)
+                # Viterbi over the real positions ([CLS] chars [SEP], trained as O): CRF scores and transitions
+                # (the path crf.decode finds), or softmax log-probabilities under the IOB2 constraints
+                scores = row[:n + 2] if head == "crf" else row[:n + 2] - logsumexp(row[:n + 2])
+                labels = decoder.decode(scores)[1:n + 1]
                 spans = tagging.tags_to_spans(tagset.decode(labels))
             found[p.sentence].update((k, s + p.offset, e + p.offset) for k, s, e in spans)
     return found
+
+
+def logsumexp(x: np.ndarray) -> np.ndarray:
+    top = x.max(-1, keepdims=True)
+    return top + np.log(np.exp(x - top).sum(-1, keepdims=True))
 
 
 def peak_rss_mb() -> float:
@@ -346,12 +352,13 @@ def crfsuite_baseline(train: list[Sentence], dev, test: list[Sentence], iteratio
 
     model = sklearn_crfsuite.CRF(algorithm="lbfgs", c1=0.1, c2=0.1, max_iterations=iterations)
     started = time.time()
-    model.fit([features(s) for s in train], [tagging.spans_to_tags(s.spans, len(s.chars)) for s in train])
+    # generators: CRFsuite copies each sentence in, so the feature dicts of the whole corpus (GBs) never coexist
+    model.fit((features(s) for s in train), (tagging.spans_to_tags(s.spans, len(s.chars)) for s in train))
     train_seconds = time.time() - started
     started = time.time()
-    test_tags = model.predict([features(s) for s in test])
+    test_tags = [model.predict_single(features(s)) for s in test]
     predict_seconds = time.time() - started
-    dev_tags = model.predict([features(s) for s in dev])
+    dev_tags = [model.predict_single(features(s)) for s in dev]
     found = [set(tagging.tags_to_spans(t)) for t in test_tags]
     scores = tagging.entity_scores([s.spans for s in test], found)
     return {**scores, "dev_f1": tagging.entity_scores([s.spans for s in dev],

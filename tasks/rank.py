@@ -2,7 +2,7 @@
 documents of each query vs LightGBM `lambdarank` (LambdaMART) and a per-document MLP, NDCG@k and MRR on the test
 file; plus a synthetic set whose relevance depends on the other documents of the list.
 
-    python tasks/rank.py                       # full run (several minutes on one core)
+    python tasks/rank.py                       # full run (24 min on one core shared with ~10 processes)
     python tasks/rank.py --tiny --epochs 2     # smoke test
     python tasks/rank.py --train my.train --test my.test [--dev my.dev]
 

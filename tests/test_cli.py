@@ -94,6 +94,7 @@ def test_errors_are_one_line_with_nonzero_exit(tmp_path):
     result = subprocess.run([sys.executable, "-m", "bert4k.cli", "info", str(tmp_path / "absent")], cwd=REPO, check=False,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
+    # only the error: TensorFlow's native start-up banners are filtered (its log level does not reach them)
     assert result.stderr.strip() == f"bert4k info: error: {tmp_path / 'absent'}: no such file or folder"
     assert "Traceback" not in result.stderr
     with pytest.raises(cli.CommandError, match="no such file"):

@@ -6,6 +6,7 @@ import keras
 from bert4k.layers.attention_kinds import make_attention
 from bert4k.layers.feed_forward import FeedForward
 from bert4k.layers.norms import LayerNorm
+from bert4k.layers.recompute import recompute_grad, seed_states
 
 
 @keras.saving.register_keras_serializable("bert4k")
@@ -18,13 +19,15 @@ class TransformerBlock(keras.layers.Layer):
       - "gpt2_ml" (GPT2-ML): h = x + Attn(x); y = N2(h + FFN(N1(h)))
     N1 is `attention_norm`, N2 `ffn_norm`. `attention` names the self-attention kind and `attention_options` its
     settings (`bert4k.layers.attention_kinds`). Norms take the optional condition `cond` (conditional LayerNorm).
+    `recompute=True`: the block's activations are recomputed in the backward pass instead of kept (gradient
+    checkpointing, `bert4k.layers.recompute`), except in cached decoding.
     """
 
     def __init__(self, heads: int, head_size: int, intermediate_size: int, key_size: int | None = None,
                  activation: str = "gelu_erf", norm_position: str = "post", layer_norm_eps: float = 1e-12,
                  dropout: float = 0.1, attention_dropout: float = 0.1, initializer_range: float = 0.02,
                  cond_size: int | None = None, attention: str = "softmax", attention_options: dict | None = None,
-                 **kwargs):
+                 recompute: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.heads = heads
         self.head_size = head_size
@@ -39,6 +42,7 @@ class TransformerBlock(keras.layers.Layer):
         self.cond_size = cond_size
         self.attention_kind = attention
         self.attention_options = attention_options
+        self.recompute = recompute
 
     def build(self, input_shape):
         dtype = self.dtype_policy
@@ -63,6 +67,11 @@ class TransformerBlock(keras.layers.Layer):
 
         `attention_mask` broadcasts to `[batch, q, k]`; `causal=True` (softmax attention only) adds the causal
         structure inside the attention (see `MultiHeadAttention`)."""
+        if self.recompute and cache is None:
+            return self._recomputed(x, attention_mask, cond, causal, training)
+        return self._forward(x, attention_mask, cond, cache, cache_index, cache_in_place, causal, training)
+
+    def _forward(self, x, attention_mask, cond, cache, cache_index, cache_in_place, causal, training):
         extra = {"causal": True} if causal else {}
 
         def attend(h):
@@ -90,6 +99,14 @@ class TransformerBlock(keras.layers.Layer):
             y = norm2(h + drop(self.feed_forward(norm1(h))))
         return y if cache is None else (y, new_cache)
 
+    def _recomputed(self, x, attention_mask, cond, causal, training):
+        """`_forward` under `recompute_grad`: the differentiable tensors are its arguments, the mask a constant."""
+        if cond is None:
+            forward = lambda h: self._forward(h, attention_mask, None, None, None, False, causal, training)
+            return recompute_grad(forward, seed_states(self))(x)
+        forward = lambda h, c: self._forward(h, attention_mask, c, None, None, False, causal, training)
+        return recompute_grad(forward, seed_states(self))(x, cond)
+
     def compute_output_shape(self, input_shape):
         return input_shape
 
@@ -100,4 +117,4 @@ class TransformerBlock(keras.layers.Layer):
                 "layer_norm_eps": self.layer_norm_eps, "dropout": self.dropout,
                 "attention_dropout": self.attention_dropout, "initializer_range": self.initializer_range,
                 "cond_size": self.cond_size, "attention": self.attention_kind,
-                "attention_options": self.attention_options}
+                "attention_options": self.attention_options, "recompute": self.recompute}

@@ -33,3 +33,29 @@ class BiasAdd(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+@keras.saving.register_keras_serializable("bert4k")
+class HierarchicalPositionEmbedding(keras.layers.Embedding):
+    """A learned table of `n` positions that also embeds positions `n ≤ p < n²` (bert4keras' hierarchical
+    decomposition): with `u_i = (P_i - alpha·P_0) / (1 - alpha)`, position `p ≥ n` is `alpha·u[p // n] +
+    (1 - alpha)·u[p % n]`; positions `p < n` are the table's rows unchanged."""
+
+    def __init__(self, input_dim: int, output_dim: int, alpha: float = 0.4, **kwargs):
+        if not 0 < alpha < 1:
+            raise ValueError(f"hierarchical_position: alpha must be in (0, 1), got {alpha}")
+        super().__init__(input_dim, output_dim, **kwargs)
+        self.alpha = alpha
+
+    def call(self, positions):
+        n, alpha = self.input_dim, self.alpha
+        table = self.embeddings
+        positions = ops.cast(positions, "int32")
+        direct = ops.take(table, ops.minimum(positions, n - 1), axis=0)
+        u = (table - alpha * table[:1]) / (1 - alpha)
+        decomposed = alpha * ops.take(u, positions // n, axis=0) + (1 - alpha) * ops.take(u, positions % n, axis=0)
+        out = ops.where(ops.expand_dims(positions < n, -1), direct, decomposed)
+        return ops.cast(out, self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha}

@@ -9,7 +9,7 @@ from bert4k import masks
 from bert4k.config import TransformerConfig
 from bert4k.layers.activations import get_activation
 from bert4k.layers.block import TransformerBlock
-from bert4k.layers.embeddings import BiasAdd, TokenEmbedding
+from bert4k.layers.embeddings import BiasAdd, HierarchicalPositionEmbedding, TokenEmbedding
 from bert4k.layers.initializers import truncated_normal
 from bert4k.layers.linear_attention import application_kind, linear_mask
 from bert4k.layers.norms import LayerNorm
@@ -25,6 +25,11 @@ HEAD_APPLICATIONS = ("mlm", "lm", "unilm", "plm")
 def _activation_name(value, default: str = "softmax") -> str:
     """`with_mlm=True` (or an lm/unilm/plm head without `with_mlm`) → softmax; a string names the activation."""
     return value if isinstance(value, str) else default
+
+
+def _alpha(hierarchical_position: bool | float) -> float:
+    """`hierarchical_position=True` → bert4keras' alpha 0.4; a number is alpha itself."""
+    return 0.4 if hierarchical_position is True else float(hierarchical_position)
 
 
 def _attention_options(attention: str, options: dict | None, cfg: TransformerConfig) -> dict | None:
@@ -53,13 +58,19 @@ class Transformer(FunctionalModel):
     `attention="talking_heads"` / `"synthesizer_dense" | "synthesizer_random" | "synthesizer_factorized"`: see
     `bert4k.layers.talking_heads` / `bert4k.layers.synthesizer`, settings in `attention_options` (the synthesizers'
     fixed `max_length` defaults to `max_position_embeddings`).
+    `recompute=True` (bert4keras' name) recomputes each block's activations in the backward pass instead of keeping
+    them (gradient checkpointing: less memory for long sequences, one more forward pass per step).
+    `hierarchical_position=True` (or alpha, default 0.4) lets a table of n learned positions embed inputs up to n²
+    long (bert4keras' hierarchical decomposition, `HierarchicalPositionEmbedding`); without it, inputs longer than
+    `max_position_embeddings` are refused.
     """
 
     def __init__(self, config: TransformerConfig | dict, application: str = "encoder", with_pool: bool = False,
                  with_mlm: bool | str = False, logits: bool = False, mask_token_id: int = 103,
                  layer_norm_cond: int | keras.Model | None = None, layer_norm_cond_hidden_size: int | None = None,
                  layer_norm_cond_hidden_act: str = "linear", family: str = "bert", dtype=None, attention: str = "softmax",
-                 attention_options: dict | None = None, padding_mask: bool = False, attention_mask=None, **kwargs):
+                 attention_options: dict | None = None, padding_mask: bool = False, attention_mask=None,
+                 recompute: bool = False, hierarchical_position: bool | float = False, **kwargs):
         if isinstance(config, dict):
             config = TransformerConfig.from_dict(config)
         if isinstance(attention_mask, dict):
@@ -83,8 +94,10 @@ class Transformer(FunctionalModel):
         self.segment_embedding = (
             keras.layers.Embedding(cfg.type_vocab_size, embed_dim, embeddings_initializer=truncated_normal(init),
                                    name="Embedding-Segment", dtype=dtype) if cfg.type_vocab_size > 0 else None)
-        self.position_embedding = keras.layers.Embedding(
-            cfg.max_position_embeddings, embed_dim,
+        position_kind, position_args = ((keras.layers.Embedding, {}) if not hierarchical_position else
+                                        (HierarchicalPositionEmbedding, {"alpha": _alpha(hierarchical_position)}))
+        self.position_embedding = position_kind(
+            cfg.max_position_embeddings, embed_dim, **position_args,
             embeddings_initializer=truncated_normal(init), name="Embedding-Position", dtype=dtype)
         self.position_ids = PositionIds(cfg.position_offset, cfg.pad_token_id, name="Position-Ids")
         self.embedding_norm = (LayerNorm(cfg.layer_norm_eps, cond_size=cond_size, name="Embedding-Norm", dtype=dtype)
@@ -98,7 +111,8 @@ class Transformer(FunctionalModel):
                           norm_position=cfg.norm_position, layer_norm_eps=cfg.layer_norm_eps,
                           dropout=cfg.hidden_dropout_prob, attention_dropout=cfg.attention_probs_dropout_prob,
                           initializer_range=init, cond_size=cond_size, attention=attention,
-                          attention_options=_attention_options(attention, attention_options, cfg), dtype=dtype)
+                          attention_options=_attention_options(attention, attention_options, cfg), recompute=recompute,
+                          dtype=dtype)
         if cfg.shared_layers:
             shared = TransformerBlock(name="Transformer", **block_args)
             self.blocks = [shared] * cfg.num_hidden_layers
@@ -200,11 +214,16 @@ class Transformer(FunctionalModel):
         self.padding_mask = padding_mask
         self.attention_mask = attention_mask
         self.attention_options = attention_options
+        self.recompute = recompute
+        self.hierarchical_position = hierarchical_position
 
     def input_limits(self) -> dict[str, Limit]:
         cfg = self.config
-        positions = cfg.max_position_embeddings - cfg.position_offset  # RoBERTa: rows start at pad + 1
-        limits = {"Input-Token": Limit(cfg.vocab_size, "vocab_size", positions)}
+        rows, what = cfg.max_position_embeddings, "max_position_embeddings"
+        if self.hierarchical_position:
+            rows, what = rows**2, "max_position_embeddings² (hierarchical_position)"
+        positions = rows - cfg.position_offset  # RoBERTa: rows start at pad + 1
+        limits = {"Input-Token": Limit(cfg.vocab_size, "vocab_size", positions, what)}
         if self.segment_embedding is not None:
             limits["Input-Segment"] = Limit(cfg.type_vocab_size, "type_vocab_size")
         return limits
@@ -285,6 +304,8 @@ class Transformer(FunctionalModel):
             "attention_mask": (self.attention_mask if self.attention_mask in (None, "input") else
                                keras.saving.serialize_keras_object(self.attention_mask)),
             "attention_options": self.attention_options,
+            "recompute": self.recompute,
+            "hierarchical_position": self.hierarchical_position,
             "dtype": self.dtype_name,
         }
 
