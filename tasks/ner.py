@@ -15,6 +15,11 @@ without `entities` for unlabelled text) with each head saved there, scoring it w
 
 Metric: entity-level micro precision / recall / F1, an entity counting only with exact span and type.
 
+Heads: the softmax and CRF emission layers start with the log tag frequencies of the training data as their bias
+(with a zero bias the encoder learns the mostly-`O` prior itself, by making all token vectors alike, and the
+softmax head collapses to all-`O`). The softmax head decodes the best IOB2-valid tag sequence (Viterbi over its
+log-probabilities), the CRF head its Viterbi path.
+
 Long sentences: the encoder sees windows of `--maxlen - 2` characters (`[CLS] chars [SEP]`); every window of a
 sentence is labelled and the entities mapped back to sentence offsets, so nothing is dropped (an entity crossing
 a window boundary is split there). Empty sentences (blank-line runs) are skipped when reading. A tag that is not
@@ -315,8 +320,8 @@ def run_head(head, source, args, out, tagset, train_pieces, dev, dev_pieces, tes
     folder.mkdir(parents=True, exist_ok=True)
     _, train_seconds = common.timed(common.fit, model, args, folder, data, len(train_pieces), loss=loss,
                                     title=f"MSRA NER, {head} head ({source.name})")
-    started = time.time()
     common.save_model(model, source.vocab, folder)
+    started = time.time()
     test_found = predict(model, head, crf, test_pieces, tagset, len(test), 2 * args.batch_size)
     predict_seconds = time.time() - started
     dev_found = predict(model, head, crf, dev_pieces, tagset, len(dev), 2 * args.batch_size)
