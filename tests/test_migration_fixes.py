@@ -159,6 +159,20 @@ def test_predict_takes_nested_python_lists(hf_bert):
         model.predict([[[1, 2], [3]], [[0, 0], [0]]], verbose=0)
 
 
+def test_nested_list_inputs_to_a_plain_keras_model_wrapping_the_transformer(hf_bert):
+    """bert4keras' integrated-gradients example: `model.predict([[token_ids], [segment_ids]])` where `model` is a
+    `keras.models.Model` built over the Transformer's inputs (not a bert4k model)."""
+    from bert4k.backend import keras as b4k_keras
+    from bert4k.models import build_transformer_model
+
+    folder, _ = hf_bert
+    bert = build_transformer_model(folder)
+    model = b4k_keras.models.Model(bert.inputs, b4k_keras.layers.Lambda(lambda x: x[:, 0])(bert.output))
+    token_ids, segment_ids = [2, 7, 9, 3], [0, 0, 0, 0]
+    expected = model.predict([np.array([token_ids]), np.array([segment_ids])], verbose=0)
+    np.testing.assert_array_equal(model.predict([[token_ids], [segment_ids]], verbose=0), expected)
+
+
 # ---------------------------------------------------------------------------- build_transformer_model
 
 

@@ -163,7 +163,7 @@ def test_harness_runs_a_folder_and_reports_each_script(tmp_path, data_dir):
     write_examples(examples)
     out = tmp_path / "results.jsonl"
     with open(out, "w", encoding="utf-8") as f:
-        results = harness.run_all(examples, tmp_path / "work", data_dir, None, timeout=300, epochs=1, steps=2, out=f)
+        results = harness.run_all(examples, tmp_path / "work", data_dir, None, timeout=900, epochs=1, steps=2, out=f)
     by_name = {r["example"]: r for r in results}
     assert [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()] == results
     tiny = by_name["task_tiny_sentiment"]

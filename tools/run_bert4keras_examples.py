@@ -623,6 +623,9 @@ def run_example(example: Path, env: Environment, timeout: float, epochs: int, st
         return {**result, "status": "timeout", "error": f"still running after {timeout:.0f} s"}
     if code == 0:
         return {**result, "status": "ran"}
+    if code < 0:  # killed, e.g. by the kernel's out-of-memory killer (SIGKILL)
+        return {**result, "status": "failed", "error": f"killed by signal {-code}"
+                + (" (SIGKILL: out of memory?)" if -code == 9 else "")}
     error = _first_error(stderr)
     family = _UNSUPPORTED_FAMILY.search(error)
     if family:

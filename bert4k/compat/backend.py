@@ -156,6 +156,26 @@ def _install_node_accessors() -> None:
 _install_node_accessors()
 
 
+def _install_list_inputs() -> None:
+    """tf.keras turned nested Python lists into arrays: `model.predict([[token_ids], [segment_ids]])` works on every
+    `keras.Model` (bert4keras' examples wrap the Transformer in plain `keras.models.Model`s), as on bert4k's."""
+    from bert4k.models.python_inputs import as_input_arrays
+
+    if getattr(keras.Model.predict, "__bert4k_lists__", False):
+        return
+    predict = keras.Model.predict
+
+    @functools.wraps(predict)
+    def predict_lists(self, x, *args, **kwargs):
+        return predict(self, as_input_arrays(x, len(self.inputs or ())), *args, **kwargs)
+
+    predict_lists.__bert4k_lists__ = True
+    keras.Model.predict = predict_lists
+
+
+_install_list_inputs()
+
+
 _GRAPH_ONLY = {
     "function": "call the model (or a keras.Model over the wanted outputs) directly",
     "placeholder": "use keras.Input",
