@@ -219,12 +219,11 @@ def baselines(dataset: str, train_texts, train_labels, test_texts, test_labels) 
 
 
 def main(argv=None) -> dict:
-    started = time.time()
-    args = parse_args(argv)
-    if common.prediction_run(args):
-        common.setup(args)
-        return predict_file(args)
-    out = common.setup(args)
+    return common.run_task(argv, parse_args, predict_file, run_training)
+
+
+def run_training(args: argparse.Namespace, out: Path, started: float) -> dict:
+    """Train on the run's training data, score its held-out part and save the model into `out`."""
     dev = None
     if args.train:
         args.dataset = None

@@ -227,6 +227,17 @@ def save_model(model, vocab: str | os.PathLike | Sequence[str], out: Path) -> Pa
     return path
 
 
+def run_task(argv: Sequence[str] | None, parse_args: Callable, predict_file: Callable, run_training: Callable) -> dict:
+    """A task script's `main`: parse `argv`, then score a file with a saved model (`--predict`), or
+    `run_training(args, out, started)` in the run's output folder."""
+    started = time.time()
+    args = parse_args(argv)
+    if prediction_run(args):
+        setup(args)
+        return predict_file(args)
+    return run_training(args, setup(args), started)
+
+
 def prediction_run(args: argparse.Namespace) -> bool:
     """True for `--predict FILE --saved DIR` (then `--out` defaults to DIR); checks the pair."""
     if not getattr(args, "predict", None):

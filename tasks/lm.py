@@ -24,10 +24,11 @@ vocabulary, in the model's ids).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
-import time
 from collections import Counter
+from pathlib import Path
 
 import common
 import numpy as np
@@ -172,12 +173,11 @@ def unigram_perplexity(train_rows: list[list[int]], test_rows: list[list[int]], 
 
 
 def main(argv=None) -> dict:
-    started = time.time()
-    args = parse_args(argv)
-    if common.prediction_run(args):
-        common.setup(args)
-        return predict_file(args)
-    out = common.setup(args)
+    return common.run_task(argv, parse_args, predict_file, run_training)
+
+
+def run_training(args: argparse.Namespace, out: Path, started: float) -> dict:
+    """Train on the run's training data, score its held-out part and save the model into `out`."""
     train, test = load_files(args) if args.train else load(args.train_poems, args.limit)
     source = common.model_source(args)
     tokenizer = source.tokenizer()

@@ -24,9 +24,9 @@ model.keras + vocab.txt.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -199,12 +199,11 @@ def predict_file(args) -> dict:
 
 
 def main(argv=None) -> dict:
-    started = time.time()
-    args = parse_args(argv)
-    if common.prediction_run(args):
-        common.setup(args)
-        return predict_file(args)
-    out = common.setup(args)
+    return common.run_task(argv, parse_args, predict_file, run_training)
+
+
+def run_training(args: argparse.Namespace, out: Path, started: float) -> dict:
+    """Train on the run's training data, score its held-out part and save the model into `out`."""
     convert = None if args.keep_traditional else to_simplified()
     train_files = ([(args.train, None)] if args.train else
                    [(common.data_path(*parts), convert if parts[0] == "drcd" else None) for parts in TRAIN_FILES])

@@ -25,6 +25,7 @@ demo.jsonl with --demo).
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import time
@@ -237,12 +238,11 @@ def predict_file(args) -> dict:
 
 
 def main(argv=None) -> dict:
-    started = time.time()
-    args = parse_args(argv)
-    if common.prediction_run(args):
-        common.setup(args)
-        return predict_file(args)
-    out = common.setup(args)
+    return common.run_task(argv, parse_args, predict_file, run_training)
+
+
+def run_training(args: argparse.Namespace, out: Path, started: float) -> dict:
+    """Train on the run's training data, score its held-out part and save the model into `out`."""
     if args.demo:
         train_path = out / "demo.jsonl"
         write_jsonl(train_path, [{"text": r["text"], "spo_list": [dict(zip(("subject", "predicate", "object"), t))

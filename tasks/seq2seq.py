@@ -22,7 +22,7 @@ Writes to --out: predictions.tsv, metrics.json, log.csv, learning_curve.png, mod
 """
 from __future__ import annotations
 
-import time
+import argparse
 from pathlib import Path
 
 import common
@@ -118,12 +118,11 @@ def decode_titles(model, tokenizer, abstracts: list[str], args) -> list[str]:
 
 
 def main(argv=None) -> dict:
-    started = time.time()
-    args = parse_args(argv)
-    if common.prediction_run(args):
-        common.setup(args)
-        return predict_file(args)
-    out = common.setup(args)
+    return common.run_task(argv, parse_args, predict_file, run_training)
+
+
+def run_training(args: argparse.Namespace, out: Path, started: float) -> dict:
+    """Train on the run's training data, score its held-out part and save the model into `out`."""
     train, test = load_files(args) if args.train else load(args.limit)
     dataset = args.train or "csl-title"
     print(f"{dataset}: {len(train)} train, {len(test)} held-out")
