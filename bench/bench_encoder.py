@@ -42,6 +42,7 @@ import tempfile
 import time
 
 import numpy as np
+from worker_process import WorkerProcess, set_threads, worker_env
 
 IMPLS = ("hf", "bert4k-tensorflow", "bert4k-jax", "bert4k-torch", "keras-hub")
 TASKS = {"infer-8x128": ("infer", 8, 128), "infer-1x512": ("infer", 1, 512), "train-8x128": ("train", 8, 128)}
@@ -95,19 +96,6 @@ def hf_runners(args):
                 return model(input_ids=torch.from_numpy(ids).long()).last_hidden_state.float().numpy()
         return infer
     return make
-
-
-def set_threads(backend: str, threads: int) -> None:
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    elif backend == "torch":
-        import torch
-
-        torch.set_num_threads(threads)
-        torch.set_num_interop_threads(1)
 
 
 def keras_runners(args, build):
@@ -184,36 +172,16 @@ def worker(args) -> None:
         print("RESULT " + json.dumps({"seconds": seconds, "peak_rss": peak}), flush=True)
 
 
-class Worker:
-    def __init__(self, args, impl: str, pairs: list):
-        self.impl, self.pairs = impl, pairs
-        backend = impl.split("-", 1)[1] if impl.startswith("bert4k-") else "tensorflow"
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": backend,
-               "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-        if backend == "jax":
-            env["XLA_FLAGS"] = (f"--xla_cpu_multi_thread_eigen={'true' if args.threads > 1 else 'false'} "
-                                f"intra_op_parallelism_threads={args.threads}")
-        python = args.hub_python if impl == "keras-hub" else sys.executable
-        command = ["taskset", "-c", args.cpus, python, os.path.abspath(__file__), "--worker", impl,
-                   "--weights", args.weights, "--outputs", args.outputs, "--threads", str(args.threads),
-                   "--layers", str(args.layers), "--hidden", str(args.hidden), "--pairs", json.dumps(pairs)]
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        self._expect("READY")
-
-    def _expect(self, prefix: str) -> str:
-        for line in self.process.stdout:
-            if line.startswith(prefix):
-                return line[len(prefix):].strip()
-        raise RuntimeError(f"worker {self.impl} exited (code {self.process.wait()})")
-
-    def run(self, index: int) -> dict:
-        self.process.stdin.write(f"RUN {index}\n")
-        self.process.stdin.flush()
-        return json.loads(self._expect("RESULT "))
-
-    def close(self) -> None:
-        self.process.stdin.close()
-        self.process.wait()
+def start_worker(args, impl: str, pairs: list) -> WorkerProcess:
+    """A worker process for `impl` timing `pairs` ((dtype, task) per job); `.pairs` keeps them for the driver."""
+    backend = impl.split("-", 1)[1] if impl.startswith("bert4k-") else "tensorflow"
+    python = args.hub_python if impl == "keras-hub" else sys.executable
+    command = ["taskset", "-c", args.cpus, python, os.path.abspath(__file__), "--worker", impl,
+               "--weights", args.weights, "--outputs", args.outputs, "--threads", str(args.threads),
+               "--layers", str(args.layers), "--hidden", str(args.hidden), "--pairs", json.dumps(pairs)]
+    worker = WorkerProcess(impl, command, worker_env(backend, args.threads))
+    worker.pairs = pairs
+    return worker
 
 
 # === driver ===
@@ -260,7 +228,7 @@ def main() -> None:
     times, peaks, workers = {}, {}, []
     try:
         for impl in impls:  # building and compiling one at a time
-            workers.append(Worker(args, impl, pairs_for(impl, args)))
+            workers.append(start_worker(args, impl, pairs_for(impl, args)))
         for _ in range(args.repeats):
             for task in args.tasks:
                 for w in workers:
@@ -268,9 +236,9 @@ def main() -> None:
                         if t != task:
                             continue
                         result = w.run(index)
-                        times.setdefault((w.impl, dtype, task), []).append(result["seconds"])
-                        peaks[w.impl] = result["peak_rss"]
-                        print(json.dumps({"impl": w.impl, "dtype": dtype, "task": task,
+                        times.setdefault((w.name, dtype, task), []).append(result["seconds"])
+                        peaks[w.name] = result["peak_rss"]
+                        print(json.dumps({"impl": w.name, "dtype": dtype, "task": task,
                                           "seconds": round(result["seconds"], 3)}), file=sys.stderr, flush=True)
         report(args, times, peaks)
     finally:

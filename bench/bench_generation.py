@@ -25,12 +25,12 @@ import os
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+from worker_process import WorkerProcess, set_threads, worker_env
 
 BACKENDS = ("tensorflow", "jax", "torch")
 
@@ -67,19 +67,6 @@ def hf_runner(args, dtype: str, use_cache: bool):
                                  do_sample=False, use_cache=use_cache, pad_token_id=0)
         return out[:, prompt.shape[1]:].numpy()
     return run
-
-
-def set_threads(backend: str, threads: int) -> None:
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    elif backend == "torch":
-        import torch
-
-        torch.set_num_threads(threads)
-        torch.set_num_interop_threads(1)
 
 
 def bert4k_runner(args, dtype: str, variant: str, use_cache: bool):
@@ -128,35 +115,13 @@ def worker(args) -> None:
               flush=True)
 
 
-class Worker:
-    def __init__(self, args, impl: str, backend: str, dtype: str, variant: str, jobs: list):
-        self.name = (impl, backend, dtype, variant)
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": backend,
-               "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-        if backend == "jax":
-            env["XLA_FLAGS"] = (f"--xla_cpu_multi_thread_eigen={'true' if args.threads > 1 else 'false'} "
-                                f"intra_op_parallelism_threads={args.threads}")
-        command = ["taskset", "-c", args.cpus, sys.executable, os.path.abspath(__file__), "--worker", impl,
-                   "--dtype", dtype, "--variant", variant, "--weights", args.weights, "--threads",
-                   str(args.threads), "--vocab", str(args.vocab), "--layers", str(args.layers),
-                   "--jobs", json.dumps(jobs)]
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        self._expect("READY")
-
-    def _expect(self, prefix: str) -> str:
-        for line in self.process.stdout:
-            if line.startswith(prefix):
-                return line[len(prefix):].strip()
-        raise RuntimeError(f"worker {self.name} exited (code {self.process.wait()})")
-
-    def run(self, job: int) -> dict:
-        self.process.stdin.write(f"RUN {job}\n")
-        self.process.stdin.flush()
-        return json.loads(self._expect("RESULT "))
-
-    def close(self) -> None:
-        self.process.stdin.close()
-        self.process.wait()
+def start_worker(args, impl: str, backend: str, dtype: str, variant: str, jobs: list) -> WorkerProcess:
+    """A worker process generating `jobs` ((batch, prompt length, new tokens) each) with one configuration."""
+    command = ["taskset", "-c", args.cpus, sys.executable, os.path.abspath(__file__), "--worker", impl,
+               "--dtype", dtype, "--variant", variant, "--weights", args.weights, "--threads",
+               str(args.threads), "--vocab", str(args.vocab), "--layers", str(args.layers),
+               "--jobs", json.dumps(jobs)]
+    return WorkerProcess((impl, backend, dtype, variant), command, worker_env(backend, args.threads))
 
 
 # === driver ===
@@ -217,7 +182,7 @@ def main() -> None:
     workers = []
     try:
         for config in configs:  # loading and compiling one at a time
-            workers.append(Worker(args, *config, jobs))
+            workers.append(start_worker(args, *config, jobs))
         for _ in range(args.repeats):
             for j in range(len(jobs)):
                 for w in workers:
