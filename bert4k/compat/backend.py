@@ -39,6 +39,19 @@ def weights_file(filepath: str | os.PathLike, for_loading: bool) -> str | os.Pat
     return path + WEIGHTS_SUFFIX
 
 
+def _save_then_rename(method, model, final: str, suffix: str, *args, **kwargs):
+    """`method(model, <temporary beside final>, ...)`, then rename it to `final`: an interrupted save never leaves a
+    half-written file behind. `suffix` (which Keras demands) ends both names."""
+    temporary = f"{final[:-len(suffix)]}.tmp{os.getpid()}{suffix}"
+    try:
+        result = method(model, temporary, *args, **kwargs)
+        os.replace(temporary, final)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return result
+
+
 def _bare_prefix(method, for_loading: bool):
     @functools.wraps(method)
     def wrapper(self, filepath, *args, **kwargs):
@@ -47,16 +60,7 @@ def _bare_prefix(method, for_loading: bool):
         filepath = weights_file(filepath, for_loading)
         if for_loading or not os.fspath(filepath).endswith(WEIGHTS_SUFFIX):
             return method(self, filepath, *args, **kwargs)
-        # Write beside the target, then rename: an interrupted save never leaves a half-written file behind.
-        final = os.fspath(filepath)
-        temporary = f"{final[:-len(WEIGHTS_SUFFIX)]}.tmp{os.getpid()}{WEIGHTS_SUFFIX}"
-        try:
-            result = method(self, temporary, *args, **kwargs)
-            os.replace(temporary, final)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-        return result
+        return _save_then_rename(method, self, os.fspath(filepath), WEIGHTS_SUFFIX, *args, **kwargs)
 
     wrapper.__bert4k_bare_prefix__ = True
     return wrapper
@@ -93,15 +97,8 @@ def _bare_model_save(method):
     def save(self, filepath, *args, **kwargs):
         if not isinstance(filepath, (str, os.PathLike)) or os.fspath(filepath).endswith(_KERAS_3_SUFFIXES):
             return method(self, filepath, *args, **kwargs)
-        final = os.fspath(model_file(filepath, for_loading=False))
-        temporary = f"{final[:-len(MODEL_SUFFIX)]}.tmp{os.getpid()}{MODEL_SUFFIX}"
-        try:
-            result = method(self, temporary, *args, **kwargs)
-            os.replace(temporary, final)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-        return result
+        return _save_then_rename(method, self, os.fspath(model_file(filepath, for_loading=False)), MODEL_SUFFIX,
+                                 *args, **kwargs)
 
     save.__bert4k_bare_prefix__ = True
     return save
