@@ -393,16 +393,9 @@ def dataset(columns: Sequence[Sequence[Sequence[int]]], y=None, batch_size: int 
     epoch (`data.epoch_order`), so a resumed run repeats the uninterrupted run's order."""
     import tensorflow as tf
 
-    lengths = [len(r) for r in columns[0]]
-    passes = [0]
-
-    def generate():
-        rng = np.random.default_rng([seed, passes[0]])
-        passes[0] += 1
-        for index in batch_order(lengths, batch_size, shuffle, rng):
-            x = tuple(_pad([col[i] for i in index]) for col in columns)
-            target = _take(y, index)
-            yield x if y is None else (x, target)
+    def make_batch(index):
+        x = tuple(_pad([col[i] for i in index]) for col in columns)
+        return x if y is None else (x, _take(y, index))
 
     ids = tf.TensorSpec([None, None], tf.int32)
     x_spec = tuple(ids for _ in columns)
@@ -415,6 +408,24 @@ def dataset(columns: Sequence[Sequence[Sequence[int]]], y=None, batch_size: int 
         return ids
 
     signature = x_spec if y is None else (x_spec, spec_of(y))
+    return batched_dataset([len(r) for r in columns[0]], batch_size, make_batch, signature, shuffle, seed)
+
+
+def batched_dataset(lengths: Sequence[int], batch_size: int, make_batch: Callable, signature, shuffle: bool = True,
+                    seed: int = 0):
+    """The `tf.data.Dataset` behind every task's training data: `make_batch(indices)` for each batch of the
+    length-bucketed `batch_order` (a new seeded order per pass when shuffled), with `signature` as its
+    `output_signature` and `.epoch_order` so that `fit` makes the pass number the epoch (exact resume)."""
+    import tensorflow as tf
+
+    passes = [0]
+
+    def generate():
+        rng = np.random.default_rng([seed, passes[0]])
+        passes[0] += 1
+        for index in batch_order(lengths, batch_size, shuffle, rng):
+            yield make_batch(index)
+
     data = tf.data.Dataset.from_generator(generate, output_signature=signature)
     n_batches = -(-len(lengths) // batch_size)
     data = data.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(2)

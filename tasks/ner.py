@@ -210,22 +210,14 @@ def span_targets(pieces: list[Piece], types: list[str], length: int) -> np.ndarr
 def gp_dataset(pieces: list[Piece], types: list[str], batch_size: int, seed: int):
     import tensorflow as tf
 
-    lengths = [len(p.token_ids) for p in pieces]
-    passes = [0]
-
-    def generate():
-        rng = np.random.default_rng([seed, passes[0]])
-        passes[0] += 1
-        for index in common.batch_order(lengths, batch_size, True, rng):
-            batch = [pieces[i] for i in index]
-            ids = common._pad([p.token_ids for p in batch])
-            yield (ids, np.zeros_like(ids)), span_targets(batch, types, ids.shape[1])
+    def make_batch(index):
+        batch = [pieces[i] for i in index]
+        ids = common._pad([p.token_ids for p in batch])
+        return (ids, np.zeros_like(ids)), span_targets(batch, types, ids.shape[1])
 
     ids = tf.TensorSpec([None, None], tf.int32)
     signature = ((ids, ids), tf.TensorSpec([None, len(types), None, None], tf.float32))
-    data = tf.data.Dataset.from_generator(generate, output_signature=signature)
-    n_batches = -(-len(pieces) // batch_size)
-    return data.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(2)
+    return common.batched_dataset([len(p.token_ids) for p in pieces], batch_size, make_batch, signature, seed=seed)
 
 
 # === models ===

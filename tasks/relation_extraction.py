@@ -162,29 +162,22 @@ def training_examples(encoded: list[Encoded], num_predicates: int) -> list[tuple
 def dataset(examples: list[tuple], num_predicates: int, batch_size: int, seed: int):
     import tensorflow as tf
 
-    lengths = [len(x[0]) for x in examples]
-    passes = [0]
-
-    def generate():
-        rng = np.random.default_rng([seed, passes[0]])
-        passes[0] += 1
-        for index in common.batch_order(lengths, batch_size, True, rng):
-            batch = [examples[i] for i in index]
-            n = max(len(b[0]) for b in batch)
-            ids = common._pad([b[0] for b in batch])
-            subj = np.full((len(batch), n, 2), rel.IGNORE, "float32")
-            obj = np.full((len(batch), n, num_predicates, 2), rel.IGNORE, "float32")
-            for i, b in enumerate(batch):
-                subj[i, :len(b[0])], obj[i, :len(b[0])] = b[2], b[3]
-            spans = np.asarray([b[1] for b in batch], "int32")
-            yield (ids, np.zeros_like(ids), spans), {"subject": subj, "object": obj}
+    def make_batch(index):
+        batch = [examples[i] for i in index]
+        n = max(len(b[0]) for b in batch)
+        ids = common._pad([b[0] for b in batch])
+        subj = np.full((len(batch), n, 2), rel.IGNORE, "float32")
+        obj = np.full((len(batch), n, num_predicates, 2), rel.IGNORE, "float32")
+        for i, b in enumerate(batch):
+            subj[i, :len(b[0])], obj[i, :len(b[0])] = b[2], b[3]
+        spans = np.asarray([b[1] for b in batch], "int32")
+        return (ids, np.zeros_like(ids), spans), {"subject": subj, "object": obj}
 
     ids = tf.TensorSpec([None, None], tf.int32)
     signature = ((ids, ids, tf.TensorSpec([None, 2], tf.int32)),
                  {"subject": tf.TensorSpec([None, None, 2], tf.float32),
                   "object": tf.TensorSpec([None, None, num_predicates, 2], tf.float32)})
-    data = tf.data.Dataset.from_generator(generate, output_signature=signature)
-    return data.apply(tf.data.experimental.assert_cardinality(-(-len(examples) // batch_size))).prefetch(2)
+    return common.batched_dataset([len(x[0]) for x in examples], batch_size, make_batch, signature, seed=seed)
 
 
 def predict(models: rel.RelationModels, rows: list[dict], encoded: list[Encoded], names: list[str],
