@@ -176,14 +176,25 @@ def test_nested_list_inputs_to_a_plain_keras_model_wrapping_the_transformer(hf_b
 # ---------------------------------------------------------------------------- build_transformer_model
 
 
+def cpm_like_gpt2():
+    """A tiny HF GPT-2 with exact GELU (CPM-LM's activation), weights drawn by `randomize` in each test."""
+    torch.manual_seed(0)
+    return transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=VOCAB, n_embd=16, n_layer=2, n_head=2,
+                                                                n_positions=32, activation_function="gelu"))
+
+
+def assert_matches_hf_gpt2(model, reference) -> None:
+    ids = np.array([[5, 9, 13, 2, 40, 7]])
+    with torch.no_grad():
+        expected = torch.softmax(reference(torch.tensor(ids)).logits, -1).numpy()
+    assert max_diff(model.predict(ids, verbose=0), expected) < 1e-4
+
+
 def test_gpt2_from_a_bert_style_config_matches_hf(tmp_path):
     """CPM-LM as bert4keras reads it: BERT field names, `model='gpt2'`, exact GELU."""
     from bert4k.models import build_transformer_model
 
-    hf_config = transformers.GPT2Config(vocab_size=VOCAB, n_embd=16, n_layer=2, n_head=2, n_positions=32,
-                                        activation_function="gelu")
-    torch.manual_seed(0)
-    reference = transformers.GPT2LMHeadModel(hf_config)
+    reference = cpm_like_gpt2()
     randomize(reference, seed=5, scale=0.1)
     reference.save_pretrained(tmp_path, safe_serialization=True)
     bert_style = {"vocab_size": VOCAB, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
@@ -191,10 +202,7 @@ def test_gpt2_from_a_bert_style_config_matches_hf(tmp_path):
                   "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}
     (tmp_path / "bert_style.json").write_text(json.dumps(bert_style))
     model = build_transformer_model(tmp_path / "bert_style.json", tmp_path / "model.safetensors", model="gpt2")
-    ids = np.array([[5, 9, 13, 2, 40, 7]])
-    with torch.no_grad():
-        expected = torch.softmax(reference(torch.tensor(ids)).logits, -1).numpy()
-    assert max_diff(model.predict(ids, verbose=0), expected) < 1e-4
+    assert_matches_hf_gpt2(model, reference)
 
 
 def bert4keras_gpt2_names(state: dict) -> dict:
@@ -223,10 +231,7 @@ def test_gpt2_from_bert4keras_tf_conversion_matches_hf(tmp_path):
     from bert4k.checkpoints.writers import save_tf_checkpoint
     from bert4k.models import build_transformer_model
 
-    hf_config = transformers.GPT2Config(vocab_size=VOCAB, n_embd=16, n_layer=2, n_head=2, n_positions=32,
-                                        activation_function="gelu")
-    torch.manual_seed(0)
-    reference = transformers.GPT2LMHeadModel(hf_config)
+    reference = cpm_like_gpt2()
     randomize(reference, seed=9, scale=0.1)
     prefix = save_tf_checkpoint(bert4keras_gpt2_names(reference.state_dict()), tmp_path / "model.ckpt")
     bert_style = {"vocab_size": VOCAB, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
@@ -234,10 +239,7 @@ def test_gpt2_from_bert4keras_tf_conversion_matches_hf(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(bert_style))
     model = build_transformer_model(tmp_path / "config.json", prefix, model="gpt2")
     assert not model.load_report.unexpected and not model.load_report.missing
-    ids = np.array([[5, 9, 13, 2, 40, 7]])
-    with torch.no_grad():
-        expected = torch.softmax(reference(torch.tensor(ids)).logits, -1).numpy()
-    assert max_diff(model.predict(ids, verbose=0), expected) < 1e-4
+    assert_matches_hf_gpt2(model, reference)
 
 
 def test_bert4keras_gpt2_conversion_missing_a_projection_is_named():
