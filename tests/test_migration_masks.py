@@ -33,21 +33,27 @@ def numpy_masked_loss(probs: np.ndarray, ids: np.ndarray) -> float:
     return float(-(np.log(picked) * real).sum() / real.sum())
 
 
+def run_and_record_mask(model, inputs):
+    """`(probabilities, evaluate loss, the mask the Loss layer received for its second input)`; the first input's
+    mask must be None."""
+    model.compile(optimizer="sgd")
+    probs = model.predict(inputs, verbose=0)
+    loss = model.evaluate(inputs, verbose=0)
+    MaskRecordingCrossEntropy.seen = []
+    model(inputs)  # eager: the recorded masks are concrete
+    first, second = MaskRecordingCrossEntropy.seen[-1]
+    assert first is None
+    return probs, loss, keras.ops.convert_to_numpy(second)
+
+
 @pytest.mark.parametrize("application", ["lm", "unilm"])
 def test_loss_on_a_bert_lm_or_unilm_output_receives_the_padding_mask(application):
     bert = build_transformer_model(BERT, application=application)
     output = MaskRecordingCrossEntropy(1)([bert.inputs[0], bert.outputs[0]])
     model = keras.models.Model(bert.inputs, output)
-    model.compile(optimizer="sgd")
     ids = np.array([[2, 5, 6, 7, 3, 0, 0], [2, 5, 6, 7, 8, 9, 3]], "int32")
     segments = np.array([[0, 0, 0, 1, 1, 0, 0], [0, 0, 0, 1, 1, 1, 1]], "int32")
-    probs = model.predict([ids, segments], verbose=0)
-    loss = model.evaluate([ids, segments], verbose=0)
-    MaskRecordingCrossEntropy.seen = []
-    model([ids, segments])  # eager: the recorded masks are concrete
-    first, second = MaskRecordingCrossEntropy.seen[-1]
-    second = keras.ops.convert_to_numpy(second)
-    assert first is None
+    probs, loss, second = run_and_record_mask(model, [ids, segments])
     np.testing.assert_array_equal(second, ids != 0)
     assert np.isclose(loss, numpy_masked_loss(probs, ids), rtol=1e-4)
 
@@ -56,16 +62,9 @@ def test_loss_on_a_t5_decoder_output_receives_the_decoder_mask():
     t5 = build_transformer_model(T5, model="t5.1.1", return_keras_model=False)
     output = MaskRecordingCrossEntropy(1)([t5.model.inputs[1], t5.model.outputs[0]])
     model = keras.models.Model(t5.model.inputs, output)
-    model.compile(optimizer="sgd")
     enc = np.array([[4, 5, 6, 0], [4, 5, 6, 7]], "int32")
     dec = np.array([[0, 8, 9, 0, 0], [0, 8, 9, 10, 11]], "int32")  # 0: the start token, then right padding
-    probs = model.predict([enc, dec], verbose=0)
-    loss = model.evaluate([enc, dec], verbose=0)
-    MaskRecordingCrossEntropy.seen = []
-    model([enc, dec])  # eager: the recorded masks are concrete
-    first, second = MaskRecordingCrossEntropy.seen[-1]
-    second = keras.ops.convert_to_numpy(second)
-    assert first is None
+    probs, loss, second = run_and_record_mask(model, [enc, dec])
     expected = dec != 0
     expected[:, 0] = True  # bert4keras' embedding keeps the first position (T5's start token, id 0) unmasked
     np.testing.assert_array_equal(second, expected)
