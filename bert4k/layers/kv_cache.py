@@ -14,8 +14,8 @@ def write_cache(cache, update, index, in_place: bool = False):
     and wherever it was made (a cache allocated inside a compiled function may be a constant shared by every call).
 
     `in_place=True` is for a buffer the caller owns and never reads again under its old name (the decoding engine):
-    on TensorFlow outside XLA the rows are written in place with `InplaceUpdate`, on PyTorch with `copy_` into the
-    slice, so a step costs the new rows instead of a copy of the whole cache. JAX arrays are immutable: there it is
+    on TensorFlow outside XLA the rows are written in place with `InplaceUpdate`, on PyTorch with `index_copy_` (no
+    host read of `index`), so a step costs the new rows instead of a copy of the whole cache. JAX arrays are immutable: there it is
     `slice_update`, which XLA performs in place on a loop-carried or donated buffer. Do not pass `in_place=True`
     in a function TensorFlow compiles with XLA (XLA cannot compile `InplaceUpdate`).
     """
@@ -24,8 +24,10 @@ def write_cache(cache, update, index, in_place: bool = False):
     if not in_place or backend not in ("torch", "tensorflow"):
         return ops.slice_update(cache, [0, index] + [0] * (len(cache.shape) - 2), update)
     if backend == "torch":
-        cache.narrow(1, int(index), update.shape[1]).copy_(update)
-        return cache
+        import torch
+
+        rows = torch.arange(update.shape[1], device=cache.device) + torch.as_tensor(index, device=cache.device)
+        return cache.index_copy_(1, rows, update)
     import tensorflow as tf
 
     shape = tf.shape(cache)
