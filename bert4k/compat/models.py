@@ -184,7 +184,9 @@ def build_transformer_model(config_path: str | os.PathLike | dict | TransformerC
 
     Beyond the native builder's arguments it takes bert4keras' `compound_tokens` (extra vocabulary entries, each
     initialised to the mean of the listed token ids' embeddings — after `keep_tokens`), `attention_dropout_rate`,
-    and BERT-style configs for `model="gpt2"`. `sequence_length`, `prefix` and `name` are accepted and unused.
+    and BERT-style configs for `model="gpt2"`; `prefix` starts every layer name; `sequence_length` and `name` are
+    accepted and unused. Models of the `Transformer` families expose bert4keras' sub-layer tensors
+    (`bert4k.compat.views`).
     Families bert4k does not build (NEZHA, RoFormer, ELECTRA, ...) raise `NotImplementedError` naming them.
     """
     model = _check_family(model)
