@@ -85,6 +85,11 @@ def test_layers_follow_bert4keras_order_and_views_are_hf_tensors(bert2):
     np.testing.assert_array_equal(values[-1], REAL.astype("float32"))
     position = model.get_layer("Embedding-Position")  # a view: bert4k's own layer holds the table
     assert position.embeddings is model.position_embedding.embeddings
+    # with both heads tf.keras interleaves them by depth (bert4keras 0.11.5's listing)
+    heads = build_transformer_model(folder / "config.json", with_pool=True, with_mlm=True)
+    assert [layer.name for layer in heads.layers[-6:]] == ["MLM-Dense", "MLM-Norm", "Pooler", "MLM-Bias",
+                                                           "Pooler-Dense", "MLM-Activation"]
+    assert heads.layers[-1] is heads.get_layer("MLM-Activation")  # bert4k's own layer where its output is the same
 
 
 def test_relation_extraction_pattern_replaces_the_last_layer_norm(bert2):
