@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from bert4k.compat.decoder import AutoRegressiveDecoder
+from bert4k.compat.web import WebServing
 from bert4k.padding import sequence_padding, truncate_sequences
 from bert4k.viterbi import ViterbiDecoder
 
@@ -425,10 +426,3 @@ def parallel_apply(func: Callable, iterable: Iterable, workers: int, max_queue_s
         results.sort(key=lambda pair: pair[0])
     return [result for _, result in results]
 
-
-class WebServing:
-    """bert4keras' bottle-based demo server is not provided: serve `model.predict` with any web framework."""
-
-    def __init__(self, *args, **kwargs):
-        raise NotImplementedError("bert4k.snippets.WebServing (bert4keras' bottle demo server) is not provided; "
-                                  "wrap your function with a web framework (e.g. http.server, flask, fastapi)")
