@@ -287,3 +287,22 @@ def test_web_serving_answers_as_bert4keras():
         web.stop()
     with pytest.raises(ValueError, match="method must be 'GET' or 'POST'"):
         web.route("/x", gen, {}, method="PUT")
+
+
+def test_forfit_answers_next_as_bert4keras_generator_did():
+    """Virtual adversarial training draws unlabelled batches by `next(generator.forfit())` inside a callback, while
+    fit iterates another forfit: `next` walks the batches in order, forever, apart from Keras' iteration."""
+    from bert4k.snippets import DataGenerator
+
+    class Generator(DataGenerator):
+        def __iter__(self, random=False):
+            for _, x in self.sample(random):
+                yield [np.array([[x]]), np.array([[x, x]])], np.array([[x]])
+
+    batches = Generator([1, 2, 3], batch_size=1).forfit(random=False)
+    drawn = [next(batches) for _ in range(4)]
+    assert [int(dy[0, 0]) for _, dy in drawn] == [1, 2, 3, 1]
+    np.testing.assert_array_equal(drawn[1][0][1], [[2, 2]])
+    assert isinstance(batches, tf.data.Dataset)
+    assert [int(y[0, 0]) for _, y in batches.take(2).as_numpy_iterator()] == [1, 2]
+    assert int(next(batches)[1][0, 0]) == 2
