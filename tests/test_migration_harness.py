@@ -96,7 +96,7 @@ def test_data_stand_ins_have_the_examples_formats(tmp_path, data_dir):
     assert env.provide(names) == []
     train = [line.split("\t") for line in env.local(names[0]).read_text(encoding="utf-8").splitlines()]
     test = [line.split("\t") for line in env.local(names[1]).read_text(encoding="utf-8").splitlines()]
-    assert len(train) == harness.N_TRAIN and len(test) == harness.N_EVAL
+    assert len(train) == harness.N_TRAIN_SENTIMENT and len(test) == harness.N_EVAL
     assert {int(label) for _, label in train} == {0, 1} and not {t for t, _ in train} & {t for t, _ in test}
     for block in env.local(names[2]).read_text(encoding="utf-8").split("\n\n"):
         assert all(len(line.split(" ")) == 2 for line in block.split("\n"))
@@ -169,7 +169,7 @@ def test_harness_runs_a_folder_and_reports_each_script(tmp_path, data_dir):
     tiny = by_name["task_tiny_sentiment"]
     log = Path(tiny["log"]).read_text(encoding="utf-8")
     assert tiny["status"] == "ran", log[-3000:]
-    assert "EPOCHS 1 STEPS 6" in log  # fit capped to 1 epoch; 24 training rows in batches of 4
+    assert "EPOCHS 1 STEPS 50" in log  # fit capped to 1 epoch; 200 sentiment training rows in batches of 4
     assert (Path(tiny["log"]).parent / "cwd" / "best_model.weights.weights.h5").is_file()
     nezha = by_name["basic_tiny_nezha"]
     assert nezha["status"] == "skipped-unsupported-family" and nezha["family"] == "nezha"

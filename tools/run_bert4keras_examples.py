@@ -47,6 +47,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 AUTHOR_PREFIX = "/root/"
 N_TRAIN, N_EVAL = 24, 6  # rows per training / evaluation file: enough for a few batches, evaluation stays short
+# sentiment training rows: virtual adversarial training keeps 1 % of them labelled (2 rows), the rest unlabelled
+N_TRAIN_SENTIMENT = 200
 
 # ------------------------------------------------------------------------------------------- the two rewrites
 
@@ -359,14 +361,14 @@ def _lines(path: Path, skip_header: bool = False, limit: int | None = None) -> l
     return rows[:limit] if limit else rows
 
 
-def _portion(rows: list, path: str, offset_by: str = "") -> list:
-    """Training files get N_TRAIN rows, evaluation files (dev / valid / val / test) N_EVAL other rows."""
+def _portion(rows: list, path: str, offset_by: str = "", train_rows: int = N_TRAIN) -> list:
+    """Training files get `train_rows` rows, evaluation files (dev / valid / val / test) N_EVAL other rows."""
     name = os.path.basename(path) + offset_by
     for i, part in enumerate(("dev", "valid", "val", "test")):
         if re.search(rf"(^|[._/]){part}([._]|$)", name):
-            start = N_TRAIN + i * N_EVAL
+            start = train_rows + i * N_EVAL
             return rows[start:start + N_EVAL]
-    return rows[:N_TRAIN]
+    return rows[:train_rows]
 
 
 def _write_text(path: Path, text: str, encoding: str = "utf-8") -> None:
@@ -383,7 +385,8 @@ def csl_titles(data: Path) -> list[tuple[str, str]]:
 
 def sentiment_file(path: Path, data: Path) -> None:
     rows = [line.split("\t", 1) for line in _lines(data / "chnsenticorp" / "train.tsv", skip_header=True)]
-    _write_text(path, "".join(f"{text[:120]}\t{label}\n" for label, text in _portion(rows, str(path))))
+    rows = _portion(rows, str(path), train_rows=N_TRAIN_SENTIMENT)
+    _write_text(path, "".join(f"{text[:120]}\t{label}\n" for label, text in rows))
 
 
 def clue_classification_file(path: Path, data: Path) -> None:
