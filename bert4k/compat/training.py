@@ -183,13 +183,11 @@ class Feed(Symbolic):
 
 def _model_values(evaluation: _Evaluation, model: keras.Model):
     """The model's inputs, targets and sample weights among the fed values, in Keras' structure."""
-    def fed(role, count):
-        return [Feed.compute(_feeds(model)[role][i], evaluation) for i in range(count)]
+    def fed(role):
+        values = [evaluation.value(feed) for feed in _feeds(model)[role]]
+        return values[0] if len(values) == 1 else values
 
-    single = lambda values: values[0] if len(values) == 1 else values
-    outputs = len(model.outputs)
-    return single(fed("inputs", len(model.inputs))), single(fed("targets", outputs)), single(
-        fed("sample_weights", outputs))
+    return fed("inputs"), fed("targets"), fed("sample_weights")
 
 
 class TotalLoss(Symbolic):
@@ -294,7 +292,7 @@ class Function:
             sources = list(self.model.inputs) if self.model is not None else keras_inputs
             self._graph = keras.Model(sources, list(self._keras_outputs))
         if self.model is not None:
-            x = [Feed.compute(f, evaluation) for f in _feeds(self.model)["inputs"]]
+            x = [evaluation.value(feed) for feed in _feeds(self.model)["inputs"]]
         else:
             x = [evaluation.fed[i] for i in range(len(self.inputs))]
         values = self._graph(x, training=False)
