@@ -263,6 +263,10 @@ class Transformer(FunctionalModel):
             x = self.mlm_bias(x)
         return self.head_activation(x) if activation else x
 
+    def init_cache(self, batch: int, length: int) -> list:
+        """Zeroed static caches for `length` positions, one per block (see `MultiHeadAttention.init_cache`)."""
+        return [block.attention.init_cache(batch, length, block.compute_dtype) for block in self.blocks]
+
     def call_with_cache(self, token_ids, mask, cache, cache_index, segment_ids=None, positions=None, cond=None, *,
                         condition_vector=None, last_only: bool = False, logits: bool = False,
                         cache_in_place: bool = False):
@@ -270,7 +274,7 @@ class Transformer(FunctionalModel):
 
         `token_ids`: the new tokens `[batch, q]`; `mask`: `[batch, q, cache_len]` (linear attention: its mask
         structure, see `bert4k.layers.linear_attention.linear_mask`); `cache`: per-block `(k, v)` of shape
-        `[batch, cache_len, heads, size]` (linear attention: the running states `(S, Z)`); the new K/V are written
+        `[batch * heads, cache_len, size]` (`init_cache`; linear attention: the running states `(S, Z)`); the new K/V are written
         at `cache_index`; `positions`: `[batch, q]` position ids; `cond`: the model's condition input(s) (the
         vector, or the condition model's inputs), or `condition_vector`: the vector already computed from them.
         `last_only`: the head runs on the last position only (`[batch, 1, vocab]`). `logits=True`: logits whatever the
