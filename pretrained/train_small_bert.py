@@ -71,7 +71,12 @@ def parse_args(argv=None):
     p.add_argument("--min-count", type=int, default=2, help="keep tokens/characters used this often")
     p.add_argument("--eval-every", type=int, default=50, help="steps per logged 'epoch' (backup + validation)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fp32", action="store_true", help="float32 without XLA instead of mixed bfloat16 + XLA")
+    p.add_argument("--fp32", action="store_true", help="float32 instead of mixed bfloat16")
+    p.add_argument("--no-xla", action="store_true", help="run the train step without XLA")
+    p.add_argument("--hidden", type=int, default=ARCHITECTURE["hidden_size"], help="hidden size (heads: hidden / 64)")
+    p.add_argument("--layers", type=int, default=ARCHITECTURE["num_hidden_layers"])
+    p.add_argument("--train-rows", type=int, default=0, help="train on the first N training rows only (0: all); "
+                   "the overfitting check of the recipe")
     p.add_argument("--export", action="store_true", help="only export the latest backup")
     p.add_argument("--data-dir", default=str(common.DATA))
     p.add_argument("--cache", default=str(common.REPO / "runs" / "pretrain_cache"), help="tokenized corpus cache")
@@ -110,7 +115,9 @@ def prepare(args, run: Path) -> tuple[Tokenizer, list, list, dict]:
 
 def build(args, vocab_size: int):
     """`(trainer, exported model, config)` for the objective."""
-    config = {**ARCHITECTURE, "vocab_size": vocab_size, "model_type": "bert"}
+    config = {**ARCHITECTURE, "hidden_size": args.hidden, "num_attention_heads": max(1, args.hidden // 64),
+              "intermediate_size": 4 * args.hidden, "num_hidden_layers": args.layers, "vocab_size": vocab_size,
+              "model_type": "bert"}
     if args.objective == "mlm":
         config["architectures"] = ["BertForMaskedLM"]
         model = build_transformer_model(dict(config), application="mlm", logits=True)
@@ -160,7 +167,8 @@ def export(args, out: Path, run: Path, trainer, model, generator, config, stats,
     log = training.read_log(str(run / "log.csv")) if (run / "log.csv").exists() else []
     record = {"objective": args.objective, "steps": steps, "schedule_steps": args.steps,
               "batch_size": args.batch_size, "maxlen": args.maxlen, "tokens_seen": steps * args.batch_size * args.maxlen,
-              "lr": args.lr, "warmup": args.warmup, "precision": "float32" if args.fp32 else "mixed_bfloat16 + XLA",
+              "lr": args.lr, "warmup": args.warmup, "precision": ("float32" if args.fp32 else "mixed_bfloat16") + ("" if args.no_xla else " + XLA"),
+              "train_rows": args.train_rows or None,
               "generator_hidden": args.generator_hidden if generator is not None else None,
               "parameters": model.count_params(), **stats, "last": log[-1] if log else None}
     (out / "training.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -210,14 +218,15 @@ def main(argv=None) -> dict:
                   vocab_size=tokenizer.vocab_size, cls_id=specials[2], sep_id=specials[3], mask_id=specials[4],
                   first_normal_id=max(specials) + 1,
                   **({"mask_prob": 1.0, "random_prob": 0.0} if args.objective == "electra" else {}))
-    train = batches.StepBatches(rows[n_val:], words[n_val:], seed=args.seed, **kwargs)
+    end = n_val + args.train_rows if args.train_rows else len(rows)
+    train = batches.StepBatches(rows[n_val:end], words[n_val:end], seed=args.seed, **kwargs)
     val = batches.StepBatches(rows[:n_val], words[:n_val], seed=args.seed + 1, **kwargs)
     trainer, model, config, generator = build(args, tokenizer.vocab_size)
     stop = args.stop_at or args.steps
     epochs = -(-stop // args.eval_every)
     optimizer = training.create_optimizer(trainer, args.lr, total_steps=args.steps, warmup=args.warmup,
                                           weight_decay=0.01)
-    trainer.compile(optimizer=optimizer, jit_compile=not args.fp32)
+    trainer.compile(optimizer=optimizer, jit_compile=not args.no_xla)
     val_batches = [val.batch(i) for i in range(min(8, n_val // args.batch_size))]
     trainer.predict_on_batch(val_batches[0])  # build
     metadata = run / "backup" / "training_metadata.json"
