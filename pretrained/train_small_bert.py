@@ -75,6 +75,10 @@ def parse_args(argv=None):
     p.add_argument("--no-xla", action="store_true", help="run the train step without XLA")
     p.add_argument("--hidden", type=int, default=ARCHITECTURE["hidden_size"], help="hidden size (heads: hidden / 64)")
     p.add_argument("--layers", type=int, default=ARCHITECTURE["num_hidden_layers"])
+    p.add_argument("--masking", choices=("word", "token"), default="word",
+                   help="mask whole jieba words, or single tokens (intra-word neighbours stay visible)")
+    p.add_argument("--dropout", type=float, default=ARCHITECTURE["hidden_dropout_prob"],
+                   help="hidden and attention dropout while pre-training (the exported config keeps 0.1)")
     p.add_argument("--train-rows", type=int, default=0, help="train on the first N training rows only (0: all); "
                    "the overfitting check of the recipe")
     p.add_argument("--export", action="store_true", help="only export the latest backup")
@@ -118,17 +122,18 @@ def build(args, vocab_size: int):
     config = {**ARCHITECTURE, "hidden_size": args.hidden, "num_attention_heads": max(1, args.hidden // 64),
               "intermediate_size": 4 * args.hidden, "num_hidden_layers": args.layers, "vocab_size": vocab_size,
               "model_type": "bert"}
+    dropout = {"hidden_dropout_prob": args.dropout, "attention_probs_dropout_prob": args.dropout}
     if args.objective == "mlm":
         config["architectures"] = ["BertForMaskedLM"]
-        model = build_transformer_model(dict(config), application="mlm", logits=True)
+        model = build_transformer_model({**config, **dropout}, application="mlm", logits=True)
         return MaskedLMAtPositions(model, name="mlm_pretrainer"), model, config, None
     config["architectures"] = ["BertModel"]
-    discriminator = build_transformer_model(dict(config), application="encoder")
+    discriminator = build_transformer_model({**config, **dropout}, application="encoder")
     hidden = args.generator_hidden
     generator_config = {**config, "hidden_size": hidden, "embedding_size": config["hidden_size"],
                         "num_attention_heads": max(1, hidden // 64), "intermediate_size": 4 * hidden,
                         "architectures": ["BertForMaskedLM"]}
-    generator = build_transformer_model(dict(generator_config), application="mlm", logits=True)
+    generator = build_transformer_model({**generator_config, **dropout}, application="mlm", logits=True)
     tie_embeddings(generator, discriminator)
     trainer = ReplacedTokenDetection(generator, discriminator, rtd_weight=args.rtd_weight, seed=args.seed,
                                      name="electra_pretrainer")
@@ -168,7 +173,7 @@ def export(args, out: Path, run: Path, trainer, model, generator, config, stats,
     record = {"objective": args.objective, "steps": steps, "schedule_steps": args.steps,
               "batch_size": args.batch_size, "maxlen": args.maxlen, "tokens_seen": steps * args.batch_size * args.maxlen,
               "lr": args.lr, "warmup": args.warmup, "precision": ("float32" if args.fp32 else "mixed_bfloat16") + ("" if args.no_xla else " + XLA"),
-              "train_rows": args.train_rows or None,
+              "train_rows": args.train_rows or None, "masking": args.masking, "dropout": args.dropout,
               "generator_hidden": args.generator_hidden if generator is not None else None,
               "parameters": model.count_params(), **stats, "last": log[-1] if log else None}
     (out / "training.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -219,6 +224,8 @@ def main(argv=None) -> dict:
                   first_normal_id=max(specials) + 1,
                   **({"mask_prob": 1.0, "random_prob": 0.0} if args.objective == "electra" else {}))
     end = n_val + args.train_rows if args.train_rows else len(rows)
+    if args.masking == "token":  # every token its own "word"
+        words = [np.arange(len(r)) for r in rows]
     train = batches.StepBatches(rows[n_val:end], words[n_val:end], seed=args.seed, **kwargs)
     val = batches.StepBatches(rows[:n_val], words[:n_val], seed=args.seed + 1, **kwargs)
     trainer, model, config, generator = build(args, tokenizer.vocab_size)
