@@ -40,6 +40,7 @@ import common
 import corpus
 import keras
 import numpy as np
+from safetensors.numpy import load_file
 
 from bert4k import build_transformer_model, training
 from bert4k.checkpoints.bert import bert_specs
@@ -165,6 +166,9 @@ def export(args, out: Path, run: Path, trainer, model, generator, config, stats,
     else:
         export_electra(trainer, model, generator, config, out)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    for folder in (out, out / "electra", out / "electra_generator"):
+        if folder == out or generator is not None:
+            keep_trained_positions(folder, args.maxlen)
     shutil.copy(run / "vocab.txt", out / "vocab.txt")
     for name in ("log.csv", "learning_curve.png"):
         if (run / name).exists():
@@ -178,6 +182,20 @@ def export(args, out: Path, run: Path, trainer, model, generator, config, stats,
               "parameters": model.count_params(), **stats, "last": log[-1] if log else None}
     (out / "training.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return record
+
+
+def keep_trained_positions(folder: Path, positions: int) -> None:
+    """Cut the position table of `folder`'s model.safetensors + config.json to the `positions` rows pre-training
+    used (the rest were never trained): a longer input then fails loudly instead of using random positions."""
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    if config["max_position_embeddings"] <= positions:
+        return
+    tensors = load_file(str(folder / "model.safetensors"))
+    for name in [n for n in tensors if n.endswith("embeddings.position_embeddings.weight")]:
+        tensors[name] = tensors[name][:positions]
+    save_safetensors(tensors, folder / "model.safetensors")
+    config["max_position_embeddings"] = positions
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
 def export_electra(trainer, discriminator, generator, config: dict, out: Path) -> None:
@@ -238,9 +256,12 @@ def main(argv=None) -> dict:
     trainer.predict_on_batch(val_batches[0])  # build
     metadata = run / "backup" / "training_metadata.json"
     first_epoch = json.loads(metadata.read_text())["epoch"] if metadata.exists() else 0
-    if args.export:  # the latest backup of a run in progress
+    if args.export:  # the finished run, else the latest backup of a run in progress
         trainer.optimizer.build(trainer.trainable_variables)
-        trainer.load_weights(run / "backup" / "latest.weights.h5")
+        final = run / "final.weights.h5"
+        trainer.load_weights(final if final.exists() else run / "backup" / "latest.weights.h5")
+        if final.exists():
+            first_epoch = -(-(args.stop_at or args.steps) // args.eval_every)
         return export(args, out, run, trainer, model, generator, config, stats, first_epoch * args.eval_every)
     if (run / "final.weights.h5").exists():
         raise SystemExit(f"{run} holds a finished run (final.weights.h5); use --export or another --out")
