@@ -59,7 +59,7 @@ def test_k_variables_eval_and_set_value():
     np.testing.assert_array_equal(K.eval(variable), np.full((2, 2), 3.5))
 
 
-@pytest.mark.parametrize("name", ["function", "placeholder", "update"])
+@pytest.mark.parametrize("name", ["placeholder", "update"])
 def test_graph_mode_k_functions_raise_naming_the_alternative(name):
     with pytest.raises(NotImplementedError, match=f"K.{name}: Keras 3 has no graph-mode"):
         getattr(K, name)
@@ -238,8 +238,7 @@ def test_parallel_apply_equals_a_loop(dummy):
 
 def test_is_string_and_web_serving():
     assert is_string("文本") and not is_string(b"bytes")
-    with pytest.raises(NotImplementedError, match="WebServing"):
-        WebServing(port=8864)
+    assert WebServing(port=8864).routes == {}  # answers requests: tests/test_migration_training.py
 
 
 def test_tokenizer_attributes_the_examples_read(vocab_path):

@@ -96,7 +96,7 @@ def test_data_stand_ins_have_the_examples_formats(tmp_path, data_dir):
     assert env.provide(names) == []
     train = [line.split("\t") for line in env.local(names[0]).read_text(encoding="utf-8").splitlines()]
     test = [line.split("\t") for line in env.local(names[1]).read_text(encoding="utf-8").splitlines()]
-    assert len(train) == harness.N_TRAIN and len(test) == harness.N_EVAL
+    assert len(train) == harness.N_TRAIN_SENTIMENT and len(test) == harness.N_EVAL
     assert {int(label) for _, label in train} == {0, 1} and not {t for t, _ in train} & {t for t, _ in test}
     for block in env.local(names[2]).read_text(encoding="utf-8").split("\n\n"):
         assert all(len(line.split(" ")) == 2 for line in block.split("\n"))
@@ -169,7 +169,7 @@ def test_harness_runs_a_folder_and_reports_each_script(tmp_path, data_dir):
     tiny = by_name["task_tiny_sentiment"]
     log = Path(tiny["log"]).read_text(encoding="utf-8")
     assert tiny["status"] == "ran", log[-3000:]
-    assert "EPOCHS 1 STEPS 6" in log  # fit capped to 1 epoch; 24 training rows in batches of 4
+    assert "EPOCHS 1 STEPS 50" in log  # fit capped to 1 epoch; 200 sentiment training rows in batches of 4
     assert (Path(tiny["log"]).parent / "cwd" / "best_model.weights.weights.h5").is_file()
     nezha = by_name["basic_tiny_nezha"]
     assert nezha["status"] == "skipped-unsupported-family" and nezha["family"] == "nezha"
@@ -207,14 +207,43 @@ def test_bert4keras_examples_run(tmp_path, data_dir):
     examples = tmp_path / "examples"
     examples.mkdir()
     names = ["basic_extract_features", "basic_language_model_cpm_lm", "task_sentiment_albert",
-             "task_sequence_labeling_ner_crf", "task_seq2seq_autotitle_csl_mt5", "task_iflytek_adversarial_training"]
+             "task_sequence_labeling_ner_crf", "task_seq2seq_autotitle_csl_mt5", "task_iflytek_adversarial_training",
+             "task_iflytek_gradient_penalty"]
     for name in names:
         source = subprocess.run(["git", "-C", str(SNAPSHOT), "show", f"HEAD:examples/{name}.py"], check=True,
                                 capture_output=True).stdout
         (examples / f"{name}.py").write_bytes(source)
     results = {r["example"]: r for r in harness.run_all(examples, tmp_path / "work", data_dir, None, timeout=900,
                                                         epochs=1, steps=2, out=io.StringIO())}
-    expected = {name: "ran" for name in names} | {"task_iflytek_adversarial_training": "failed"}
-    assert {n: r["status"] for n, r in results.items()} == expected, results
-    # a graph-mode train-function rewrite: refused naming the Keras 3 way
-    assert "override train_step" in results["task_iflytek_adversarial_training"]["error"]
+    assert {n: r["status"] for n, r in results.items()} == {name: "ran" for name in names}, results
+
+
+def test_web_serving_hook_answers_one_request_per_route_and_returns(tmp_path):
+    """A serving script (bert4keras' `WebServing(...).start()` blocks forever) runs to its end under the hook: each
+    route gets one request with its required arguments; a failing answer fails the script."""
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(harness.SITECUSTOMIZE, encoding="utf-8")
+    code = textwrap.dedent('''\
+        import sys
+        from bert4k.snippets import WebServing
+
+        def echo(text, n=2):
+            if sys.argv[1] == 'fail':
+                raise ValueError('refused')
+            return text * n
+
+        web = WebServing(port=8864)
+        web.route('/echo', echo, {'text': (None, True), 'n': (int, False)})
+        web.route('/count', lambda n: n + 1, {'n': (int, True)}, method='POST')
+        web.start()
+        print('RETURNED')
+        ''')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "hook"), str(harness.REPO)]),
+           "B4K_EXAMPLE_EPOCHS": "1", "B4K_EXAMPLE_STEPS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    runs = {how: subprocess.run([sys.executable, "-c", code, how], env=env, capture_output=True, text=True,
+                                check=False, timeout=300) for how in ("ok", "fail")}
+    out = runs["ok"].stdout
+    assert runs["ok"].returncode == 0, runs["ok"].stderr[-2000:]
+    assert '"data": "苹果多少钱一斤苹果多少钱一斤"' in out and 'POST /count?n=1 -> {"code": 0' in out
+    assert '"data": 2' in out and out.rstrip().endswith("RETURNED")
+    assert runs["fail"].returncode != 0 and "WebServing /echo: answered code 2: refused" in runs["fail"].stderr

@@ -15,6 +15,7 @@ import keras
 from keras import ops
 
 from bert4k import config as _config
+from bert4k.compat import training as _training
 
 WEIGHTS_SUFFIX = ".weights.h5"
 _KERAS_3_SUFFIXES = (WEIGHTS_SUFFIX, ".keras", ".h5", ".hdf5")
@@ -174,52 +175,10 @@ _install_list_inputs()
 
 
 _GRAPH_ONLY = {
-    "function": "call the model (or a keras.Model over the wanted outputs) directly",
     "placeholder": "use keras.Input",
     "update": "use variable.assign",
     "get_session": "Keras 3 has no session; run eagerly",
 }
-
-
-# What scripts that rewrite tf.keras' train function (adversarial / virtual adversarial training) must do instead.
-TRAIN_STEP_HELP = ("Keras 3 has no graph-mode train function to rewrite: subclass keras.Model and override "
-                   "train_step (compute the loss under tf.GradientTape, take its gradient with respect to the "
-                   "Embedding-Token table, perturb the table, recompute the loss, apply the gradients, restore the "
-                   "table)")
-
-
-def _gradients(loss, variables):
-    """tf.keras' `K.gradients`: symbolic gradients, available where tf.keras had them, i.e. inside a traced TensorFlow
-    computation (a layer's call or a loss, run by fit / predict); `variables` may be Keras variables."""
-    if keras.backend.backend() != "tensorflow":
-        raise NotImplementedError(f"bert4k.backend.K.gradients needs the TensorFlow backend (got "
-                                  f"{keras.backend.backend()!r}); {TRAIN_STEP_HELP}")
-    import tensorflow as tf
-
-    if not tf.inside_function():
-        raise NotImplementedError("bert4k.backend.K.gradients works only inside a traced computation (a layer's "
-                                  f"call or a loss during fit / predict); outside one, {TRAIN_STEP_HELP}")
-    variables = variables if isinstance(variables, (list, tuple)) else [variables]
-    return tf.gradients(loss, [v.value if isinstance(v, keras.Variable) else v for v in variables])
-
-
-def _graph_internal(name: str):
-    def refuse(self):
-        raise NotImplementedError(f"model.{name} (a tf.keras graph-mode internal) does not exist in Keras 3; "
-                                  + TRAIN_STEP_HELP)
-
-    return property(refuse)
-
-
-def _install_graph_internals() -> None:
-    """tf.keras' train-function internals that bert4keras' adversarial-training examples use raise naming the
-    Keras 3 way, instead of an AttributeError deep in the script."""
-    for name in ("_make_train_function", "total_loss", "_feed_inputs", "_feed_targets", "_feed_sample_weights"):
-        if not hasattr(keras.Model, name):
-            setattr(keras.Model, name, _graph_internal(name))
-
-
-_install_graph_internals()
 
 
 class _Backend:
@@ -305,10 +264,12 @@ for _name, _function in dict(
     eval=ops.convert_to_numpy, get_value=ops.convert_to_numpy, set_value=lambda v, value: v.assign(value),
     # the training flag of the call in progress
     in_train_phase=_in_train_phase, learning_phase=_learning_phase,
-    # symbolic gradients (inside traced computations)
-    gradients=_gradients,
 ).items():
     setattr(K, _name, _function)
+
+
+# tf.keras' graph-mode training internals (K.function, K.gradients, model.total_loss, train_function, ...)
+_training.install(K)
 
 
 def set_gelu(version: str) -> None:
@@ -321,12 +282,10 @@ def set_gelu(version: str) -> None:
 
 def search_layer(inputs, name: str):
     """The layer called `name` among `inputs`' producers (a layer or a Keras tensor), searched upstream through
-    nested models; None if there is none."""
+    nested models; None if there is none. Inside a compiled loss (tensors without layer history), the layer of the
+    model whose loss is computed."""
     if not isinstance(inputs, keras.layers.Layer) and not hasattr(inputs, "_keras_history"):
-        raise TypeError(f"search_layer(..., {name!r}): got a {type(inputs).__name__}, not a Keras tensor of a functional "
-                        "model: in Keras 3 the tensors a loss or train step sees carry no layer history. Find the "
-                        f"layer before training (model.get_layer({name!r})); for gradient penalty or adversarial "
-                        "training, " + TRAIN_STEP_HELP.split(": ", 1)[1])
+        return _training.layer_of_loss_model(inputs, name)  # a tensor inside a compiled loss
     start = inputs if isinstance(inputs, keras.layers.Layer) else inputs._keras_history.operation
     seen, stack = set(), [start]
     while stack:

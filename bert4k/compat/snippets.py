@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from bert4k.compat.decoder import AutoRegressiveDecoder
+from bert4k.compat.web import WebServing
 from bert4k.padding import sequence_padding, truncate_sequences
 from bert4k.viterbi import ViterbiDecoder
 
@@ -225,7 +226,26 @@ def _batch_dataset(batches: Callable[[], Iterator], source: str):
             _check_against(spec, batch, tf, "", source)
             yield batch
 
-    return tf.data.Dataset.from_generator(checked, output_signature=spec)
+    return _with_next(tf.data.Dataset.from_generator(checked, output_signature=spec), batches)
+
+
+_NEXTABLE: dict[type, type] = {}
+
+
+def _with_next(dataset, batches: Callable[[], Iterator]):
+    """`dataset`, also answering `next()` as bert4keras' generator did (`dx, dy = next(g.forfit())`, virtual
+    adversarial training): `next` walks `batches()` in Python, apart from the iterations Keras makes."""
+    base = type(dataset)
+    if base not in _NEXTABLE:
+        def __next__(self):
+            if self.__dict__.get("_bert4k_batches") is None:
+                self.__dict__["_bert4k_batches"] = self._bert4k_make_batches()
+            return next(self._bert4k_batches)
+
+        _NEXTABLE[base] = type(base.__name__, (base,), {"__next__": __next__, "__module__": __name__})
+    dataset.__class__ = _NEXTABLE[base]
+    dataset.__dict__["_bert4k_make_batches"] = batches
+    return dataset
 
 
 class DataGenerator:
@@ -286,6 +306,7 @@ class DataGenerator:
         otherwise fix each axis on which the first batches agree, and a later, longer batch fails. Batches are made Keras-3-ready: lists of arrays become
         tuples (Keras 3 reads a list as one tensor) and a `None` target is dropped (bert4keras' `yield [x1, x2],
         None` for models whose loss is a `Loss` layer). Structure and dtypes are taken from the first batch.
+        `next(dataset)` gives the next batch (numpy), as from bert4keras' generator.
         """
         return _batch_dataset(lambda: self._repeat(random), type(self).__name__ + ".forfit")
 
@@ -425,10 +446,3 @@ def parallel_apply(func: Callable, iterable: Iterable, workers: int, max_queue_s
         results.sort(key=lambda pair: pair[0])
     return [result for _, result in results]
 
-
-class WebServing:
-    """bert4keras' bottle-based demo server is not provided: serve `model.predict` with any web framework."""
-
-    def __init__(self, *args, **kwargs):
-        raise NotImplementedError("bert4k.snippets.WebServing (bert4keras' bottle demo server) is not provided; "
-                                  "wrap your function with a web framework (e.g. http.server, flask, fastapi)")
