@@ -233,7 +233,8 @@ def run_script(tmp_path, heads: tuple[str, ...]):
         assert 0.0 <= r["f1"] <= 1.0 and r["gold"] == m["results"]["crfsuite"]["gold"] > 0
         assert r["predict_sentences_per_s"] > 0 and r["peak_rss_mb"] > 0
     for head in heads:
-        assert (out / head / "log.csv").read_text().startswith("epoch,")
+        assert (out / head / "log.csv").read_text().startswith("epoch,dev_f1,")  # dev F1 after every epoch
+        assert m["results"][head]["train_cpu_seconds"] > 0
     return out
 
 
@@ -248,3 +249,19 @@ def test_ner_script_on_a_slice(tmp_path):
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data folder {DATA} is absent")
 def test_ner_script_all_heads(tmp_path):
     run_script(tmp_path, ("softmax", "crf", "gp"))
+
+
+def test_global_pointer_threshold_is_chosen_on_the_dev_set():
+    ner = ner_module()
+    tagset = tagging.TagSet(["LOC", "PER"])
+    sentences = [ner.Sentence(list("张三去北京"), [("PER", 0, 1), ("LOC", 3, 4)])]
+    pieces = [ner.Piece(0, 0, [2, 10, 11, 12, 13, 14, 3], sentences[0].spans)]
+    logits = np.full((2, 7, 7), -9.0)
+    logits[1, 1, 2] = -1.2  # 张三 PER: right, under-confident
+    logits[0, 4, 5] = -0.8  # 北京 LOC: right
+    logits[0, 3, 3] = -2.5  # 去 LOC: wrong, below -2
+    assert ner.entities("gp", None, [logits], pieces, tagset, 1, 0.0) == [set()]
+    assert ner.choose_threshold("gp", [logits], pieces, sentences, tagset, None) == -1.5
+    assert ner.entities("gp", None, [logits], pieces, tagset, 1, -1.5) == [set(sentences[0].spans)]
+    assert ner.choose_threshold("gp", [logits], pieces, sentences, tagset, -0.5) == -0.5
+    assert ner.choose_threshold("crf", None, pieces, sentences, tagset, None) == 0.0
