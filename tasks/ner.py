@@ -244,20 +244,16 @@ def real_tokens(token_ids):
     return ops.not_equal(token_ids, 0)
 
 
-def head_dense(units: int, bias, lr_multiplier: float, initializer, name: str):
-    """`Dense(units)` whose weights learn `lr_multiplier` times faster under Adam-type optimisers: stored divided by
-    it and scaled back by a `Rescaling` layer after (the same initial outputs; `bias` is the initial bias)."""
-    scale = 1.0 / lr_multiplier
-
-    def kernel_init(shape, dtype=None):
-        return initializer(shape, dtype=dtype) * scale
-
-    dense = keras.layers.Dense(units, kernel_initializer=kernel_init, bias_initializer=keras.initializers.Constant(
-        np.asarray(bias, "float32") * scale), dtype="float32", name=name)
+def head_dense(x, units: int, bias, lr_multiplier: float, initializer, name: str):
+    """`Dense(units)(x)` whose weights learn `lr_multiplier` times faster under Adam-type optimisers: stored divided
+    by it and scaled back by a `Rescaling` layer after (the same initial outputs; `bias` is the initial bias)."""
+    dense = keras.layers.Dense(units, kernel_initializer=initializer, bias_initializer=keras.initializers.Constant(
+        np.asarray(bias, "float32") / lr_multiplier), dtype="float32", name=name)
+    y = dense(x)
     if lr_multiplier == 1:
-        return dense
-    rescale = keras.layers.Rescaling(lr_multiplier, dtype="float32", name=f"{name}-LR-Scale")
-    return lambda x: rescale(dense(x))
+        return y
+    dense.kernel.assign(dense.kernel / lr_multiplier)
+    return keras.layers.Rescaling(lr_multiplier, dtype="float32", name=f"{name}-LR-Scale")(y)
 
 
 def build(head: str, source: common.ModelSource, args, tagset: tagging.TagSet, prior=None):
@@ -269,13 +265,13 @@ def build(head: str, source: common.ModelSource, args, tagset: tagging.TagSet, p
     m = args.head_lr_multiplier
     if head == "softmax":
         x = keras.layers.Dropout(args.dropout, name="Token-Classifier-Dropout")(encoder.output)
-        logits = head_dense(len(tagset), prior, m, initializer, "Token-Classifier-Dense")(x)
+        logits = head_dense(x, len(tagset), prior, m, initializer, "Token-Classifier-Dense")
         return keras.Model(encoder.inputs, logits, name="ner_softmax"), masked_token_crossentropy, None
     token_ids = encoder.inputs[0]
     real = keras.layers.Lambda(real_tokens, name="Real-Tokens")(token_ids)
     x = keras.layers.Dropout(args.dropout, name="Head-Dropout")(encoder.output)
     if head == "crf":
-        x = head_dense(len(tagset), prior, m, initializer, "Emissions")(x)
+        x = head_dense(x, len(tagset), prior, m, initializer, "Emissions")
         crf = ConditionalRandomField(lr_multiplier=args.crf_lr_multiplier, name="CRF")
         out = crf(x, mask=real)
 

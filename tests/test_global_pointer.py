@@ -89,7 +89,7 @@ def test_layers_match_numpy_reference():
         check_against_reference(seed)
 
 
-def test_lr_multiplier_scales_the_stored_weights_and_trains_faster():
+def test_lr_multiplier_scales_the_stored_weights_and_trains_faster(tmp_path):
     """Weights stored ÷ m and used × m: the outputs are the reference formula with the effective weights, the
     initial outputs match the plain layer's, and one Adam step moves the effective weights m times as far."""
     rng = np.random.default_rng(5)
@@ -104,7 +104,12 @@ def test_lr_multiplier_scales_the_stored_weights_and_trains_faster():
     ref = gp_reference(x[0].astype(np.float64), kernel, bias, 2, 4, 5)
     np.testing.assert_allclose(out[0][np.isfinite(ref)], ref[np.isfinite(ref)], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(out, plain_out, rtol=1e-4, atol=1e-5)
-    assert GlobalPointer.from_config(fast.get_config()).lr_multiplier == 10.0
+    inputs = keras.Input((None, 6))
+    model = keras.Model(inputs, GlobalPointer(2, 4, lr_multiplier=10.0)(inputs))
+    model.save(tmp_path / "fast.keras")
+    again = keras.saving.load_model(tmp_path / "fast.keras", compile=False)
+    assert again.layers[-1].lr_multiplier == 10.0
+    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5)
     moved = []
     for layer in (plain, fast):
         before = keras.ops.convert_to_numpy(layer.dense.kernel) * layer.lr_multiplier

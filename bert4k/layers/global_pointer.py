@@ -81,15 +81,15 @@ class GlobalPointer(keras.layers.Layer):
         self.tril_mask = tril_mask
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
-    def _dense(self, units: int, name: str):
+    def _dense(self, units: int, name: str, input_shape):
+        """A built `Dense`, its initial kernel divided by `lr_multiplier` (the stored form)."""
         initializer = keras.initializers.get(keras.initializers.serialize(self.kernel_initializer))
-        scale = 1.0 / self.lr_multiplier
-
-        def stored(shape, dtype=None):
-            return initializer(shape, dtype=dtype) * scale
-
-        return keras.layers.Dense(units, use_bias=self.use_bias, kernel_initializer=stored if scale != 1 else
-                                  initializer, dtype="float32", name=name)
+        dense = keras.layers.Dense(units, use_bias=self.use_bias, kernel_initializer=initializer, dtype="float32",
+                                   name=name)
+        dense.build(input_shape)
+        if self.lr_multiplier != 1:
+            dense.kernel.assign(dense.kernel / self.lr_multiplier)
+        return dense
 
     def _project(self, dense, x):
         """`dense(x)` with its stored weights × `lr_multiplier`."""
@@ -97,8 +97,7 @@ class GlobalPointer(keras.layers.Layer):
         return y * self.lr_multiplier if self.lr_multiplier != 1 else y
 
     def build(self, x_shape, mask_shape=None):
-        self.dense = self._dense(self.heads * self.head_size * 2, "dense")
-        self.dense.build(x_shape)
+        self.dense = self._dense(self.heads * self.head_size * 2, "dense", x_shape)
 
     def _query_key(self, x):
         """`(q, k)` `[batch, seq, heads, head_size]`."""
@@ -133,10 +132,8 @@ class EfficientGlobalPointer(GlobalPointer):
     `logits[b, h, i, j] = <q[i], k[j]> / √head_size + (s_h[i] + e_h[j]) / 2`."""
 
     def build(self, x_shape, mask_shape=None):
-        self.p_dense = self._dense(self.head_size * 2, "p_dense")
-        self.p_dense.build(x_shape)
-        self.q_dense = self._dense(self.heads * 2, "q_dense")
-        self.q_dense.build((*x_shape[:-1], self.head_size * 2))
+        self.p_dense = self._dense(self.head_size * 2, "p_dense", x_shape)
+        self.q_dense = self._dense(self.heads * 2, "q_dense", (*x_shape[:-1], self.head_size * 2))
 
     def call(self, x, mask=None):
         x = self._project(self.p_dense, ops.cast(x, "float32"))
