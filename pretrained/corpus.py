@@ -5,7 +5,8 @@ Sources (`documents()`), each with what is left out and why:
 - CLUECorpusSmall sample (`zh-plain-corpus` lines 1–2500, one document a line): all.
 - ChnSentiCorp reviews: all but the held-out split of `tasks/common.py` (`SPLITS["chnsenticorp"]`).
 - online-shopping and waimai reviews: all but their held-out splits (`SPLITS["online-shopping"]`, `["waimai"]`).
-- MSRA NER sentences (characters joined; no task evaluates on them): all.
+- MSRA NER sentences (characters joined): all but the test (10 %) and dev (5 %) parts that `tasks/ner.py`
+  evaluates on, cut by its own `split` (MD5 of the sentence text).
 - CSL discipline training titles: all. CSL dev titles (the discipline evaluation set) and all 1,000 CSL abstracts
   (the title-generation data; their papers are the discipline evaluation set): none.
 - CMRC 2018 train-sample contexts: all; CMRC 2018 trial contexts (the QA evaluation set): none.
@@ -66,18 +67,12 @@ def _tang_poems() -> tuple[list[str], list[str]]:
     return train, test
 
 
-def _msra_sentences() -> list[str]:
-    sentences, chars = [], []
-    with open(common.data_path("msra-ner", "train.txt"), encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                chars.append(line.split("\t")[0])
-            elif chars:
-                sentences.append("".join(chars))
-                chars = []
-    if chars:
-        sentences.append("".join(chars))
-    return sentences
+def _msra_sentences() -> tuple[list[str], list[str]]:
+    """`(training sentences, dev + test sentences)` of MSRA NER, split by `tasks/ner.py`'s own `split`."""
+    import ner
+
+    train, dev, test, _ = ner.split(ner.parse_args([]))
+    return [s.text for s in train], [s.text for s in dev + test]
 
 
 def evaluation_texts() -> set[str]:
@@ -90,6 +85,7 @@ def evaluation_texts() -> set[str]:
     for folder in ("online-shopping", "waimai"):
         excluded |= {clean(t) for t in _reviews(folder, 2 if folder == "online-shopping" else 1)[1]}
     excluded |= {clean(t) for t in _tang_poems()[1]}
+    excluded |= {clean(t) for t in _msra_sentences()[1]}
     return excluded
 
 
@@ -106,7 +102,7 @@ def documents() -> tuple[list[str], dict]:
         "chnsenticorp": [t for t in chnsenti if not common.held_out(t, common.SPLITS["chnsenticorp"])],
         "online-shopping": _reviews("online-shopping", 2)[0],
         "waimai": _reviews("waimai", 1)[0],
-        "msra-ner": _msra_sentences(),
+        "msra-ner": _msra_sentences()[0],
         "csl-train-titles": _tsv_column("csl-category", "train.tsv", 1, header=False),
         "cmrc2018-train-sample": _squad_contexts("cmrc2018", "cmrc2018_train_sample.json"),
         "drcd-simplified": [t2s(c) for name in ("DRCD_dev.json", "DRCD_test.json")

@@ -40,6 +40,7 @@ import common
 import corpus
 import keras
 import numpy as np
+from safetensors.numpy import load_file
 
 from bert4k import build_transformer_model, training
 from bert4k.checkpoints.bert import bert_specs
@@ -71,7 +72,16 @@ def parse_args(argv=None):
     p.add_argument("--min-count", type=int, default=2, help="keep tokens/characters used this often")
     p.add_argument("--eval-every", type=int, default=50, help="steps per logged 'epoch' (backup + validation)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fp32", action="store_true", help="float32 without XLA instead of mixed bfloat16 + XLA")
+    p.add_argument("--fp32", action="store_true", help="float32 instead of mixed bfloat16")
+    p.add_argument("--no-xla", action="store_true", help="run the train step without XLA")
+    p.add_argument("--hidden", type=int, default=ARCHITECTURE["hidden_size"], help="hidden size (heads: hidden / 64)")
+    p.add_argument("--layers", type=int, default=ARCHITECTURE["num_hidden_layers"])
+    p.add_argument("--masking", choices=("word", "token"), default="word",
+                   help="mask whole jieba words, or single tokens (intra-word neighbours stay visible)")
+    p.add_argument("--dropout", type=float, default=ARCHITECTURE["hidden_dropout_prob"],
+                   help="hidden and attention dropout while pre-training (the exported config keeps 0.1)")
+    p.add_argument("--train-rows", type=int, default=0, help="train on the first N training rows only (0: all); "
+                   "the overfitting check of the recipe")
     p.add_argument("--export", action="store_true", help="only export the latest backup")
     p.add_argument("--data-dir", default=str(common.DATA))
     p.add_argument("--cache", default=str(common.REPO / "runs" / "pretrain_cache"), help="tokenized corpus cache")
@@ -110,18 +120,21 @@ def prepare(args, run: Path) -> tuple[Tokenizer, list, list, dict]:
 
 def build(args, vocab_size: int):
     """`(trainer, exported model, config)` for the objective."""
-    config = {**ARCHITECTURE, "vocab_size": vocab_size, "model_type": "bert"}
+    config = {**ARCHITECTURE, "hidden_size": args.hidden, "num_attention_heads": max(1, args.hidden // 64),
+              "intermediate_size": 4 * args.hidden, "num_hidden_layers": args.layers, "vocab_size": vocab_size,
+              "model_type": "bert"}
+    dropout = {"hidden_dropout_prob": args.dropout, "attention_probs_dropout_prob": args.dropout}
     if args.objective == "mlm":
         config["architectures"] = ["BertForMaskedLM"]
-        model = build_transformer_model(dict(config), application="mlm", logits=True)
+        model = build_transformer_model({**config, **dropout}, application="mlm", logits=True)
         return MaskedLMAtPositions(model, name="mlm_pretrainer"), model, config, None
     config["architectures"] = ["BertModel"]
-    discriminator = build_transformer_model(dict(config), application="encoder")
+    discriminator = build_transformer_model({**config, **dropout}, application="encoder")
     hidden = args.generator_hidden
     generator_config = {**config, "hidden_size": hidden, "embedding_size": config["hidden_size"],
                         "num_attention_heads": max(1, hidden // 64), "intermediate_size": 4 * hidden,
                         "architectures": ["BertForMaskedLM"]}
-    generator = build_transformer_model(dict(generator_config), application="mlm", logits=True)
+    generator = build_transformer_model({**generator_config, **dropout}, application="mlm", logits=True)
     tie_embeddings(generator, discriminator)
     trainer = ReplacedTokenDetection(generator, discriminator, rtd_weight=args.rtd_weight, seed=args.seed,
                                      name="electra_pretrainer")
@@ -153,6 +166,9 @@ def export(args, out: Path, run: Path, trainer, model, generator, config, stats,
     else:
         export_electra(trainer, model, generator, config, out)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    for folder in (out, out / "electra", out / "electra_generator"):
+        if folder == out or generator is not None:
+            keep_trained_positions(folder, args.maxlen)
     shutil.copy(run / "vocab.txt", out / "vocab.txt")
     for name in ("log.csv", "learning_curve.png"):
         if (run / name).exists():
@@ -160,11 +176,26 @@ def export(args, out: Path, run: Path, trainer, model, generator, config, stats,
     log = training.read_log(str(run / "log.csv")) if (run / "log.csv").exists() else []
     record = {"objective": args.objective, "steps": steps, "schedule_steps": args.steps,
               "batch_size": args.batch_size, "maxlen": args.maxlen, "tokens_seen": steps * args.batch_size * args.maxlen,
-              "lr": args.lr, "warmup": args.warmup, "precision": "float32" if args.fp32 else "mixed_bfloat16 + XLA",
+              "lr": args.lr, "warmup": args.warmup, "precision": ("float32" if args.fp32 else "mixed_bfloat16") + ("" if args.no_xla else " + XLA"),
+              "train_rows": args.train_rows or None, "masking": args.masking, "dropout": args.dropout,
               "generator_hidden": args.generator_hidden if generator is not None else None,
               "parameters": model.count_params(), **stats, "last": log[-1] if log else None}
     (out / "training.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return record
+
+
+def keep_trained_positions(folder: Path, positions: int) -> None:
+    """Cut the position table of `folder`'s model.safetensors + config.json to the `positions` rows pre-training
+    used (the rest were never trained): a longer input then fails loudly instead of using random positions."""
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    if config["max_position_embeddings"] <= positions:
+        return
+    tensors = load_file(str(folder / "model.safetensors"))
+    for name in [n for n in tensors if n.endswith("embeddings.position_embeddings.weight")]:
+        tensors[name] = tensors[name][:positions]
+    save_safetensors(tensors, folder / "model.safetensors")
+    config["max_position_embeddings"] = positions
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
 def export_electra(trainer, discriminator, generator, config: dict, out: Path) -> None:
@@ -210,21 +241,27 @@ def main(argv=None) -> dict:
                   vocab_size=tokenizer.vocab_size, cls_id=specials[2], sep_id=specials[3], mask_id=specials[4],
                   first_normal_id=max(specials) + 1,
                   **({"mask_prob": 1.0, "random_prob": 0.0} if args.objective == "electra" else {}))
-    train = batches.StepBatches(rows[n_val:], words[n_val:], seed=args.seed, **kwargs)
+    end = n_val + args.train_rows if args.train_rows else len(rows)
+    if args.masking == "token":  # every token its own "word"
+        words = [np.arange(len(r)) for r in rows]
+    train = batches.StepBatches(rows[n_val:end], words[n_val:end], seed=args.seed, **kwargs)
     val = batches.StepBatches(rows[:n_val], words[:n_val], seed=args.seed + 1, **kwargs)
     trainer, model, config, generator = build(args, tokenizer.vocab_size)
     stop = args.stop_at or args.steps
     epochs = -(-stop // args.eval_every)
     optimizer = training.create_optimizer(trainer, args.lr, total_steps=args.steps, warmup=args.warmup,
                                           weight_decay=0.01)
-    trainer.compile(optimizer=optimizer, jit_compile=not args.fp32)
+    trainer.compile(optimizer=optimizer, jit_compile=not args.no_xla)
     val_batches = [val.batch(i) for i in range(min(8, n_val // args.batch_size))]
     trainer.predict_on_batch(val_batches[0])  # build
     metadata = run / "backup" / "training_metadata.json"
     first_epoch = json.loads(metadata.read_text())["epoch"] if metadata.exists() else 0
-    if args.export:  # the latest backup of a run in progress
+    if args.export:  # the finished run, else the latest backup of a run in progress
         trainer.optimizer.build(trainer.trainable_variables)
-        trainer.load_weights(run / "backup" / "latest.weights.h5")
+        final = run / "final.weights.h5"
+        trainer.load_weights(final if final.exists() else run / "backup" / "latest.weights.h5")
+        if final.exists():
+            first_epoch = -(-(args.stop_at or args.steps) // args.eval_every)
         return export(args, out, run, trainer, model, generator, config, stats, first_epoch * args.eval_every)
     if (run / "final.weights.h5").exists():
         raise SystemExit(f"{run} holds a finished run (final.weights.h5); use --export or another --out")

@@ -18,7 +18,9 @@ Metric: entity-level micro precision / recall / F1, an entity counting only with
 Heads: the softmax and CRF emission layers start with the log tag frequencies of the training data as their bias
 (with a zero bias the encoder learns the mostly-`O` prior itself, by making all token vectors alike, and the
 softmax head collapses to all-`O`). The softmax head decodes the best IOB2-valid tag sequence (Viterbi over its
-log-probabilities), the CRF head its Viterbi path.
+log-probabilities), the CRF head its Viterbi path. The head's own layer (emissions, GlobalPointer projections)
+learns `--head-lr-multiplier` times faster than the encoder (its weights stored divided by it and scaled back):
+a GlobalPointer at the encoder's rate had not scored one span above 0 after 150 MSRA steps.
 
 Long sentences: the encoder sees windows of `--maxlen - 2` characters (`[CLS] chars [SEP]`); every window of a
 sentence is labelled and the entities mapped back to sentence offsets, so nothing is dropped (an entity crossing
@@ -47,13 +49,14 @@ import keras
 import numpy as np
 from keras import ops
 
-from bert4k import heads, tagging
+from bert4k import tagging, training
 from bert4k.layers import ConditionalRandomField, GlobalPointer
 from bert4k.layers.global_pointer import decode_spans, global_pointer_crossentropy
 from bert4k.layers.initializers import truncated_normal
 from bert4k.viterbi import ViterbiDecoder
 
 HEADS = ("softmax", "crf", "gp")
+GP_THRESHOLDS = (-3.0, -2.0, -1.5, -1.0, -0.5, 0.0)
 TEST_FRACTION = 0.1
 DEV_FRACTION = 0.05
 FILE_FORMAT = ("IOB2 (`char<TAB>tag` lines, a blank line between sentences) or JSONL (.jsonl) with the fields "
@@ -66,7 +69,11 @@ def parse_args(argv=None):
     p.add_argument("--heads", default=",".join(HEADS), help="comma-separated subset of %(default)s")
     p.add_argument("--train-limit", type=int, default=0, help="at most N training sentences (overrides --limit)")
     p.add_argument("--crf-lr-multiplier", type=float, default=100.0, help="default: %(default)s")
+    p.add_argument("--head-lr-multiplier", type=float, default=10.0, help="the head's layer (softmax / CRF emissions, "
+                   "GlobalPointer projections) learns this many times faster than the encoder (default: %(default)s)")
     p.add_argument("--gp-head-size", type=int, default=64, help="default: %(default)s")
+    p.add_argument("--gp-threshold", type=float, help="GlobalPointer span threshold (default: the best on the dev "
+                   f"set of {GP_THRESHOLDS})")
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--no-baseline", action="store_true", help="skip the sklearn-crfsuite baseline")
     p.add_argument("--baseline-iterations", type=int, default=100, help="L-BFGS iterations (default: %(default)s)")
@@ -237,22 +244,38 @@ def real_tokens(token_ids):
     return ops.not_equal(token_ids, 0)
 
 
+def head_dense(units: int, bias, lr_multiplier: float, initializer, name: str):
+    """`Dense(units)` whose weights learn `lr_multiplier` times faster under Adam-type optimisers: stored divided by
+    it and scaled back by a `Rescaling` layer after (the same initial outputs; `bias` is the initial bias)."""
+    scale = 1.0 / lr_multiplier
+
+    def kernel_init(shape, dtype=None):
+        return initializer(shape, dtype=dtype) * scale
+
+    dense = keras.layers.Dense(units, kernel_initializer=kernel_init, bias_initializer=keras.initializers.Constant(
+        np.asarray(bias, "float32") * scale), dtype="float32", name=name)
+    if lr_multiplier == 1:
+        return dense
+    rescale = keras.layers.Rescaling(lr_multiplier, dtype="float32", name=f"{name}-LR-Scale")
+    return lambda x: rescale(dense(x))
+
+
 def build(head: str, source: common.ModelSource, args, tagset: tagging.TagSet, prior=None):
     """`(model, loss, crf or None)`. `prior`: the initial bias of the softmax / CRF emission layer (the log tag
     frequencies, `tagging.log_prior`; zeros if None)."""
     encoder = source.build(args.model)
     prior = np.zeros(len(tagset), "float32") if prior is None else np.asarray(prior, "float32")
+    initializer = truncated_normal(float(getattr(encoder.config, "initializer_range", 0.02)))
+    m = args.head_lr_multiplier
     if head == "softmax":
-        model = heads.build_token_classifier(encoder, len(tagset), args.dropout)
-        model.get_layer("Token-Classifier-Dense").bias.assign(prior)
-        return model, masked_token_crossentropy, None
+        x = keras.layers.Dropout(args.dropout, name="Token-Classifier-Dropout")(encoder.output)
+        logits = head_dense(len(tagset), prior, m, initializer, "Token-Classifier-Dense")(x)
+        return keras.Model(encoder.inputs, logits, name="ner_softmax"), masked_token_crossentropy, None
     token_ids = encoder.inputs[0]
     real = keras.layers.Lambda(real_tokens, name="Real-Tokens")(token_ids)
     x = keras.layers.Dropout(args.dropout, name="Head-Dropout")(encoder.output)
     if head == "crf":
-        initializer = truncated_normal(float(getattr(encoder.config, "initializer_range", 0.02)))
-        x = keras.layers.Dense(len(tagset), kernel_initializer=initializer, bias_initializer=keras.initializers.Constant(
-            prior), dtype="float32", name="Emissions")(x)
+        x = head_dense(len(tagset), prior, m, initializer, "Emissions")(x)
         crf = ConditionalRandomField(lr_multiplier=args.crf_lr_multiplier, name="CRF")
         out = crf(x, mask=real)
 
@@ -260,34 +283,64 @@ def build(head: str, source: common.ModelSource, args, tagset: tagging.TagSet, p
             return crf.sparse_loss(ops.maximum(ops.cast(y_true, "int32") - 1, 0), y_pred)
 
         return keras.Model(encoder.inputs, out, name="ner_crf"), crf_loss, crf
-    out = GlobalPointer(len(tagset.types), args.gp_head_size, name="GlobalPointer")(x, mask=real)
+    out = GlobalPointer(len(tagset.types), args.gp_head_size, lr_multiplier=m, name="GlobalPointer")(x, mask=real)
     return keras.Model(encoder.inputs, out, name="ner_gp"), global_pointer_crossentropy, None
 
 
 def predict(model, head: str, crf, pieces: list[Piece], tagset: tagging.TagSet, n_sentences: int,
-            batch_size: int) -> list[set]:
-    """Entities per sentence (sentence char offsets), decoding batch by batch."""
-    found = [set() for _ in range(n_sentences)]
+            batch_size: int, threshold: float = 0.0) -> list[set]:
+    """Entities per sentence (sentence char offsets); `threshold`: the GlobalPointer logit a span must exceed."""
+    return entities(head, crf, model_outputs(model, pieces, batch_size), pieces, tagset, n_sentences, threshold)
+
+
+def model_outputs(model, pieces: list[Piece], batch_size: int) -> list[np.ndarray]:
+    """The model's output per piece, cut to its real tokens (length-sorted batches)."""
+    outputs = [None] * len(pieces)
     order = np.argsort([len(p.token_ids) for p in pieces], kind="stable")
-    decoder = ViterbiDecoder(keras.ops.convert_to_numpy(crf.trans)) if head == "crf" else tagging.bio_decoder(tagset)
     for start in range(0, len(order), batch_size):
-        batch = [pieces[i] for i in order[start:start + batch_size]]
-        ids = common._pad([p.token_ids for p in batch])
+        index = order[start:start + batch_size]
+        ids = common._pad([pieces[i].token_ids for i in index])
         ids = np.pad(ids, ((0, 0), (0, -ids.shape[1] % 16)))  # few distinct shapes: few retraces
         out = np.asarray(model.predict_on_batch((ids, np.zeros_like(ids))))
-        for p, row in zip(batch, out):
-            n = len(p.token_ids) - 2
-            if head == "gp":
-                flat = decode_spans(row[:, 1:n + 1, 1:n + 1], nested=False)  # MSRA entities do not nest
-                spans = [(tagset.types[h], s, e) for h, s, e, _ in flat]
-            else:
-                # Viterbi over the real positions ([CLS] chars [SEP], trained as O): CRF scores and transitions
-                # (the path crf.decode finds), or softmax log-probabilities under the IOB2 constraints
-                scores = row[:n + 2] if head == "crf" else row[:n + 2] - logsumexp(row[:n + 2])
-                labels = decoder.decode(scores)[1:n + 1]
-                spans = tagging.tags_to_spans(tagset.decode(labels))
-            found[p.sentence].update((k, s + p.offset, e + p.offset) for k, s, e in spans)
+        for i, row in zip(index, out):
+            n = len(pieces[i].token_ids)
+            outputs[i] = row[:, :n, :n] if row.ndim == 3 else row[:n]
+    return outputs
+
+
+def entities(head: str, crf, outputs: list[np.ndarray], pieces: list[Piece], tagset: tagging.TagSet,
+             n_sentences: int, threshold: float = 0.0) -> list[set]:
+    """Decode `model_outputs` into entities per sentence (sentence char offsets)."""
+    found = [set() for _ in range(n_sentences)]
+    decoder = ViterbiDecoder(keras.ops.convert_to_numpy(crf.trans)) if head == "crf" else tagging.bio_decoder(tagset)
+    for p, row in zip(pieces, outputs):
+        n = len(p.token_ids) - 2
+        if head == "gp":
+            flat = decode_spans(row[:, 1:n + 1, 1:n + 1], threshold, nested=False)  # MSRA entities do not nest
+            spans = [(tagset.types[h], s, e) for h, s, e, _ in flat]
+        else:
+            # Viterbi over the real positions ([CLS] chars [SEP], trained as O): CRF scores and transitions
+            # (the path crf.decode finds), or softmax log-probabilities under the IOB2 constraints
+            scores = row if head == "crf" else row - logsumexp(row)
+            labels = decoder.decode(scores)[1:n + 1]
+            spans = tagging.tags_to_spans(tagset.decode(labels))
+        found[p.sentence].update((k, s + p.offset, e + p.offset) for k, s, e in spans)
     return found
+
+
+def choose_threshold(head: str, outputs, pieces, sentences: list[Sentence], tagset, given: float | None) -> float:
+    """The GlobalPointer threshold: `given`, else the one of `GP_THRESHOLDS` with the best F1 on `sentences` (the
+    dev set: a span head trained for a few hundred steps is under-confident, its best cut is below 0)."""
+    if head != "gp":
+        return 0.0
+    if given is not None:
+        return given
+
+    def f1(threshold):
+        found = entities(head, None, outputs, pieces, tagset, len(sentences), threshold)
+        return tagging.entity_scores([s.spans for s in sentences], found)["f1"]
+
+    return max(GP_THRESHOLDS, key=lambda t: (f1(t), t))
 
 
 def logsumexp(x: np.ndarray) -> np.ndarray:
@@ -310,17 +363,35 @@ def run_head(head, source, args, out, tagset, train_pieces, dev, dev_pieces, tes
                               labels, args.batch_size, shuffle=True, seed=args.seed)
     folder = out / head
     folder.mkdir(parents=True, exist_ok=True)
+    evaluating = [0.0, 0.0]  # wall and CPU seconds of the per-epoch dev scoring, not counted as training
+
+    def dev_f1() -> dict:
+        wall, cpu = time.time(), time.process_time()
+        found = predict(model, head, crf, dev_pieces, tagset, len(dev), 2 * args.batch_size)
+        evaluating[0] += time.time() - wall
+        evaluating[1] += time.process_time() - cpu
+        return {"dev_f1": tagging.entity_scores([s.spans for s in dev], found)["f1"]}
+
+    cpu_started = time.process_time()
     _, train_seconds = common.timed(common.fit, model, args, folder, data, len(train_pieces), loss=loss,
+                                    before=[training.EpochEvaluation(dev_f1)],
                                     title=f"MSRA NER, {head} head ({source.name})")
+    train_seconds = round(train_seconds - evaluating[0], 1)
+    train_cpu_seconds = time.process_time() - cpu_started - evaluating[1]
     common.save_model(model, source.vocab, folder)
+    dev_outputs = model_outputs(model, dev_pieces, 2 * args.batch_size)
+    threshold = choose_threshold(head, dev_outputs, dev_pieces, dev, tagset, args.gp_threshold)
+    dev_found = entities(head, crf, dev_outputs, dev_pieces, tagset, len(dev), threshold)
     started = time.time()
-    test_found = predict(model, head, crf, test_pieces, tagset, len(test), 2 * args.batch_size)
+    test_found = predict(model, head, crf, test_pieces, tagset, len(test), 2 * args.batch_size, threshold)
     predict_seconds = time.time() - started
-    dev_found = predict(model, head, crf, dev_pieces, tagset, len(dev), 2 * args.batch_size)
     scores = tagging.entity_scores([s.spans for s in test], test_found)
     return {**scores, "dev_f1": tagging.entity_scores([s.spans for s in dev], dev_found)["f1"],
+            **({"threshold": threshold} if head == "gp" else {}),
             "train_seconds": train_seconds,
             "train_sentences_per_s": round(args.epochs * len(train_pieces) / max(train_seconds, 1e-9), 1),
+            "train_cpu_seconds": round(train_cpu_seconds, 1),
+            "train_sentences_per_cpu_s": round(args.epochs * len(train_pieces) / max(train_cpu_seconds, 1e-9), 1),
             "predict_sentences_per_s": round(len(test) / max(predict_seconds, 1e-9), 1),
             "peak_rss_mb": peak_rss_mb(), "parameters": model.count_params(),
             "_found": test_found}
@@ -392,7 +463,8 @@ def predict_file(args) -> dict:
         model, tokenizer = common.load_saved(Path(args.saved) / head)
         crf = model.get_layer("CRF") if head == "crf" else None
         pieces = featurize(sentences, tokenizer, saved["settings"]["maxlen"])
-        found[head] = predict(model, head, crf, pieces, tagset, len(sentences), 2 * args.batch_size)
+        threshold = saved["results"].get(head, {}).get("threshold", 0.0)
+        found[head] = predict(model, head, crf, pieces, tagset, len(sentences), 2 * args.batch_size, threshold)
         if labelled:
             result[f"f1_{head}"] = tagging.entity_scores([s.spans for s in sentences], found[head])["f1"]
     out = Path(args.out)

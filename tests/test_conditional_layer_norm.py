@@ -182,8 +182,8 @@ def test_cached_decoding_with_condition_equals_full_forward(form):
     ids = np.random.default_rng(1).integers(1, config.vocab_size, size=(2, 6)).astype("int32")
     cond = make_cond(0)
     full = model([ids, cond])
-    length, heads, size = ids.shape[1], config.num_attention_heads, config.head_size
-    cache = [(ops.zeros((2, length, heads, size)), ops.zeros((2, length, heads, size))) for _ in model.blocks]
+    length = ids.shape[1]
+    cache = model.init_cache(2, length)
     causal = np.tril(np.ones((length, length), bool))
     for step in range(length):
         mask = np.repeat(causal[None, step:step + 1], 2, axis=0)

@@ -72,7 +72,7 @@ def uncached_greedy(model, prompt, steps, segments=None, target_segment=1):
     for _ in range(steps):
         x = np.array([ids], "int32")
         inputs = x if segs is None else [x, np.array([segs], "int32")]
-        token = int(np.argmax(np.asarray(model(inputs, training=False))[0, -1]))
+        token = int(np.argmax(keras.ops.convert_to_numpy(model(inputs, training=False))[0, -1]))
         out.append(token)
         ids.append(token)
         if segs is not None:
@@ -167,11 +167,12 @@ def test_sampling_reproducible_and_limits(gpt2):
 def test_warp_and_sample_by_hand():
     logits = np.log(np.array([[0.5, 0.2, 0.15, 0.1, 0.05]]))
     logits = logits.astype("float32")
-    kept = np.isfinite(warp(logits, top_p=0.8))[0]
+    numpy = keras.ops.convert_to_numpy
+    kept = np.isfinite(numpy(warp(logits, top_p=0.8)))[0]
     np.testing.assert_array_equal(kept, [True, True, True, False, False])  # 0.5+0.2 < 0.8 ≤ 0.5+0.2+0.15
-    np.testing.assert_array_equal(np.isfinite(warp(logits, top_k=2))[0], [True, True, False, False, False])
-    np.testing.assert_allclose(warp(logits, temperature=2.0), logits / 2.0, rtol=1e-6)
-    draws = np.asarray(sample(np.repeat(logits, 40000, axis=0).astype("float32"), seed=0, step=0))
+    np.testing.assert_array_equal(np.isfinite(numpy(warp(logits, top_k=2)))[0], [True, True, False, False, False])
+    np.testing.assert_allclose(numpy(warp(logits, temperature=2.0)), logits / 2.0, rtol=1e-6)
+    draws = numpy(sample(np.repeat(logits, 40000, axis=0).astype("float32"), seed=0, step=0))
     np.testing.assert_allclose(np.bincount(draws, minlength=5) / 40000, [0.5, 0.2, 0.15, 0.1, 0.05], atol=0.01)
 
 
@@ -225,7 +226,7 @@ class Seq2Seq(AutoRegressiveDecoder):
         token_ids, segment_ids = inputs
         token_ids = np.concatenate([token_ids, output_ids], 1)
         segment_ids = np.concatenate([segment_ids, np.ones_like(output_ids)], 1)
-        return np.asarray(self.last_token(self.model)([token_ids, segment_ids], training=False))
+        return keras.ops.convert_to_numpy(self.last_token(self.model)([token_ids, segment_ids], training=False))
 
 
 def test_autoregressive_decoder_runs_on_the_engine(bert_unilm):
@@ -308,7 +309,7 @@ def test_samplers_by_name_and_object_agree_and_global_rng_untouched(gpt2):
 
     samplers.register_sampler("lowest", Lowest)
     lowest = generate(gpt2, [rows[0]], 3, method="lowest")[0]
-    assert lowest[0] == int(np.argmin(np.asarray(gpt2(np.array([rows[0]], "int32")))[0, -1]))
+    assert lowest[0] == int(np.argmin(keras.ops.convert_to_numpy(gpt2(np.array([rows[0]], "int32")))[0, -1]))
 
 
 def test_t5_adapter_does_not_keep_its_model_alive():

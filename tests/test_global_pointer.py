@@ -89,6 +89,32 @@ def test_layers_match_numpy_reference():
         check_against_reference(seed)
 
 
+def test_lr_multiplier_scales_the_stored_weights_and_trains_faster():
+    """Weights stored ÷ m and used × m: the outputs are the reference formula with the effective weights, the
+    initial outputs match the plain layer's, and one Adam step moves the effective weights m times as far."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(1, 5, 6)).astype("float32")
+    keras.utils.set_random_seed(7)
+    plain = GlobalPointer(2, 4)
+    plain_out = keras.ops.convert_to_numpy(plain(x))
+    keras.utils.set_random_seed(7)
+    fast = GlobalPointer(2, 4, lr_multiplier=10.0)
+    out = keras.ops.convert_to_numpy(fast(x))
+    kernel, bias = (keras.ops.convert_to_numpy(w) * 10.0 for w in fast.dense.weights)
+    ref = gp_reference(x[0].astype(np.float64), kernel, bias, 2, 4, 5)
+    np.testing.assert_allclose(out[0][np.isfinite(ref)], ref[np.isfinite(ref)], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out, plain_out, rtol=1e-4, atol=1e-5)
+    assert GlobalPointer.from_config(fast.get_config()).lr_multiplier == 10.0
+    moved = []
+    for layer in (plain, fast):
+        before = keras.ops.convert_to_numpy(layer.dense.kernel) * layer.lr_multiplier
+        keras.optimizers.Adam(1e-3).apply([keras.ops.ones_like(layer.dense.kernel)], [layer.dense.kernel])
+        moved.append(np.abs(keras.ops.convert_to_numpy(layer.dense.kernel) * layer.lr_multiplier - before).mean())
+    np.testing.assert_allclose(moved[1], 10 * moved[0], rtol=1e-3)
+    with pytest.raises(ValueError, match="lr_multiplier must be > 0"):
+        GlobalPointer(2, 4, lr_multiplier=0)
+
+
 def test_rope_matches_rotations_and_is_relative():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(1, 7, 2, 6)).astype("float32")

@@ -4,11 +4,12 @@ folds it into a constant) is the same zeros on every call, and a cache passed in
 Oracle: numpy attention over the keys / values written so far."""
 import keras
 import numpy as np
+import pytest
 from keras import ops
 
 from bert4k.config import TransformerConfig
 from bert4k.layers.attention import MultiHeadAttention
-from bert4k.layers.kv_cache import write_cache
+from bert4k.layers.kv_cache import cache_rows, write_cache
 from bert4k.models.t5 import T5
 from bert4k.models.transformer import Transformer
 
@@ -27,14 +28,43 @@ def compiled(fn):
     return fn
 
 
-def test_write_cache_leaves_its_input_alone():
-    cache = ops.zeros((2, 5, 3, 4))
-    update = ops.ones((2, 1, 3, 4))
+@pytest.mark.parametrize("shape", [(6, 5, 4), (2, 5, 3, 4)])
+def test_write_cache_leaves_its_input_alone(shape):
+    cache = ops.zeros(shape)
+    update = np.random.default_rng(0).normal(size=(shape[0], 2, *shape[2:])).astype("float32")
     out = write_cache(cache, update, 2)
     assert float(ops.sum(ops.abs(cache))) == 0.0
-    expected = np.zeros((2, 5, 3, 4), "float32")
-    expected[:, 2] = 1.0
+    expected = np.zeros(shape, "float32")
+    expected[:, 2:4] = update
     np.testing.assert_array_equal(ops.convert_to_numpy(out), expected)
+
+
+@pytest.mark.parametrize("shape", [(6, 5, 4), (2, 5, 3, 4)])
+def test_write_cache_in_place_writes_the_same_rows(shape):
+    """The engine's in-place write (TensorFlow `InplaceUpdate`, PyTorch `copy_`; JAX: functional) equals numpy's."""
+    rng = np.random.default_rng(1)
+    start = rng.normal(size=shape).astype("float32")
+    update = rng.normal(size=(shape[0], 2, *shape[2:])).astype("float32")
+    out = write_cache(ops.convert_to_tensor(start), ops.convert_to_tensor(update), 1, in_place=True)
+    expected = start.copy()
+    expected[:, 1:3] = update
+    np.testing.assert_array_equal(ops.convert_to_numpy(out), expected)
+
+
+def test_cache_rows_are_the_heads_of_each_row():
+    cache = np.arange(3 * 2 * 4).reshape(3 * 2, 4)  # rows 0..2, heads 0..1
+    picked = ops.convert_to_numpy(ops.take(cache, cache_rows(np.array([2, 0, 2], "int32"), 2), axis=0))
+    np.testing.assert_array_equal(picked, cache.reshape(3, 2, 4)[[2, 0, 2]].reshape(6, 4))
+
+
+def test_a_cache_in_the_old_token_major_layout_is_refused():
+    layer = MultiHeadAttention(heads=2, head_size=4)
+    x = np.zeros((1, 1, 8), "float32")
+    layer(x)
+    stale = (np.zeros((1, 3, 2, 4), "float32"),) * 2
+    with pytest.raises(ValueError, match=r"cache must be \[batch \* heads \(2\), length, size=4\].*got shape "
+                                         r"\(1, 3, 2, 4\)"):
+        layer(x, attention_mask=np.ones((1, 1, 3), bool), cache=stale, cache_index=0)
 
 
 def numpy_attention(q, k, v):
@@ -51,7 +81,7 @@ def test_attention_cache_made_inside_a_compiled_function_is_fresh_each_call():
 
     @compiled
     def step(x):
-        cache = (ops.zeros((1, 3, 2, 4)), ops.zeros((1, 3, 2, 4)))
+        cache = layer.init_cache(1, 3)
         mask = ops.convert_to_tensor(np.array([[[True, False, False]]]))
         return layer(x, attention_mask=mask, cache=cache, cache_index=0)
 
@@ -60,7 +90,7 @@ def test_attention_cache_made_inside_a_compiled_function_is_fresh_each_call():
     out, (k, _) = step(x)
     q = ops.convert_to_numpy(layer._split_heads(layer.query(x), 4))
     k_new, v_new = (ops.convert_to_numpy(t) for t in layer.project_key_value(x))
-    np.testing.assert_allclose(ops.convert_to_numpy(k)[:, :1], k_new, atol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(k)[:, :1], k_new.transpose(0, 2, 1, 3).reshape(2, 1, 4), atol=1e-6)
     heads = numpy_attention(q, k_new, v_new).reshape(1, 1, 8)
     reference = ops.convert_to_numpy(layer.attention_output(heads))
     np.testing.assert_allclose(ops.convert_to_numpy(out), reference, atol=1e-5)
@@ -76,7 +106,7 @@ def test_transformer_call_with_cache_in_a_compiled_function_repeats():
 
     @compiled
     def prefill(ids):
-        cache = [(ops.zeros((1, 4, 2, 8)), ops.zeros((1, 4, 2, 8))) for _ in model.blocks]
+        cache = model.init_cache(1, 4)
         mask = ops.convert_to_tensor(np.tril(np.ones((3, 4), bool), 0)[None])
         return model.call_with_cache(ids, mask, cache, 0)
 
@@ -84,6 +114,7 @@ def test_transformer_call_with_cache_in_a_compiled_function_repeats():
         probs, cache = prefill(ids)
         np.testing.assert_allclose(ops.convert_to_numpy(probs), full, atol=1e-5)
     cache_keys = ops.convert_to_numpy(cache[0][0])
+    assert cache_keys.shape == (1 * 2, 4, 8)
     assert np.abs(cache_keys[:, 3]).max() == 0.0
 
 
@@ -109,3 +140,23 @@ def test_t5_init_cache_and_decode_step_do_not_alias():
     logits, _ = model.decode_step(dec[:, 1:], cache, 1, context_cache, context_mask)
     np.testing.assert_allclose(ops.convert_to_numpy(logits)[:, 0], full[:, 1], atol=1e-5)
     np.testing.assert_array_equal(ops.convert_to_numpy(cache[0][0]), kept)  # the step left its input alone
+
+
+def test_compiled_decoding_loop_copies_no_cache():
+    """XLA's optimised loop body (TF-XLA and JAX, greedy) holds no cache-sized copy or transpose: a step writes its
+    rows in place and the attention reads the cache where it lies (`bench/decoding_hlo.py` reads the HLO dump)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, os.path.join(repo, "bench", "decoding_hlo.py"), "--prompt", "96"],
+                            check=False, env={**os.environ, "PYTHONPATH": repo}, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [r["backend"] for r in reports] == ["tensorflow", "jax"]
+    for report in reports:
+        assert report["modules"] > 0, report
+        assert report["cache_sized_ops_in_loop"] == [], report

@@ -456,9 +456,9 @@ def numpy_binary_crossentropy(y, p):
 
 def test_relation_extraction_script(google_checkpoint):  # noqa: F811
     """Subject pointers, then object pointers per predicate with the subject fed in by a conditional LayerNorm; the
-    loss masks padding through `mask[4]`, the Keras mask of the BERT output. One difference from bert4keras: its
-    `bert.model.layers[-2].get_output_at(-1)` (the output before the last LayerNorm) has no Keras 3 equivalent, as
-    bert4k's Transformer blocks are single layers; the script conditions `bert.model.output` instead."""
+    loss masks padding through `mask[4]`, the Keras mask of the BERT output. The object branch starts, as in
+    bert4keras, from `bert.model.layers[-2].get_output_at(-1)`: the last block's sum before its LayerNorm, which the
+    conditional LayerNorm replaces (values: tests/test_migration_views.py)."""
     config_path, checkpoint_path, dict_path = google_checkpoint
     train_data = synthetic_spo_corpus()
     # ---- a bert4keras relation-extraction script with `bert4keras` renamed to `bert4k` ----
@@ -530,7 +530,7 @@ def test_relation_extraction_script(google_checkpoint):  # noqa: F811
     output = Dense(units=2, activation="sigmoid", kernel_initializer=bert.initializer)(bert.model.output)
     subject_preds = Lambda(lambda x: x ** 2)(output)
     subject_model = Model(bert.model.inputs, subject_preds)
-    output = bert.model.output
+    output = bert.model.layers[-2].get_output_at(-1)
     subject = Lambda(extract_subject)([output, subject_ids])
     output = LayerNormalization(conditional=True)([output, subject])
     output = Dense(units=len(predicate2id) * 2, activation="sigmoid", kernel_initializer=bert.initializer)(output)

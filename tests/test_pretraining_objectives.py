@@ -160,3 +160,31 @@ def test_electra_export_loads_in_transformers(tmp_path):
     assert np.abs(rtd - np.asarray(model.detector_logits(masked, segments)))[real].max() < 1e-4
     assert np.abs(gen.numpy() - np.asarray(generator([masked, segments])))[real].max() < 1e-4
     assert np.abs(body - np.asarray(discriminator([masked, segments])))[real].max() < 1e-4
+
+
+def test_exported_position_table_keeps_the_trained_rows(tmp_path):
+    """train_small_bert.keep_trained_positions: the cut checkpoint loads in transformers with the shorter table and
+    gives the uncut model's logits on inputs that fit; a longer input is refused."""
+    import json
+
+    import pytest
+    import torch
+    import transformers
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pretrained"))
+    import train_small_bert
+
+    config = transformers.BertConfig(**TINY)
+    torch.manual_seed(0)
+    full = transformers.BertForMaskedLM(config).eval()
+    full.save_pretrained(tmp_path, safe_serialization=True)
+    train_small_bert.keep_trained_positions(tmp_path, 12)
+    assert json.loads((tmp_path / "config.json").read_text())["max_position_embeddings"] == 12
+    cut = transformers.BertForMaskedLM.from_pretrained(tmp_path).eval()
+    assert tuple(cut.bert.embeddings.position_embeddings.weight.shape) == (12, TINY["hidden_size"])
+    ids = torch.tensor(toy_batch()[0], dtype=torch.long)  # 12 tokens
+    with torch.no_grad():
+        assert torch.abs(cut(input_ids=ids).logits - full(input_ids=ids).logits).max() < 1e-5
+    with pytest.raises(ValueError, match="max_position_embeddings|positions|12"):
+        build_transformer_model(tmp_path / "config.json", tmp_path / "model.safetensors")(
+            [np.ones((1, 13), "int32"), np.zeros((1, 13), "int32")])

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 from collections.abc import Sequence
 
 import keras
 import numpy as np
 
 from bert4k.compat import backend as _backend  # noqa: F401 - installs the tf.keras behaviours scripts rely on
+from bert4k.compat import views
+from bert4k.compat.layer_by_layer import LayerByLayer
 from bert4k.config import TransformerConfig, read_json
 from bert4k.models import builder
 from bert4k.models.checkpoint_io import load_checkpoint
 from bert4k.models.config_readers.gpt2 import FROM_BERT_NAMES
-from bert4k.models.families import FAMILIES, get_family
+from bert4k.models.families import FAMILIES, get_family, resolve
+from bert4k.models.gpt2 import causal_transformer
 from bert4k.models.transformer import Transformer
 
 # bert4keras families bert4k has no implementation of (its `models` table), with what differs.
@@ -30,21 +32,21 @@ UNSUPPORTED_FAMILIES = {
 }
 
 _ALIASES = {"attention_dropout_rate": "attention_probs_dropout_prob"}
-# Accepted and dropped: inputs take any length up to max_position; each model is its own Keras name scope.
-_DROPPED = ("sequence_length", "prefix", "name")
+# Accepted and dropped: inputs take any length up to max_position; Keras names each model itself.
+_DROPPED = ("sequence_length", "name")
 _REFUSED = {
     "ignore_invalid_weights": "bert4k's loader reports missing/unused tensors itself and raises on needed ones",
     "autoresize_weights": "bert4k loads checkpoints only at their stored shapes",
 }
 
-# bert4keras' `Transformer` building methods that scripts call on `return_keras_model=False` objects.
-_BUILDER_INTERNALS = ("apply_embeddings", "apply_main_layers", "apply_final_layers", "apply",
-                      "compute_attention_bias", "set_inputs", "set_outputs")
+# bert4keras' `Transformer` building methods that bert4k does not provide on `return_keras_model=False` objects.
+_BUILDER_INTERNALS = ("apply_final_layers", "apply", "compute_attention_bias", "set_inputs", "set_outputs")
 
 
-class ModelHandle:
+class ModelHandle(LayerByLayer):
     """What bert4keras returns for `return_keras_model=False`: `.model` is the Keras model, `.initializer` the
-    weights' initializer, `.load_weights_from_checkpoint(path)` loads a checkpoint later; other attributes are
+    weights' initializer, `.load_weights_from_checkpoint(path)` loads a checkpoint later, `.num_hidden_layers`,
+    `apply_embeddings` / `apply_main_layers` re-apply the model's own layers (`LayerByLayer`); other attributes are
     the model's."""
 
     def __init__(self, model: keras.Model, keep_tokens=None, compound_tokens=None):
@@ -66,83 +68,45 @@ class ModelHandle:
             raise AttributeError(name)
         if name in _BUILDER_INTERNALS:
             raise NotImplementedError(
-                f"{name}: bert4keras' layer-by-layer building API ({', '.join(_BUILDER_INTERNALS)}) is not provided; "
-                "bert4k builds each model whole. To combine layers of two models (e.g. BERT-of-Theseus), call the "
-                "bert4k layers themselves: handle.model.embed(token_ids, segment_ids) and "
-                "handle.model.blocks[i](x, attention_mask=...)")
+                f"{name}: of bert4keras' layer-by-layer building API bert4k provides apply_embeddings and "
+                f"apply_main_layers only ({', '.join(_BUILDER_INTERNALS)} are not); bert4k builds each model whole: "
+                "call its layers themselves (handle.model.embed(token_ids, segment_ids), handle.model.blocks[i](x, "
+                "attention_mask=...), handle.model.head(x))")
         return getattr(self.__dict__["model"], name)
 
 
-# The bert4keras layer whose output is a whole block's output, by norm position (post-LN: the FFN's norm; pre-LN:
-# the FFN's residual add). bert4k builds each block as one layer, "Transformer-<i>" ("Transformer" when shared).
-_BLOCK_OUTPUT_LAYER = {"post": "FeedForward-Norm", "gpt2_ml": "FeedForward-Norm", "pre": "FeedForward-Add"}
-_BERT4KERAS_SUBLAYER = re.compile(r"Transformer(-(\d+))?-(MultiHeadSelfAttention|FeedForward)(-(Norm|Add|Dropout))?")
-
-
-class BlockOutput:
-    """What `model.get_layer("Transformer-11-FeedForward-Norm")` returns: bert4keras' block-ending layer, as a view of
-    the bert4k block. `.output` / `.get_output_at(i)` are the block's (i-th call's) output carrying the padding mask,
-    as bert4keras' masks flowed through every layer; other attributes are the block layer's."""
-
-    def __init__(self, model: keras.Model, block: keras.layers.Layer, name: str):
-        self.model, self.block, self.name = model, block, name
-        self._outputs: dict[int, object] = {}
-
-    def get_output_at(self, node_index: int):
-        nodes = len(self.block._inbound_nodes)
-        index = node_index % nodes if -nodes <= node_index < nodes else node_index
-        if index not in self._outputs:
-            output = self.block.get_output_at(index)
-            padding = [layer for layer in self.model.layers if layer.name == "Padding-Mask"]
-            if padding:
-                from bert4k.layers.structural import OutputMask
-
-                output = OutputMask(name=f"{self.name}-Mask-{index}")([output, padding[0].output])
-            self._outputs[index] = output
-        return self._outputs[index]
-
-    @property
-    def output(self):
-        calls = len(self.block._inbound_nodes)
-        if calls != 1:
-            raise ValueError(f"{self.name}: the block {self.block.name!r} is called {calls} times (a shared block); "
-                             f"use get_output_at(i) for the i-th layer's output")
-        return self.get_output_at(0)
-
-    def __getattr__(self, name: str):
-        if name.startswith("__") or "block" not in self.__dict__:
-            raise AttributeError(name)
-        return getattr(self.__dict__["block"], name)
-
-
 def _get_layer(get_layer):
-    """`model.get_layer` that also takes bert4keras' per-sub-layer block names: the one that ends a block
-    (`Transformer-11-FeedForward-Norm` in BERT, `Transformer-FeedForward-Norm` for ALBERT's shared block) is a
-    `BlockOutput` view of the bert4k block layer; the others raise naming what bert4k has instead."""
+    """`model.get_layer` that also takes bert4keras' layer names (`Transformer-11-FeedForward-Add`,
+    `Embedding-Position`, ...; with the model's `prefix`): a `LayerView` of bert4keras' exact tensor, or an error
+    naming what bert4k has instead."""
 
     @functools.wraps(get_layer)
     def wrapper(self, name=None, index=None):
-        match = _BERT4KERAS_SUBLAYER.fullmatch(name) if isinstance(name, str) else None
-        if match is None or not hasattr(self, "blocks") or any(layer.name == name for layer in self.layers):
-            return get_layer(self, name, index)
-        block = "Transformer" if match.group(2) is None else f"Transformer-{match.group(2)}"
-        ending = _BLOCK_OUTPUT_LAYER.get(self.config.norm_position)
-        if name.removeprefix(block + "-") == ending and any(layer.name == block for layer in self.layers):
-            views = self.__dict__.setdefault("_bert4k_block_views", {})  # one view (and mask layer) per name
-            if name not in views:
-                views[name] = BlockOutput(self, get_layer(self, block), name)
-            return views[name]
-        raise ValueError(f"get_layer({name!r}): bert4k builds each Transformer block as one layer ({block!r}, "
-                         f"whose output is bert4keras' '{block}-{ending}'); the sub-layers inside a block are not "
-                         f"model layers; use model.get_layer({block!r}).output (or .get_output_at(i) for a shared "
-                         "block)")
+        view = views.get_view(self, name) if isinstance(name, str) and index is None else None
+        return get_layer(self, name, index) if view is None else view
 
     wrapper.__bert4k_compat__ = True
     return wrapper
 
 
+def _layers_property() -> property:
+    """`model.layers`: on models built with block intermediates, bert4keras-ordered indexing (`Bert4kerasLayers`)."""
+
+    def layers(self):
+        real = super(Transformer, self).layers  # Keras' own (Functional's, once Keras made the model functional)
+        return views.Bert4kerasLayers(real, self) if getattr(self, "block_intermediates", False) else real
+
+    def refuse(self, _):
+        raise AttributeError("`Model.layers` attribute is reserved and should not be used. Please use another name.")
+
+    layers.__bert4k_compat__ = True
+    return property(layers, refuse)
+
+
 if not getattr(Transformer.get_layer, "__bert4k_compat__", False):
     Transformer.get_layer = _get_layer(Transformer.get_layer)
+if "layers" not in Transformer.__dict__:
+    Transformer.layers = _layers_property()
 
 
 def _check_family(model) -> str:
@@ -198,6 +162,20 @@ def _extend_vocabulary(source: keras.Model, target: keras.Model, compound_tokens
         new.assign(value)
 
 
+_TRANSFORMER_BUILDERS = (Transformer, causal_transformer)  # the family builders that make a `Transformer`
+
+
+def _prefix_layer_names(model: keras.Model, prefix: str) -> None:
+    """bert4keras' `prefix=`: every layer of `model` (inputs included) named `prefix + name`, so two models' layers
+    can share one Keras model (Keras 3 refuses duplicate names). Weights keep their paths; `.keras` files do not
+    keep the prefix."""
+    if not isinstance(prefix, str):
+        raise TypeError(f"build_transformer_model(prefix={prefix!r}): expected a string")
+    for layer in model.layers:
+        layer.name = prefix + layer.name
+    model.bert4keras_prefix = prefix
+
+
 def build_transformer_model(config_path: str | os.PathLike | dict | TransformerConfig | None = None,
                             checkpoint_path: str | os.PathLike | None = None, model: str = "bert",
                             application: str = "encoder", return_keras_model: bool = True, **kwargs):
@@ -206,7 +184,9 @@ def build_transformer_model(config_path: str | os.PathLike | dict | TransformerC
 
     Beyond the native builder's arguments it takes bert4keras' `compound_tokens` (extra vocabulary entries, each
     initialised to the mean of the listed token ids' embeddings — after `keep_tokens`), `attention_dropout_rate`,
-    and BERT-style configs for `model="gpt2"`. `sequence_length`, `prefix` and `name` are accepted and unused.
+    and BERT-style configs for `model="gpt2"`; `prefix` starts every layer name; `sequence_length` and `name` are
+    accepted and unused. Models of the `Transformer` families expose bert4keras' sub-layer tensors
+    (`bert4k.compat.views`).
     Families bert4k does not build (NEZHA, RoFormer, ELECTRA, ...) raise `NotImplementedError` naming them.
     """
     model = _check_family(model)
@@ -223,6 +203,9 @@ def build_transformer_model(config_path: str | os.PathLike | dict | TransformerC
         config_path = _gpt2_config(config_path)
     compound_tokens = kwargs.pop("compound_tokens", None)
     keep_tokens = kwargs.get("keep_tokens")
+    prefix = kwargs.pop("prefix", None) or ""
+    if resolve(get_family(model).model_class) in _TRANSFORMER_BUILDERS and not kwargs.get("recompute"):
+        kwargs["block_intermediates"] = True  # bert4keras' per-sub-layer tensors (bert4k.compat.views)
 
     built = builder.build_transformer_model(config_path, checkpoint_path, model=model, application=application,
                                             **kwargs)
@@ -232,7 +215,9 @@ def build_transformer_model(config_path: str | os.PathLike | dict | TransformerC
         extended = builder.build_transformer_model(config, model=model, application=application, **rest)
         _extend_vocabulary(built, extended, compound_tokens)
         built = extended
+    if prefix:
+        _prefix_layer_names(built, prefix)
     return built if return_keras_model else ModelHandle(built, keep_tokens, compound_tokens)
 
 
-__all__ = ["UNSUPPORTED_FAMILIES", "BlockOutput", "ModelHandle", "build_transformer_model"]
+__all__ = ["UNSUPPORTED_FAMILIES", "ModelHandle", "build_transformer_model"]

@@ -42,6 +42,7 @@ from keras import ops
 
 from bert4k.generation.compile import backend as compile_backend
 from bert4k.generation.compile import compiled
+from bert4k.layers.kv_cache import cache_rows
 from bert4k.models import condition
 
 
@@ -117,6 +118,17 @@ def adapter_for(model) -> DecodingAdapter:
                     f"register one with bert4k.generation.register_adapter")
 
 
+def reorder_with_caches(state: dict, rows, heads: int, caches: tuple[str, ...] = ("cache",)) -> dict:
+    """Rows `rows` of every tensor in `state`; the entries named in `caches` hold `[rows * heads, ...]` KV caches
+    (`MultiHeadAttention.init_cache`), whose rows are the heads of each row."""
+    expanded = cache_rows(rows, heads)
+
+    def take(key, value):
+        index = expanded if key in caches else rows
+        return keras.tree.map_structure(lambda t: ops.take(t, index, axis=0), value)
+    return {key: take(key, value) for key, value in state.items()}
+
+
 # === the one Transformer ===
 
 def _rows_of(x, name: str) -> list[np.ndarray]:
@@ -166,7 +178,7 @@ class TransformerAdapter(ModelAdapter):
 
     `unilm`: the source (segment 0) is encoded once, bidirectionally, in the one prefill pass; generated tokens get
     segment 1 and attend to the whole source and to earlier targets through the cache. The first logits come from
-    the source's last token. The cache is `[rows, L, heads, size]` per block, `L` = prompt + new tokens, each
+    the source's last token. The cache is `[rows * heads, L, size]` per block, `L` = prompt + new tokens, each
     rounded up to `cache_block` (JAX: the prompt too), so calls with nearby lengths reuse the compiled functions.
     `attention="linear"` models keep a running state `(S, Z)` per block instead (`LinearAttentionAdapter`).
     """
@@ -272,10 +284,7 @@ class TransformerAdapter(ModelAdapter):
             allowed = np.tril(np.ones((prompt, prompt), bool))[None]
         mask = np.zeros((rows, prompt, total), bool)
         mask[:, :, :prompt] = allowed & valid[:, None, :]
-        dtype = self.compute_dtype
-        cache = [(ops.zeros((rows, total, block.attention.heads, block.attention.key_size), dtype),
-                  ops.zeros((rows, total, block.attention.heads, block.attention.head_size), dtype))
-                 for block in m.blocks]
+        cache = m.init_cache(rows, total)
         logits, cache = self._prefill()(p["token_ids"], segment_ids, p["positions"], mask, cache,
                                         ops.convert_to_tensor(0, "int32"), p["cond"])
         state = {"cache": cache, "key_valid": ops.convert_to_tensor(key_valid),
@@ -285,6 +294,9 @@ class TransformerAdapter(ModelAdapter):
         return logits, state
 
     in_place_writes = True  # `step(..., in_place=True)` may write the caches `start` allocated in place
+
+    def reorder(self, state, rows):
+        return reorder_with_caches(state, rows, self.model.blocks[0].attention.heads)
 
     def step(self, state, token_ids, index, in_place: bool = False):
         offset = state["offset"][0]
@@ -306,10 +318,9 @@ class LinearAttentionAdapter(TransformerAdapter):
     bidirectional); each generated token is one causal step of width 1 (no chunk padding)."""
 
     in_place_writes = False
+    reorder = DecodingAdapter.reorder  # running states are batch-major
 
     def start(self, inputs, max_new_tokens: int):
-        from bert4k.layers.linear_attention import initial_state
-
         m, p = self.model, self._prompt(inputs, max_new_tokens)
         rows = p["valid"].shape[0]
         valid = ops.convert_to_tensor(p["valid"])
@@ -317,8 +328,7 @@ class LinearAttentionAdapter(TransformerAdapter):
             mask = {"unilm": {"key_valid": valid, "segment_ids": ops.convert_to_tensor(p["segment_ids"])}}
         else:
             mask = {"causal": {"key_valid": valid}}
-        states = [initial_state(rows, block.attention.heads, block.attention.key_size, block.attention.head_size)
-                  for block in m.blocks]
+        states = m.init_cache(rows, 0)
         logits, states = self._prefill()(p["token_ids"], p["segment_ids"], p["positions"], mask, states, None,
                                          p["cond"])
         state = {"cache": states, "position": ops.convert_to_tensor(p["next_position"])}

@@ -89,6 +89,6 @@ def uniform_noise(shape, seed, step):
 def sample(scores, seed, step):
     """One id per row drawn from softmax(scores) (Gumbel-max with noise from `(seed, step)`)."""
     gumbel = -ops.log(-ops.log(uniform_noise(ops.shape(scores), seed, step)))
-    return ops.cast(ops.argmax(scores + gumbel, axis=-1), "int32")
+    return ops.cast(ops.argmax(ops.add(scores, gumbel), axis=-1), "int32")
 
 

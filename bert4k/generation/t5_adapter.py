@@ -7,7 +7,7 @@ import math
 import numpy as np
 from keras import ops
 
-from bert4k.generation.adapters import ModelAdapter, _rows_of
+from bert4k.generation.adapters import ModelAdapter, _rows_of, reorder_with_caches
 from bert4k.generation.compile import compiled
 
 
@@ -18,7 +18,7 @@ class T5Adapter(ModelAdapter):
     of rows of any lengths (right-padded with 0), or one sequence; a model with a LayerNorm condition takes
     `(encoder_ids, cond)` (or a dict with keys `token_ids`, `cond`), `cond` as the model's condition input(s), one row
     per input row. The decoder starts from the config's `decoder_start_token_id` (0); the first logits are those
-    after the start token. The state holds, per row, the decoder self-attention caches `[rows, L, heads, d_kv]`
+    after the start token. The state holds, per row, the decoder self-attention caches `[rows * heads, L, d_kv]`
     (`L` = `max_new_tokens` rounded up to `cache_block`, so nearby lengths reuse the compiled step), the
     cross-attention `(k, v)` of the encoder output, its padding mask and the condition vector, so beams and samples
     reorder them with the rest.
@@ -89,6 +89,10 @@ class T5Adapter(ModelAdapter):
             state["cond"] = cond_vector
         start_ids = ops.full((ops.shape(encoder_ids)[0], 1), self.start_id, "int32")
         return self._decode(state, start_ids, 0)
+
+    def reorder(self, state, rows):
+        heads = self.model.decoder_blocks[0].self_attention.heads
+        return reorder_with_caches(state, rows, heads, caches=("cache", "context_cache"))
 
     def step(self, state, token_ids, index, in_place: bool = False):
         # The start token sits at decoder position 0, so the token generated at `index` goes to `index + 1`.

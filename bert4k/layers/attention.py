@@ -1,7 +1,9 @@
 """Multi-head attention with key_size ≠ head_size, a boolean mask, an additive position bias and a KV cache.
 
 Plain attention (padding and/or causal mask, or none; no position bias; no attention dropout in training) runs on
-`keras.ops.dot_product_attention`, the backend's fused kernel; the rest on explicit float32 scores.
+`keras.ops.dot_product_attention`, the backend's fused kernel; the rest on explicit float32 scores. A KV cache is
+stored `[batch * heads, length, size]`, the layout of the batched score and value products, so a decoding step
+writes its new rows in place and copies nothing of the cache.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from keras import ops
 
 from bert4k.layers.initializers import truncated_normal
 from bert4k.layers.kv_cache import write_cache
-from bert4k.layers.linear_attention import linear_attention
+from bert4k.layers.linear_attention import initial_state, linear_attention
 
 NEG_INF = -1e9
 
@@ -67,29 +69,59 @@ class MultiHeadAttention(keras.layers.Layer):
         v = self._split_heads(self.value(key_value), self.head_size)
         return k, v
 
+    def init_cache(self, batch: int, length: int, dtype=None):
+        """A zeroed static cache for `length` positions: `(k, v)` of shape `[batch * heads, length, key_size /
+        head_size]` (row `b * heads + h` is head h of row b; linear attention: its empty running state, float32
+        sums whatever `dtype`)."""
+        if self.attention == "linear":
+            return initial_state(batch, self.heads, self.key_size, self.head_size)
+        dtype = dtype or self.compute_dtype
+        return (ops.zeros((batch * self.heads, length, self.key_size), dtype),
+                ops.zeros((batch * self.heads, length, self.head_size), dtype))
+
+    def _heads_first(self, x, size):
+        """`[batch, len, heads, size]` → the cache layout `[batch * heads, len, size]`."""
+        x = ops.transpose(x, (0, 2, 1, 3))
+        return ops.reshape(x, (-1, ops.shape(x)[2], size))
+
+    def cache_key_value(self, key_value):
+        """K and V of `key_value` in the cache layout `[batch * heads, len, size]` (pre-computed cross-attention)."""
+        k, v = self.project_key_value(key_value)
+        return self._heads_first(k, self.key_size), self._heads_first(v, self.head_size)
+
     def call(self, query, key_value=None, attention_mask=None, position_bias=None, cache=None, cache_index=None,
              causal: bool = False, cache_in_place=False, training=None):
         """Returns the attention output, and with `cache` also the updated `(k, v)` cache.
 
-        `cache=(k, v)` with `cache_index`: the new K/V of `key_value` are written into the static cache at
-        `cache_index` and attention runs over the whole cache. `cache` without `cache_index`: the cache is
-        used as-is (pre-computed cross-attention K/V). `cache_in_place`: see `bert4k.layers.kv_cache.write_cache`
-        (only for a cache the caller owns).
+        `cache=(k, v)` (see `init_cache`) with `cache_index`: the new K/V of `key_value` are written into the
+        static cache at `cache_index` and attention runs over the whole cache. `cache` without `cache_index`: the
+        cache is used as-is (pre-computed cross-attention K/V, `cache_key_value`). `cache_in_place`: see
+        `bert4k.layers.kv_cache.write_cache` (only for a cache the caller owns).
         """
         key_value = query if key_value is None else key_value
         q = self._split_heads(self.query(query), self.key_size)
         if self.attention == "linear":
             return self._linear_call(q, key_value, attention_mask, position_bias, cache)
-        if cache is not None and cache_index is None:
+        if cache is None:
+            k, v = self.project_key_value(key_value)
+            return self.attention_output(self.attend(q, k, v, attention_mask, position_bias, training,
+                                                     causal=causal))
+        self._check_cache(cache)
+        if cache_index is None:
             k, v = cache
         else:
-            k, v = self.project_key_value(key_value)
-            if cache is not None:
-                k = write_cache(cache[0], k, cache_index, in_place=cache_in_place)
-                v = write_cache(cache[1], v, cache_index, in_place=cache_in_place)
-        out = self.attend(q, k, v, attention_mask, position_bias, training, causal=causal)
-        out = self.attention_output(out)
-        return (out, (k, v)) if cache is not None else out
+            k, v = self.cache_key_value(key_value)
+            k = write_cache(cache[0], k, cache_index, in_place=cache_in_place)
+            v = write_cache(cache[1], v, cache_index, in_place=cache_in_place)
+        out = self.attend_cached(q, k, v, attention_mask, position_bias, training)
+        return self.attention_output(out), (k, v)
+
+    def _check_cache(self, cache):
+        for tensor, size, name in zip(cache, (self.key_size, self.head_size), ("key", "value")):
+            shape = tuple(tensor.shape)
+            if len(shape) != 3 or shape[2] != size or (shape[0] is not None and shape[0] % self.heads):
+                raise ValueError(f"{self.name}: the {name} cache must be [batch * heads ({self.heads}), length, "
+                                 f"size={size}] (see init_cache), got shape {shape}")
 
     def _linear_call(self, q, key_value, linear_mask, position_bias, state):
         if position_bias is not None:
@@ -128,6 +160,27 @@ class MultiHeadAttention(keras.layers.Layer):
         probs = self.attention_dropout(ops.cast(probs, q.dtype), training=training)
         out = ops.einsum("bhqk,bkhd->bqhd", probs, ops.cast(v, q.dtype))
         return ops.reshape(out, (batch, length, self.heads * self.head_size))
+
+    def attend_cached(self, q, k, v, mask=None, position_bias=None, training=None):
+        """`attend` over keys / values in the cache layout `[batch * heads, k, size]`: one batched product each,
+        reading the cache where it lies (no reshape or transpose of it: XLA would copy it every step); only the
+        queries, the scores and the output (a few rows per step) change shape."""
+        batch, length = ops.shape(q)[0], ops.shape(q)[1]
+        q = self._heads_first(q, self.key_size)
+        scores = ops.cast(ops.einsum("nqd,nkd->nqk", q, ops.cast(k, q.dtype)), "float32")
+        scores = ops.reshape(scores, (batch, self.heads, length, ops.shape(k)[1]))
+        if self.scale:
+            scores = scores / (self.key_size ** 0.5)
+        if position_bias is not None:
+            scores = scores + ops.cast(position_bias, "float32")
+        if mask is not None:
+            scores = ops.where(ops.expand_dims(ops.cast(mask, "bool"), 1), scores, NEG_INF)
+        probs = ops.softmax(scores, axis=-1)
+        probs = self.attention_dropout(ops.cast(probs, q.dtype), training=training)
+        probs = ops.reshape(probs, (-1, length, ops.shape(k)[1]))
+        out = ops.reshape(ops.einsum("nqk,nkd->nqd", probs, ops.cast(v, q.dtype)),
+                          (batch, self.heads, length, self.head_size))
+        return ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (batch, length, self.heads * self.head_size))
 
     def compute_output_shape(self, query_shape, key_value_shape=None):
         return (*query_shape[:-1], self.output_dim or query_shape[-1])

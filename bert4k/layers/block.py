@@ -8,6 +8,12 @@ from bert4k.layers.feed_forward import FeedForward
 from bert4k.layers.norms import LayerNorm
 from bert4k.layers.recompute import recompute_grad, seed_states
 
+# What `call(..., intermediates=True)` returns after the block output, in this order: the attention output, after
+# the residual dropout, the residual sum, the first norm's output (N1, wherever it applies), the feed-forward output,
+# after its dropout, its residual sum, and the second norm's output (N2; post-LN and GPT2-ML: the block output).
+INTERMEDIATES = ("attention", "attention_dropout", "attention_residual", "attention_norm", "feed_forward",
+                 "feed_forward_dropout", "feed_forward_residual", "feed_forward_norm")
+
 
 @keras.saving.register_keras_serializable("bert4k")
 class TransformerBlock(keras.layers.Layer):
@@ -62,16 +68,21 @@ class TransformerBlock(keras.layers.Layer):
         self.residual_dropout = keras.layers.Dropout(self.dropout, dtype=dtype)
 
     def call(self, x, attention_mask=None, cond=None, cache=None, cache_index=None, cache_in_place=False,
-             causal: bool = False, training=None):
+             causal: bool = False, intermediates: bool = False, training=None):
         """Returns the block output, and with `cache` also the layer's updated `(k, v)` cache.
 
         `attention_mask` broadcasts to `[batch, q, k]`; `causal=True` (softmax attention only) adds the causal
-        structure inside the attention (see `MultiHeadAttention`)."""
+        structure inside the attention (see `MultiHeadAttention`). `intermediates=True` returns
+        `[output, *INTERMEDIATES]` (the tensors inside the block, from the same pass; not with cache or recompute)."""
+        if intermediates and (cache is not None or self.recompute):
+            raise ValueError(f"{self.name}: intermediates=True is not available with a KV cache or recompute=True")
         if self.recompute and cache is None:
             return self._recomputed(x, attention_mask, cond, causal, training)
-        return self._forward(x, attention_mask, cond, cache, cache_index, cache_in_place, causal, training)
+        return self._forward(x, attention_mask, cond, cache, cache_index, cache_in_place, causal, training,
+                             intermediates)
 
-    def _forward(self, x, attention_mask, cond, cache, cache_index, cache_in_place, causal, training):
+    def _forward(self, x, attention_mask, cond, cache, cache_index, cache_in_place, causal, training,
+                 intermediates=False):
         extra = {"causal": True} if causal else {}
 
         def attend(h):
@@ -82,21 +93,28 @@ class TransformerBlock(keras.layers.Layer):
         norm2 = lambda h: self.ffn_norm(h, cond=cond)
         drop = lambda h: self.residual_dropout(h, training=training)
         new_cache = None
-        if self.norm_position == "pre":
-            a = attend(norm1(x))
-        else:
-            a = attend(x)
+        n1 = norm1(x) if self.norm_position == "pre" else None
+        a = attend(x if n1 is None else n1)
         if cache is not None:
             a, new_cache = a
+        da = drop(a)
+        s1 = x + da
         if self.norm_position == "post":
-            h = norm1(x + drop(a))
-            y = norm2(h + drop(self.feed_forward(h)))
-        elif self.norm_position == "pre":
-            h = x + drop(a)
-            y = h + drop(self.feed_forward(norm2(h)))
-        else:  # gpt2_ml
-            h = x + drop(a)
-            y = norm2(h + drop(self.feed_forward(norm1(h))))
+            h = n1 = norm1(s1)
+        else:
+            h = s1
+        if self.norm_position == "pre":
+            f_in = n2 = norm2(h)
+        elif self.norm_position == "gpt2_ml":
+            f_in = n1 = norm1(h)
+        else:
+            f_in = h
+        f = self.feed_forward(f_in)
+        df = drop(f)
+        s2 = h + df
+        y = s2 if self.norm_position == "pre" else norm2(s2)
+        if intermediates:
+            return [y, a, da, s1, n1, f, df, s2, n2 if self.norm_position == "pre" else y]
         return y if cache is None else (y, new_cache)
 
     def _recomputed(self, x, attention_mask, cond, causal, training):
@@ -109,6 +127,11 @@ class TransformerBlock(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    def compute_output_spec(self, x, *args, intermediates: bool = False, **kwargs):
+        if not intermediates:
+            return super().compute_output_spec(x, *args, **kwargs)
+        return [keras.KerasTensor(x.shape, dtype=self.compute_dtype) for _ in range(1 + len(INTERMEDIATES))]
 
     def get_config(self):
         return {**super().get_config(), "heads": self.heads, "head_size": self.head_size,

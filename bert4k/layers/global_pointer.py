@@ -59,14 +59,21 @@ def _span_mask(logits, mask, tril_mask: bool):
 class GlobalPointer(keras.layers.Layer):
     """`call(x, mask=None)`: `x` `[batch, seq, hidden]`, `mask` `[batch, seq]` (True = real token) →
     float32 span logits `[batch, heads, seq, seq]`; span `i..j` of type `h` is predicted where the logit is > 0.
-    Train with `global_pointer_crossentropy`."""
+    Train with `global_pointer_crossentropy`.
+
+    `lr_multiplier` (as the CRF's): the projection weights are stored divided by it and used multiplied by it, so
+    under Adam-type optimisers they learn `lr_multiplier` times faster than the encoder (same initial outputs).
+    """
 
     def __init__(self, heads: int, head_size: int, rope: bool = True, use_bias: bool = True, tril_mask: bool = True,
-                 kernel_initializer="lecun_normal", **kwargs):
+                 kernel_initializer="lecun_normal", lr_multiplier: float = 1.0, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if heads < 1 or head_size < 2 or head_size % 2:
             raise ValueError(f"GlobalPointer needs heads ≥ 1 and an even head_size ≥ 2, got {heads}, {head_size}")
+        if lr_multiplier <= 0:
+            raise ValueError(f"lr_multiplier must be > 0, got {lr_multiplier}")
+        self.lr_multiplier = float(lr_multiplier)
         self.heads = heads
         self.head_size = head_size
         self.rope = rope
@@ -76,8 +83,18 @@ class GlobalPointer(keras.layers.Layer):
 
     def _dense(self, units: int, name: str):
         initializer = keras.initializers.get(keras.initializers.serialize(self.kernel_initializer))
-        return keras.layers.Dense(units, use_bias=self.use_bias, kernel_initializer=initializer, dtype="float32",
-                                  name=name)
+        scale = 1.0 / self.lr_multiplier
+
+        def stored(shape, dtype=None):
+            return initializer(shape, dtype=dtype) * scale
+
+        return keras.layers.Dense(units, use_bias=self.use_bias, kernel_initializer=stored if scale != 1 else
+                                  initializer, dtype="float32", name=name)
+
+    def _project(self, dense, x):
+        """`dense(x)` with its stored weights × `lr_multiplier`."""
+        y = dense(x)
+        return y * self.lr_multiplier if self.lr_multiplier != 1 else y
 
     def build(self, x_shape, mask_shape=None):
         self.dense = self._dense(self.heads * self.head_size * 2, "dense")
@@ -85,7 +102,7 @@ class GlobalPointer(keras.layers.Layer):
 
     def _query_key(self, x):
         """`(q, k)` `[batch, seq, heads, head_size]`."""
-        x = self.dense(ops.cast(x, "float32"))
+        x = self._project(self.dense, ops.cast(x, "float32"))
         x = ops.reshape(x, (ops.shape(x)[0], ops.shape(x)[1], self.heads, 2 * self.head_size))
         return x[..., :self.head_size], x[..., self.head_size:]
 
@@ -105,7 +122,8 @@ class GlobalPointer(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "heads": self.heads, "head_size": self.head_size, "rope": self.rope,
                 "use_bias": self.use_bias, "tril_mask": self.tril_mask,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "lr_multiplier": self.lr_multiplier}
 
 
 @keras.saving.register_keras_serializable("bert4k")
@@ -121,12 +139,12 @@ class EfficientGlobalPointer(GlobalPointer):
         self.q_dense.build((*x_shape[:-1], self.head_size * 2))
 
     def call(self, x, mask=None):
-        x = self.p_dense(ops.cast(x, "float32"))
+        x = self._project(self.p_dense, ops.cast(x, "float32"))
         q, k = x[..., ::2], x[..., 1::2]
         if self.rope:
             q, k = apply_rotary(q), apply_rotary(k)
         logits = ops.einsum("bmd,bnd->bmn", q, k) / self.head_size ** 0.5
-        bias = ops.transpose(self.q_dense(x), (0, 2, 1)) / 2.0  # [b, 2·heads, n]
+        bias = ops.transpose(self._project(self.q_dense, x), (0, 2, 1)) / 2.0  # [b, 2·heads, n]
         logits = logits[:, None] + bias[:, ::2, None, :] + bias[:, 1::2, :, None]
         return _span_mask(logits, mask, self.tril_mask)
 

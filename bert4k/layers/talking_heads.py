@@ -48,6 +48,13 @@ class TalkingHeadsAttention(MultiHeadAttention):
                                               initializer="identity")
         self.attention_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
 
+    def init_cache(self, batch: int, length: int, dtype=None):
+        """A zeroed static cache `(k, v)`: `[batch, length, heads, key_size]`, `[batch, length, value_heads,
+        head_size]`."""
+        dtype = dtype or self.compute_dtype
+        return (ops.zeros((batch, length, self.heads, self.key_size), dtype),
+                ops.zeros((batch, length, self.value_heads, self.head_size), dtype))
+
     def project_key_value(self, key_value):
         batch, length = ops.shape(key_value)[0], ops.shape(key_value)[1]
         k = self._split_heads(self.key(key_value), self.key_size)

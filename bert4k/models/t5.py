@@ -189,15 +189,11 @@ class T5(FunctionalModel):
     # --- cached autoregressive decoding ---
     def context_cache(self, context) -> list:
         """Cross-attention `(k, v)` of the encoder output for every decoder block (computed once per input)."""
-        return [block.cross_attention_layer.project_key_value(context) for block in self.decoder_blocks]
+        return [block.cross_attention_layer.cache_key_value(context) for block in self.decoder_blocks]
 
     def init_cache(self, batch: int, length: int) -> list:
-        """Zeroed static self-attention caches `[batch, length, heads, key_size]` for every decoder block."""
-        attention = self.decoder_blocks[0].self_attention
-        shapes = ((batch, length, attention.heads, attention.key_size), (batch, length, attention.heads,
-                                                                         attention.head_size))
-        dtype = self.decoder_blocks[0].compute_dtype
-        return [(ops.zeros(shapes[0], dtype), ops.zeros(shapes[1], dtype)) for _ in self.decoder_blocks]
+        """Zeroed static self-attention caches `[batch * heads, length, key_size]` for every decoder block."""
+        return [block.self_attention.init_cache(batch, length, block.compute_dtype) for block in self.decoder_blocks]
 
     def decode_step(self, token_ids, cache, cache_index, context_cache, context_mask=None, cond=None, *,
                     condition_vector=None, cache_in_place: bool = False):

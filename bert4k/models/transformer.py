@@ -60,6 +60,9 @@ class Transformer(FunctionalModel):
     fixed `max_length` defaults to `max_position_embeddings`).
     `recompute=True` (bert4keras' name) recomputes each block's activations in the backward pass instead of keeping
     them (gradient checkpointing: less memory for long sequences, one more forward pass per step).
+    `block_intermediates=True`: each block's node in the graph also outputs the tensors inside it
+    (`bert4k.layers.block.INTERMEDIATES`, from the same pass), so `get_output_at(i)[k]` reaches them (the bert4keras
+    compatibility layer's per-sub-layer views).
     `hierarchical_position=True` (or alpha, default 0.4) lets a table of n learned positions embed inputs up to n²
     long (bert4keras' hierarchical decomposition, `HierarchicalPositionEmbedding`); without it, inputs longer than
     `max_position_embeddings` are refused.
@@ -70,7 +73,8 @@ class Transformer(FunctionalModel):
                  layer_norm_cond: int | keras.Model | None = None, layer_norm_cond_hidden_size: int | None = None,
                  layer_norm_cond_hidden_act: str = "linear", family: str = "bert", dtype=None, attention: str = "softmax",
                  attention_options: dict | None = None, padding_mask: bool = False, attention_mask=None,
-                 recompute: bool = False, hierarchical_position: bool | float = False, **kwargs):
+                 recompute: bool = False, hierarchical_position: bool | float = False,
+                 block_intermediates: bool = False, **kwargs):
         if isinstance(config, dict):
             config = TransformerConfig.from_dict(config)
         if isinstance(attention_mask, dict):
@@ -180,7 +184,10 @@ class Transformer(FunctionalModel):
             user_fn = None if attention_mask == "input" else attention_mask
             mask = RestrictMask(user_fn, name="Attention-Mask-User")(mask, token_ids, user_mask_input)
         for block in self.blocks:
-            x = block(x, attention_mask=mask, cond=cond, causal=causal)
+            if block_intermediates:
+                x = block(x, attention_mask=mask, cond=cond, causal=causal, intermediates=True)[0]
+            else:
+                x = block(x, attention_mask=mask, cond=cond, causal=causal)
         if self.output_norm is not None:
             x = self.output_norm(x, cond=cond)
         if application == "plm":
@@ -216,6 +223,7 @@ class Transformer(FunctionalModel):
         self.attention_options = attention_options
         self.recompute = recompute
         self.hierarchical_position = hierarchical_position
+        self.block_intermediates = block_intermediates
 
     def input_limits(self) -> dict[str, Limit]:
         cfg = self.config
@@ -255,6 +263,10 @@ class Transformer(FunctionalModel):
             x = self.mlm_bias(x)
         return self.head_activation(x) if activation else x
 
+    def init_cache(self, batch: int, length: int) -> list:
+        """Zeroed static caches for `length` positions, one per block (see `MultiHeadAttention.init_cache`)."""
+        return [block.attention.init_cache(batch, length, block.compute_dtype) for block in self.blocks]
+
     def call_with_cache(self, token_ids, mask, cache, cache_index, segment_ids=None, positions=None, cond=None, *,
                         condition_vector=None, last_only: bool = False, logits: bool = False,
                         cache_in_place: bool = False):
@@ -262,7 +274,7 @@ class Transformer(FunctionalModel):
 
         `token_ids`: the new tokens `[batch, q]`; `mask`: `[batch, q, cache_len]` (linear attention: its mask
         structure, see `bert4k.layers.linear_attention.linear_mask`); `cache`: per-block `(k, v)` of shape
-        `[batch, cache_len, heads, size]` (linear attention: the running states `(S, Z)`); the new K/V are written
+        `[batch * heads, cache_len, size]` (`init_cache`; linear attention: the running states `(S, Z)`); the new K/V are written
         at `cache_index`; `positions`: `[batch, q]` position ids; `cond`: the model's condition input(s) (the
         vector, or the condition model's inputs), or `condition_vector`: the vector already computed from them.
         `last_only`: the head runs on the last position only (`[batch, 1, vocab]`). `logits=True`: logits whatever the
@@ -306,6 +318,7 @@ class Transformer(FunctionalModel):
             "attention_options": self.attention_options,
             "recompute": self.recompute,
             "hierarchical_position": self.hierarchical_position,
+            "block_intermediates": self.block_intermediates,
             "dtype": self.dtype_name,
         }
 
