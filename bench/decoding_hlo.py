@@ -94,8 +94,8 @@ def worker(args) -> None:
     from bert4k.config import TransformerConfig
     from bert4k.generation import generate
 
-    cfg = TransformerConfig(vocab_size=97, hidden_size=48, num_hidden_layers=2, num_attention_heads=3,
-                            intermediate_size=64, max_position_embeddings=1024, type_vocab_size=0,
+    cfg = TransformerConfig(vocab_size=97, hidden_size=args.heads * args.size, num_hidden_layers=2,
+                            num_attention_heads=args.heads, intermediate_size=64, max_position_embeddings=1024, type_vocab_size=0,
                             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     model = build_transformer_model(cfg, model="gpt2", application="lm", logits=True)
     prompt = np.random.default_rng(0).integers(1, 97, size=(args.batch, args.prompt)).astype("int32")
@@ -109,18 +109,21 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=8)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--method", default="greedy")
+    parser.add_argument("--heads", type=int, default=3)
+    parser.add_argument("--size", type=int, default=16, help="head size")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
-    elements = args.batch * 3 * args.prompt * 16  # one layer's K (or V) cache holds more: heads 3, size 16
+    elements = args.batch * args.heads * args.prompt * args.size  # one layer's K (or V) cache holds more
     new = math.ceil(args.new / 32) * 32  # the adapter's cache_block; JAX rounds the prompt up too
     for backend in args.backends:
         with tempfile.TemporaryDirectory() as folder:
             env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
                    "XLA_FLAGS": f"--xla_dump_to={folder} --xla_dump_hlo_as_text"}
             command = [sys.executable, os.path.abspath(__file__), "--worker", "--prompt", str(args.prompt), "--new",
-                       str(args.new), "--batch", str(args.batch), "--method", args.method]
+                       str(args.new), "--batch", str(args.batch), "--method", args.method, "--heads", str(args.heads),
+                       "--size", str(args.size)]
             subprocess.run(command, env=env, check=True)
             modules = len(glob.glob(os.path.join(folder, "*after_optimizations.txt")))
             length = (math.ceil(args.prompt / 32) * 32 if backend == "jax" else args.prompt) + new

@@ -140,3 +140,23 @@ def test_t5_init_cache_and_decode_step_do_not_alias():
     logits, _ = model.decode_step(dec[:, 1:], cache, 1, context_cache, context_mask)
     np.testing.assert_allclose(ops.convert_to_numpy(logits)[:, 0], full[:, 1], atol=1e-5)
     np.testing.assert_array_equal(ops.convert_to_numpy(cache[0][0]), kept)  # the step left its input alone
+
+
+def test_compiled_decoding_loop_copies_no_cache():
+    """XLA's optimised loop body (TF-XLA and JAX, greedy) holds no cache-sized copy or transpose: a step writes its
+    rows in place and the attention reads the cache where it lies (`bench/decoding_hlo.py` reads the HLO dump)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, os.path.join(repo, "bench", "decoding_hlo.py"), "--prompt", "96"],
+                            check=False, env={**os.environ, "PYTHONPATH": repo}, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [r["backend"] for r in reports] == ["tensorflow", "jax"]
+    for report in reports:
+        assert report["modules"] > 0, report
+        assert report["cache_sized_ops_in_loop"] == [], report

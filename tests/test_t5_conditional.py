@@ -109,7 +109,7 @@ def test_keras_round_trip_and_serving_models(form, tmp_path):
     for seed, expected in zip((0, 1), outputs):
         cond = make_cond(seed)
         assert max_diff(loaded([enc, dec, cond], training=False), expected) <= 1e-6
-        context = np.asarray(loaded.encoder_model([enc, cond], training=False))
+        context = keras.ops.convert_to_numpy(loaded.encoder_model([enc, cond], training=False))
         assert max_diff(loaded.decoder_model([context, enc, dec, cond], training=False), expected) <= 1e-5
 
 
@@ -117,7 +117,7 @@ def uncached_greedy(t5, enc, cond, steps: int) -> np.ndarray:
     """Greedy decoding by re-running the whole model on the growing decoder prefix (no cache)."""
     dec = np.zeros((len(enc), 1), "int32")
     for _ in range(steps):
-        token = np.argmax(np.asarray(t5([enc, dec, cond], training=False))[:, -1], axis=-1)
+        token = np.argmax(keras.ops.convert_to_numpy(t5([enc, dec, cond], training=False))[:, -1], axis=-1)
         dec = np.concatenate([dec, token[:, None].astype("int32")], axis=1)
     return dec[:, 1:]
 
