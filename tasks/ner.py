@@ -64,7 +64,7 @@ FILE_FORMAT = ("IOB2 (`char<TAB>tag` lines, a blank line between sentences) or J
 
 
 def parse_args(argv=None):
-    p = common.task_parser(__doc__, out="ner", epochs=2, batch_size=32, maxlen=128, lr=2e-4, columns="text, entities",
+    p = common.task_parser(__doc__, out="ner", epochs=3, batch_size=16, maxlen=128, lr=8e-4, columns="text, entities",
                            file_format=FILE_FORMAT)
     p.add_argument("--heads", default=",".join(HEADS), help="comma-separated subset of %(default)s")
     p.add_argument("--train-limit", type=int, default=0, help="at most N training sentences (overrides --limit)")
