@@ -111,8 +111,24 @@ def test_missing_vocab_and_bad_special_tokens(tmp_path):
     missing = tmp_path / "nope" / "vocab.txt"
     with pytest.raises(FileNotFoundError, match="nope"):
         Tokenizer(missing)
-    with pytest.raises(ValueError, match="token_start"):
+    with pytest.warns(UserWarning, match="token_start='\\[CLS\\]' is not in the vocabulary of the given token_dict"):
         Tokenizer({"[SEP]": 0, "a": 1})
+
+
+def test_start_end_tokens_missing_from_the_vocab_encode_as_unknown_like_bert4keras():
+    """bert4keras' task_language_model_chinese_chess: a vocabulary of [PAD] and the ICCS characters only; the
+    script sets `_token_unk_id = 0` after construction and strips the first and last ids."""
+    chars = ["[PAD]"] + list("0123456789abcdefghi")
+    token_dict = dict(zip(chars, range(len(chars))))
+    with pytest.warns(UserWarning, match="token_end='\\[SEP\\]'"):
+        tokenizer = Tokenizer(token_dict)
+    assert tokenizer.tokenize("h 2 e 2") == ["[CLS]", "h", "2", "e", "2", "[SEP]"]
+    with pytest.raises(ValueError, match="no unknown token '\\[UNK\\]'"):
+        tokenizer.encode("h 2 e 2")  # [CLS] has no id at all: an error, not a list holding None
+    tokenizer._token_unk_id = 0
+    token_ids, segment_ids = tokenizer.encode(" ".join("h2e2h9g7"), maxlen=6)
+    assert token_ids == [0, token_dict["h"], token_dict["2"], token_dict["e"], token_dict["2"], 0]
+    assert segment_ids == [0] * 6
 
 
 def test_unk_words_and_rematch(vocab_path, tok):

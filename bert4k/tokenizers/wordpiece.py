@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -62,13 +63,16 @@ class TokenizerBase:
         self._n_special = (token_start is not None) + (token_end is not None)
 
     def _set_special_ids(self, source: str) -> None:
-        """Set `_token_{pad,unk,mask,start,end}_id`: None for a token not in the vocab,
-        which is an error for the start/end tokens."""
+        """Set `_token_{pad,unk,mask,start,end}_id`: None for a token not in the vocab. A start/end token not in
+        the vocab is still added by `tokenize` and encodes as the unknown token, as in bert4keras (a script may
+        strip it, or set `_token_unk_id` itself); a warning says so."""
         for name in ("pad", "unk", "mask", "start", "end"):
             token = getattr(self, f"_token_{name}")
             token_id = None if token is None else self._lookup(token)
             if token_id is None and token is not None and name in ("start", "end"):
-                raise ValueError(f"token_{name}={token!r} is not in the vocabulary of {source}")
+                warnings.warn(f"token_{name}={token!r} is not in the vocabulary of {source}: tokenize still adds "
+                              f"it and it encodes as the unknown token's id (bert4keras' behaviour); pass "
+                              f"token_{name}=None to leave it out", stacklevel=3)
             setattr(self, f"_token_{name}_id", token_id)
 
     @property
@@ -285,7 +289,13 @@ class Tokenizer(TokenizerBase):
 
     def tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:
         get, unk = self._token_dict.get, self._token_unk_id
-        return [get(t, unk) for t in tokens]
+        tokens = list(tokens)
+        ids = [get(t, unk) for t in tokens]
+        if unk is None and None in ids:
+            absent = list(dict.fromkeys(t for t, i in zip(tokens, ids) if i is None))
+            raise ValueError(f"tokens {absent} are not in the vocabulary, which has no unknown token "
+                             f"{self._token_unk!r}: add it to the vocabulary or set `_token_unk_id`")
+        return ids
 
     def id_to_token(self, i: int) -> str:
         try:
