@@ -36,7 +36,7 @@ setup(
             "lightgbm",
         ],
         # third-party modules bert4keras' examples import (tools/run_bert4keras_examples.py)
-        "examples": ["tqdm", "rouge", "pandas", "sympy", "jieba", "nltk"],
+        "examples": ["tqdm", "rouge", "pandas", "sympy", "jieba", "nltk", "opencv-python-headless", "cchess"],
     },
     entry_points={"console_scripts": ["bert4k=bert4k.cli:main"]},
 )

