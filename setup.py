@@ -34,6 +34,9 @@ setup(
             "sklearn-crfsuite",
             "pytorch-crf",
             "lightgbm",
+            # the bert4keras-example harness tests write stand-in images and chess games
+            "opencv-python-headless",
+            "cchess",
         ],
         # third-party modules bert4keras' examples import (tools/run_bert4keras_examples.py)
         "examples": ["tqdm", "rouge", "pandas", "sympy", "jieba", "nltk", "opencv-python-headless", "cchess"],
