@@ -149,26 +149,14 @@ class MultiHeadAttention(keras.layers.Layer):
             causal_mask = ops.expand_dims(j <= i, 0)
             mask = causal_mask if mask is None else ops.logical_and(ops.cast(mask, "bool"), causal_mask)
         scores = ops.einsum("bqhd,bkhd->bhqk", q, ops.cast(k, q.dtype))
-        scores = ops.cast(scores, "float32")
-        if self.scale:
-            scores = scores / (self.key_size ** 0.5)
-        if position_bias is not None:
-            scores = scores + ops.cast(position_bias, "float32")
-        if mask is not None:
-            scores = ops.where(ops.expand_dims(mask, 1), scores, NEG_INF)
-        probs = ops.softmax(scores, axis=-1)
-        probs = self.attention_dropout(ops.cast(probs, q.dtype), training=training)
+        probs = self._probabilities(scores, mask, position_bias, training, q.dtype)
         out = ops.einsum("bhqk,bkhd->bqhd", probs, ops.cast(v, q.dtype))
         return ops.reshape(out, (batch, length, self.heads * self.head_size))
 
-    def attend_cached(self, q, k, v, mask=None, position_bias=None, training=None):
-        """`attend` over keys / values in the cache layout `[batch * heads, k, size]`: one batched product each,
-        reading the cache where it lies (no reshape or transpose of it: XLA would copy it every step); only the
-        queries, the scores and the output (a few rows per step) change shape."""
-        batch, length = ops.shape(q)[0], ops.shape(q)[1]
-        q = self._heads_first(q, self.key_size)
-        scores = ops.cast(ops.einsum("nqd,nkd->nqk", q, ops.cast(k, q.dtype)), "float32")
-        scores = ops.reshape(scores, (batch, self.heads, length, ops.shape(k)[1]))
+    def _probabilities(self, scores, mask, position_bias, training, dtype):
+        """`[batch, heads, q, k]` scores → attention probabilities in `dtype`: float32 softmax of the scaled scores
+        plus the position bias, masked positions excluded, attention dropout in training."""
+        scores = ops.cast(scores, "float32")
         if self.scale:
             scores = scores / (self.key_size ** 0.5)
         if position_bias is not None:
@@ -176,7 +164,17 @@ class MultiHeadAttention(keras.layers.Layer):
         if mask is not None:
             scores = ops.where(ops.expand_dims(ops.cast(mask, "bool"), 1), scores, NEG_INF)
         probs = ops.softmax(scores, axis=-1)
-        probs = self.attention_dropout(ops.cast(probs, q.dtype), training=training)
+        return self.attention_dropout(ops.cast(probs, dtype), training=training)
+
+    def attend_cached(self, q, k, v, mask=None, position_bias=None, training=None):
+        """`attend` over keys / values in the cache layout `[batch * heads, k, size]`: one batched product each,
+        reading the cache where it lies (no reshape or transpose of it: XLA would copy it every step); only the
+        queries, the scores and the output (a few rows per step) change shape."""
+        batch, length = ops.shape(q)[0], ops.shape(q)[1]
+        q = self._heads_first(q, self.key_size)
+        scores = ops.einsum("nqd,nkd->nqk", q, ops.cast(k, q.dtype))
+        scores = ops.reshape(scores, (batch, self.heads, length, ops.shape(k)[1]))
+        probs = self._probabilities(scores, mask, position_bias, training, q.dtype)
         probs = ops.reshape(probs, (-1, length, ops.shape(k)[1]))
         out = ops.reshape(ops.einsum("nqk,nkd->nqd", probs, ops.cast(v, q.dtype)),
                           (batch, self.heads, length, self.head_size))
