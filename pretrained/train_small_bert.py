@@ -5,7 +5,9 @@ WordPiece tokens it uses plus the characters BERT lacks). Documents are tokenize
 packed into rows of `--maxlen` tokens (`pretrained/batches.py`); 1% of the rows are held out for validation.
 
 - `--objective mlm`: BERT (4 layers, hidden 256, 4 heads, FFN 1024), whole-word masking 15 % (80/10/10), the MLM
-  head run only at the masked positions.
+  head run only at the masked positions. `--neighbour-init 1.7 --unigram-bias` start each head attending to one
+  neighbour and the output at the unigram distribution: without them a small model spends thousands of steps
+  predicting from the bag of context tokens, blind to their order (`pretrained/context_order.py` measures it).
 - `--objective electra`: the same BERT as the discriminator (per-token replaced/original head) and a generator of
   the same `Transformer` class (hidden `--generator-hidden`, embeddings tied to the discriminator's through
   `Embedding-Mapping`), masks all `[MASK]`, loss = MLM + 50 × replaced-token detection (`bert4k.pretraining`).
@@ -80,6 +82,12 @@ def parse_args(argv=None):
                    help="mask whole jieba words, or single tokens (intra-word neighbours stay visible)")
     p.add_argument("--dropout", type=float, default=ARCHITECTURE["hidden_dropout_prob"],
                    help="hidden and attention dropout while pre-training (the exported config keeps 0.1)")
+    p.add_argument("--neighbour-init", type=float, default=0.0, metavar="ALPHA",
+                   help="start each head attending to one neighbour (-1, +1, -2, +2, ...) with strength ALPHA "
+                        "(0: off; `neighbour_attention_init`)")
+    p.add_argument("--unigram-bias", action="store_true",
+                   help="start the MLM output bias at the log frequency of each token in the training rows, so "
+                        "training begins at the unigram solution instead of spending its first steps finding it")
     p.add_argument("--train-rows", type=int, default=0, help="train on the first N training rows only (0: all); "
                    "the overfitting check of the recipe")
     p.add_argument("--export", action="store_true", help="only export the latest backup")
@@ -118,12 +126,58 @@ def prepare(args, run: Path) -> tuple[Tokenizer, list, list, dict]:
     return Tokenizer(str(run / "vocab.txt"), do_lower_case=True), rows, words, stats
 
 
+def neighbour_attention_init(model, alpha: float, std: float, seed: int = 0) -> None:
+    """Start every head looking at one neighbour: head h of each layer attends from position i to i + d_h
+    (d = -1, +1, -2, +2, ...), so masked-LM training need not first discover position-based attention.
+
+    The position table becomes pairs (cos ωp, sin ωp) with ω ~ U(0, π) per pair (scaled to `std`): rows p + d and q
+    then have a dot product Σ cos(ω (p + d − q)), peaked at q = p + d and near 0 elsewhere, and the shift by d is
+    the per-pair rotation A_d. Each head's slice of the query kernel gets α·A_d, the key kernel α·I, on top of
+    the random initialisation; token content meets a rotation with a random angle, which averages out."""
+    table = model.get_layer("Embedding-Position").embeddings
+    positions, size = table.shape
+    rng = np.random.default_rng(seed)
+    omega = rng.uniform(0, np.pi, size // 2)
+    angles = np.arange(positions)[:, None] * omega[None]
+    pairs = np.stack([np.cos(angles), np.sin(angles)], -1).reshape(positions, size)
+    table.assign((pairs * std / pairs.std()).astype("float32"))
+    heads = model.config.num_attention_heads
+    offsets = [(-1) ** (h + 1) * (h // 2 + 1) for h in range(heads)]  # -1, +1, -2, +2, ...
+    width = size // heads
+    shift = np.zeros((size, size))
+    for h, d in enumerate(offsets):
+        for k in range(h * width // 2, (h + 1) * width // 2):
+            c, s = np.cos(omega[k] * d), np.sin(omega[k] * d)
+            shift[2 * k:2 * k + 2, 2 * k:2 * k + 2] = [[c, s], [-s, c]]
+    for block in model.blocks:
+        query, key = block.attention.query.kernel, block.attention.key.kernel
+        query.assign((query.numpy() + alpha * shift).astype("float32"))
+        key.assign((key.numpy() + alpha * np.eye(size)).astype("float32"))
+
+
+def start_at_unigram(mlm_model, rows: list, vocab_size: int) -> None:
+    """Set the MLM output bias to the log frequency (add-one) of each token in `rows`: the logits then start at
+    the unigram distribution, and the first steps need not push every prediction there — which otherwise
+    turns attention away from the neighbours `neighbour_attention_init` points it at."""
+    counts = np.bincount(np.concatenate(rows), minlength=vocab_size) + 1.0
+    bias = next(v for v in mlm_model.weights if v.path.endswith("MLM-Bias/bias"))
+    bias.assign(np.log(counts / counts.sum()).astype("float32"))
+
+
 def build(args, vocab_size: int):
     """`(trainer, exported model, config)` for the objective."""
     config = {**ARCHITECTURE, "hidden_size": args.hidden, "num_attention_heads": max(1, args.hidden // 64),
               "intermediate_size": 4 * args.hidden, "num_hidden_layers": args.layers, "vocab_size": vocab_size,
               "model_type": "bert"}
     dropout = {"hidden_dropout_prob": args.dropout, "attention_probs_dropout_prob": args.dropout}
+    trainer, model, config, generator = _build(args, config, dropout)
+    if args.neighbour_init:
+        neighbour_attention_init(model, args.neighbour_init, config["initializer_range"], args.seed)
+    return trainer, model, config, generator
+
+
+def _build(args, config: dict, dropout: dict):
+    """The objective's models from `config`, with the pre-training `dropout`."""
     if args.objective == "mlm":
         config["architectures"] = ["BertForMaskedLM"]
         model = build_transformer_model({**config, **dropout}, application="mlm", logits=True)
@@ -247,6 +301,8 @@ def main(argv=None) -> dict:
     train = batches.StepBatches(rows[n_val:end], words[n_val:end], seed=args.seed, **kwargs)
     val = batches.StepBatches(rows[:n_val], words[:n_val], seed=args.seed + 1, **kwargs)
     trainer, model, config, generator = build(args, tokenizer.vocab_size)
+    if args.unigram_bias:
+        start_at_unigram(generator or model, rows[n_val:end], tokenizer.vocab_size)
     stop = args.stop_at or args.steps
     epochs = -(-stop // args.eval_every)
     optimizer = training.create_optimizer(trainer, args.lr, total_steps=args.steps, warmup=args.warmup,

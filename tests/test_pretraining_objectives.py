@@ -188,3 +188,91 @@ def test_exported_position_table_keeps_the_trained_rows(tmp_path):
     with pytest.raises(ValueError, match="max_position_embeddings|positions|12"):
         build_transformer_model(tmp_path / "config.json", tmp_path / "model.safetensors")(
             [np.ones((1, 13), "int32"), np.zeros((1, 13), "int32")])
+
+
+def _layer0_attention(model, token_ids):
+    """Layer-0 attention probabilities [heads, seq, seq], computed in numpy from the model's weights."""
+    embedded = keras.Model(model.inputs, model.get_layer("Embedding-Norm").output)
+    x = np.asarray(embedded([token_ids, np.zeros_like(token_ids)]))[0]
+    attention = model.blocks[0].attention
+    q = x @ attention.query.kernel.numpy() + attention.query.bias.numpy()
+    k = x @ attention.key.kernel.numpy() + attention.key.bias.numpy()
+    heads = model.config.num_attention_heads
+    size = q.shape[1] // heads
+    scores = np.stack([q[:, h * size:(h + 1) * size] @ k[:, h * size:(h + 1) * size].T for h in range(heads)])
+    scores = scores / np.sqrt(size)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    return probs / probs.sum(-1, keepdims=True)
+
+
+def test_neighbour_init_points_each_head_at_its_neighbour():
+    """train_small_bert.neighbour_attention_init: head 0 attends to i − 1, head 1 to i + 1 (mass ≫ 1/seq), which a
+    random initialisation does not."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pretrained"))
+    import train_small_bert
+
+    config = {**TINY, "hidden_size": 128, "intermediate_size": 128, "num_hidden_layers": 1,
+              "max_position_embeddings": 64, "vocab_size": 500}
+    keras.utils.set_random_seed(0)
+    model = build_transformer_model(config, application="mlm")
+    ids = np.random.default_rng(0).integers(5, 500, (1, 64)).astype("int32")
+    inside = np.arange(3, 61)
+
+    def mass(probs, head, offset):
+        return probs[head, inside, inside + offset].mean()
+
+    before = _layer0_attention(model, ids)
+    assert max(mass(before, h, d) for h in (0, 1) for d in (-1, 1)) < 0.05
+    train_small_bert.neighbour_attention_init(model, alpha=1.7, std=0.02)
+    after = _layer0_attention(model, ids)
+    assert mass(after, 0, -1) > 0.3 and mass(after, 1, 1) > 0.3
+    assert mass(after, 0, 1) < 0.05 and mass(after, 1, -1) < 0.05
+
+
+def test_unigram_bias_starts_the_output_at_the_token_frequencies():
+    """train_small_bert.start_at_unigram: softmax of the MLM bias = the add-one token frequencies of the rows."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pretrained"))
+    import train_small_bert
+
+    model = build_transformer_model(dict(TINY), application="mlm", logits=True)
+    rows = [np.array([5, 5, 7, 9]), np.array([5, 9])]
+    train_small_bert.start_at_unigram(model, rows, TINY["vocab_size"])
+    bias = next(v for v in model.weights if v.path == "MLM-Bias/bias").numpy()
+    expected = np.ones(TINY["vocab_size"])
+    for token, count in ((5, 3), (7, 1), (9, 2)):
+        expected[token] += count
+    np.testing.assert_allclose(np.exp(bias) / np.exp(bias).sum(), expected / expected.sum(), rtol=1e-5)
+
+
+def test_context_order_gain_separates_order_blind_from_order_aware_predictors():
+    """pretrained/context_order.py: shuffling keeps the row's tokens, the masked slots, the ends and the padding;
+    a predictor of the bag of tokens scores the same shuffled, one that reads the left neighbour does not."""
+    import context_order
+
+    rng = np.random.default_rng(0)
+    vocab, rows, length = 40, 8, 20
+    token_ids = rng.integers(5, vocab, (rows, length)).astype("int32")
+    token_ids[:, 0], token_ids[:, -1], token_ids[3, 15:] = 2, 3, 0
+    token_ids[3, 14] = 3
+    positions = np.stack([rng.choice(np.arange(2, 12, 2), 3, replace=False) for _ in range(rows)]).astype("int32")
+    labels = np.take_along_axis(token_ids, positions - 1, 1)  # the target: the (never masked) left neighbour
+    masked = token_ids.copy()
+    np.put_along_axis(masked, positions, 4, 1)
+    shuffled = context_order.shuffle_context(masked, positions, labels)
+    for before, after, where in zip(masked, shuffled, positions):
+        assert sorted(before) == sorted(after)
+        assert (after[where] == 4).all() and after[0] == 2
+        assert (after[before == 0] == 0).all() and after[(before != 0).sum() - 1] == 3
+    assert (shuffled != masked).any()
+
+    def bag(inputs):
+        counts = np.stack([np.bincount(row, minlength=vocab) for row in inputs[0]])
+        return np.repeat(np.log1p(counts)[:, None], length, 1)
+
+    def left_neighbour(inputs):
+        return 5.0 * np.eye(vocab)[np.roll(inputs[0], 1, axis=1)]
+
+    batch = [(masked, np.zeros_like(masked), positions, labels)]
+    blind, aware = context_order.context_order_gain(bag, batch), context_order.context_order_gain(left_neighbour, batch)
+    assert blind["order_gain"] == 0.0
+    assert aware["accuracy"] == 1.0 and aware["order_gain"] > 1.0
