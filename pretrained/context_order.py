@@ -62,6 +62,8 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", help="exported model folder (config.json, model.safetensors, vocab.txt)")
     p.add_argument("--cache", default="runs/pretrain_cache_v2/rows_256_2.npz", help="packed rows of the pre-training run")
+    p.add_argument("--cache-vocab", help="the vocabulary of --cache's ids when it is not the model's (rows are mapped "
+                   "to the model's vocabulary by token, unknown tokens to [UNK])")
     p.add_argument("--batches", type=int, default=4)
     args = p.parse_args(argv)
     folder = Path(args.folder)
@@ -69,6 +71,10 @@ def main(argv=None) -> dict:
     with np.load(args.cache) as data:
         bounds, ids = data["lengths"], data["ids"]
     maxlen = int(np.diff(bounds).max()) + 2
+    if args.cache_vocab:
+        index = {t: i for i, t in enumerate(vocab)}
+        cache_tokens = Path(args.cache_vocab).read_text(encoding="utf-8").split("\n")
+        ids = np.array([index.get(t, index["[UNK]"]) for t in cache_tokens])[ids]
     rows = np.split(ids, bounds[1:-1])[:max(64, len(bounds) // 100)]  # the validation rows of train_small_bert
     ids_of = {t: vocab.index(t) for t in ("[CLS]", "[SEP]", "[MASK]")}
     val = batches.StepBatches(rows, [np.arange(len(r)) for r in rows], batch_size=16, maxlen=maxlen,
