@@ -15,10 +15,17 @@ without `entities` for unlabelled text) with each head saved there, scoring it w
 
 Metric: entity-level micro precision / recall / F1, an entity counting only with exact span and type.
 
+Features: beside the encoder output, each character gets embeddings of the character bigrams around it
+(`--bigram-dim`, `--bigram-offsets`: a table over the training text's bigrams seen ≥ `--bigram-min-count` times,
+the rarer and unseen ones sharing `[UNK]`; `bert4k.layers.NgramEmbedding`), the lexical evidence the baseline's
+bigram features have, learnt fast by a table where the encoder would need many steps. The tagging heads learn
+BIOES tags by default (`--scheme`; E and S mark an entity's end and single-character entities) and decode the
+best sequence the scheme allows.
+
 Heads: the softmax and CRF emission layers start with the log tag frequencies of the training data as their bias
 (with a zero bias the encoder learns the mostly-`O` prior itself, by making all token vectors alike, and the
-softmax head collapses to all-`O`). The softmax head decodes the best IOB2-valid tag sequence (Viterbi over its
-log-probabilities), the CRF head its Viterbi path. The head's own layer (emissions, GlobalPointer projections)
+softmax head collapses to all-`O`). The softmax head decodes the best valid tag sequence (Viterbi over its
+log-probabilities), the CRF head its Viterbi path under the same rules. The head's own layer (emissions, GlobalPointer projections)
 learns `--head-lr-multiplier` times faster than the encoder (its weights stored divided by it and scaled back):
 a GlobalPointer at the encoder's rate had not scored one span above 0 after 150 MSRA steps.
 
@@ -28,13 +35,13 @@ a window boundary is split there). Empty sentences (blank-line runs) are skipped
 `O` / `B-T` / `I-T`, or (with `--test`) of a type the training data lacks, is an error naming the file and line.
 
     python tasks/ner.py                                   # from our pretrained model, all three heads
-    python tasks/ner.py --heads crf --epochs 3
+    python tasks/ner.py --heads crf --scheme BIO --bigram-dim 0   # the encoder alone, IOB2 tags
     python tasks/ner.py --train-limit 5000 --limit 2000   # a subset: 5000 training, 2000 dev/test sentences
     python tasks/ner.py --train mine.txt --test mine_test.jsonl --heads crf
     python tasks/ner.py --predict new.jsonl --saved runs/ner-mine-bert4k-small-zh
 
 Writes to --out: metrics.json, predictions.jsonl and, per head, a folder with log.csv, learning_curve.png,
-model.keras and vocab.txt.
+model.keras, vocab.txt and (with bigrams) bigrams.json, the bigram vocabulary.
 """
 from __future__ import annotations
 
@@ -75,13 +82,13 @@ def parse_args(argv=None):
     p.add_argument("--gp-threshold", type=float, help="GlobalPointer span threshold (default: the best on the dev "
                    f"set of {GP_THRESHOLDS})")
     p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--scheme", choices=list(tagging.SCHEMES), default="BIO", help="the tags the softmax and CRF heads "
-                   "learn (the data files stay IOB2; default: %(default)s)")
-    p.add_argument("--bigram-dim", type=int, default=0, help="character-bigram embeddings of this size (each "
+    p.add_argument("--scheme", choices=list(tagging.SCHEMES), default="BIOES", help="the tags the softmax and CRF "
+                   "heads learn (the data files stay IOB2; default: %(default)s)")
+    p.add_argument("--bigram-dim", type=int, default=64, help="character-bigram embeddings of this size (each "
                    "character's bigrams at --bigram-offsets) concatenated with the encoder output before the head; "
                    "0 = none (default: %(default)s)")
-    p.add_argument("--bigram-offsets", default="-1,0", help="the bigrams of character i: offset k is the bigram of "
-                   "characters i+k and i+k+1 (default: %(default)s, the left and right one)")
+    p.add_argument("--bigram-offsets", default="-2,-1,0,1", help="the bigrams of character i: offset k is the bigram "
+                   "of characters i+k and i+k+1 (default: %(default)s, every bigram within ±2, as the baseline's)")
     p.add_argument("--bigram-min-count", type=int, default=2, help="bigrams seen fewer times in the training data "
                    "share the [UNK] row (default: %(default)s)")
     p.add_argument("--no-baseline", action="store_true", help="skip the sklearn-crfsuite baseline")
