@@ -25,8 +25,9 @@ best sequence the scheme allows.
 Heads: the softmax and CRF emission layers start with the log tag frequencies of the training data as their bias
 (with a zero bias the encoder learns the mostly-`O` prior itself, by making all token vectors alike, and the
 softmax head collapses to all-`O`). The softmax head decodes the best valid tag sequence (Viterbi over its
-log-probabilities), the CRF head its Viterbi path under the same rules. The head's own layer (emissions, GlobalPointer projections)
-learns `--head-lr-multiplier` times faster than the encoder (its weights stored divided by it and scaled back):
+log-probabilities), the CRF head its Viterbi path under the same rules. The head's own layer (emissions,
+GlobalPointer projections, the bigram table) learns `--head-lr-multiplier` times faster than the encoder (its
+weights stored divided by it and scaled back):
 a GlobalPointer at the encoder's rate had not scored one span above 0 after 150 MSRA steps.
 
 Long sentences: the encoder sees windows of `--maxlen - 2` characters (`[CLS] chars [SEP]`); every window of a
