@@ -9,7 +9,7 @@ Each backend runs in its own process (`KERAS_BACKEND`, `XLA_FLAGS=--xla_dump_to`
 
     python bench/decoding_hlo.py                      # tensorflow and jax
     python bench/decoding_hlo.py --backends jax --prompt 200
-    python bench/decoding_hlo.py --vocab 5000 --batch 4
+    python bench/decoding_hlo.py --vocab 5000 --batch 4 --lm-head tied
 """
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def worker(args) -> None:
 
     cfg = TransformerConfig(vocab_size=args.vocab, hidden_size=args.heads * args.size, num_hidden_layers=2,
                             num_attention_heads=args.heads, intermediate_size=64, max_position_embeddings=1024, type_vocab_size=0,
-                            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+                            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, lm_head=args.lm_head)
     model = build_transformer_model(cfg, model="gpt2", application="lm", logits=True)
     prompt = np.random.default_rng(0).integers(1, args.vocab, size=(args.batch, args.prompt)).astype("int32")
     with open(os.path.join(args.folder, "built.txt"), "w") as f:
@@ -126,6 +126,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--method", default="greedy")
     parser.add_argument("--vocab", type=int, default=97)
+    parser.add_argument("--lm-head", default="mlm", choices=["mlm", "tied"],
+                        help="mlm: Dense → LayerNorm → table → bias (BERT); tied: the table only (GPT-2)")
     parser.add_argument("--heads", type=int, default=3)
     parser.add_argument("--size", type=int, default=16, help="head size")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -141,7 +143,7 @@ def main() -> None:
                    "XLA_FLAGS": f"--xla_dump_to={folder} --xla_dump_hlo_as_text"}
             command = [sys.executable, os.path.abspath(__file__), "--worker", "--folder", folder, "--prompt", str(args.prompt), "--new",
                        str(args.new), "--batch", str(args.batch), "--method", args.method, "--vocab", str(args.vocab),
-                       "--heads", str(args.heads), "--size", str(args.size)]
+                       "--lm-head", args.lm_head, "--heads", str(args.heads), "--size", str(args.size)]
             subprocess.run(command, env=env, check=True)
             modules = len(decoding_modules(folder))
             length = (math.ceil(args.prompt / 32) * 32 if backend == "jax" else args.prompt) + new
