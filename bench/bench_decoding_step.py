@@ -8,6 +8,7 @@ MLM head has no GPT-2 counterpart; `bench_generation.py` compares with HF `gener
 
     python bench/bench_decoding_step.py --head mlm --threads 1
     python bench/bench_decoding_step.py --head tied --layers 12 --backends jax torch
+    python bench/bench_decoding_step.py --head tied --backends torch --keras-calls   # without direct_calls
 """
 from __future__ import annotations
 
@@ -28,6 +29,12 @@ def worker(args) -> None:
     import numpy as np
 
     set_threads(keras.backend.backend(), args.threads)
+    if args.keras_calls:  # PyTorch: every layer through `Layer.__call__` (see bert4k.generation.direct_calls)
+        import contextlib
+
+        import bert4k.generation.compile
+
+        bert4k.generation.compile.direct_calls = lambda model: contextlib.nullcontext()
     from bert4k import build_transformer_model
     from bert4k.config import TransformerConfig
     from bert4k.generation import generate
@@ -50,7 +57,7 @@ def worker(args) -> None:
     per_token = (min(times[1 + args.new]) - min(times[1])) / args.new
     print(json.dumps({"backend": keras.backend.backend(), "head": args.head, "layers": args.layers,
                       "vocab": args.vocab, "batch": args.batch, "prompt": args.prompt, "new": args.new,
-                      "threads": args.threads, "ms_per_token": round(1000 * per_token, 2)}), flush=True)
+                      "threads": args.threads, "keras_calls": args.keras_calls, "ms_per_token": round(1000 * per_token, 2)}), flush=True)
 
 
 def main() -> None:
@@ -64,13 +71,16 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--keras-calls", action="store_true",
+                        help="PyTorch: keep Keras' Layer.__call__ in the decoding steps (no direct_calls)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
     for backend in args.backends:
-        command = [sys.executable, os.path.abspath(__file__), "--worker"] + [
-            f"--{k}={v}" for k, v in vars(args).items() if k not in ("backends", "worker")]
+        options = {k: v for k, v in vars(args).items() if k not in ("backends", "worker", "keras_calls")}
+        command = [sys.executable, os.path.abspath(__file__), "--worker", *(f"--{k}={v}" for k, v in options.items()),
+                   *(["--keras-calls"] if args.keras_calls else [])]
         subprocess.run(command, env=worker_env(backend, args.threads), check=True)
     print(json.dumps({"summary": f"load average {os.getloadavg()[0]:.1f}, machine cores {os.cpu_count()}"}))
 
