@@ -10,6 +10,7 @@ Chinese NER). Rules, so that no input is silently misread:
 """
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -68,14 +69,21 @@ def spans_to_tags(spans: Iterable[Entity], length: int) -> list[str]:
     return tags
 
 
-class TagSet:
-    """`O` plus `B-`/`I-` for each entity type, with ids (`O` = 0, then `B-T`, `I-T` per type in order)."""
+SCHEMES = {"BIO": "BI", "BIOES": "BIES"}  # scheme → the prefixes of an entity type's tags
 
-    def __init__(self, types: Sequence[str]):
+
+class TagSet:
+    """`O` plus the tags of each entity type, with ids (`O` = 0, then per type in order `B-T`, `I-T` for the
+    `BIO` scheme (IOB2), `B-T`, `I-T`, `E-T`, `S-T` for `BIOES`: E ends an entity of ≥ 2 positions, S is a
+    single-position one). `tags_of(spans, length)` / `spans_of(tags)` convert in the set's scheme."""
+
+    def __init__(self, types: Sequence[str], scheme: str = "BIO"):
         if len(set(types)) != len(types) or not types:
             raise ValueError(f"entity types must be distinct and non-empty, got {list(types)}")
-        self.types = list(types)
-        self.tags = ["O"] + [f"{p}-{t}" for t in self.types for p in ("B", "I")]
+        if scheme not in SCHEMES:
+            raise ValueError(f"tag scheme must be one of {list(SCHEMES)}, got {scheme!r}")
+        self.types, self.scheme = list(types), scheme
+        self.tags = ["O"] + [f"{p}-{t}" for t in self.types for p in SCHEMES[scheme]]
         self.ids = {tag: i for i, tag in enumerate(self.tags)}
 
     def __len__(self) -> int:
@@ -86,13 +94,54 @@ class TagSet:
         out = []
         for i, tag in enumerate(tags):
             if tag not in self.ids:
-                _parse(tag)
+                if self.scheme == "BIO":
+                    _parse(tag)
                 raise ValueError(f"{where}: tag {tag!r} (position {i}) is outside the tag set {self.tags}")
             out.append(self.ids[tag])
         return out
 
     def decode(self, ids: Iterable[int]) -> list[str]:
         return [self.tags[int(i)] for i in ids]
+
+    def tags_of(self, spans: Iterable[Entity], length: int) -> list[str]:
+        """The tags of non-overlapping entities over `length` positions (`spans_to_tags`, then BIOES if so)."""
+        tags = spans_to_tags(spans, length)
+        if self.scheme == "BIO":
+            return tags
+        out = []
+        for i, tag in enumerate(tags):
+            ends = i + 1 == len(tags) or not tags[i + 1].startswith("I-")
+            out.append(tag if tag == "O" or not ends else ("S" if tag[0] == "B" else "E") + tag[1:])
+        return out
+
+    def spans_of(self, tags: Sequence[str]) -> list[Entity]:
+        """Entities of a tag sequence in this scheme; BIOES is read as IOB2 with `S` = `B` and `E` = `I`, so a
+        sequence that breaks the BIOES rules (e.g. `B` without `E`) is read by the conlleval convention."""
+        if self.scheme == "BIOES":
+            tags = [{"S": "B", "E": "I"}.get(t[0], t[0]) + t[1:] if t != "O" else t for t in tags]
+        return tags_to_spans(tags)
+
+    def transition_rules(self) -> np.ndarray:
+        """`[tags, tags]` scores, `-inf` for the transitions the scheme forbids, 0 elsewhere: into `I-X` (and
+        `E-X`) only from `B-X` / `I-X`; with BIOES, out of `B-X` / `I-X` only into `I-X` / `E-X`."""
+        trans = np.zeros((len(self), len(self)))
+        for kind in self.types:
+            inside = [self.ids[f"{p}-{kind}"] for p in SCHEMES[self.scheme] if p in "IE"]
+            opened = [self.ids[f"B-{kind}"], self.ids[f"I-{kind}"]]
+            for j in inside:
+                trans[[i for i in range(len(self)) if i not in opened], j] = -np.inf
+            if self.scheme == "BIOES":
+                for i in opened:
+                    trans[i, [j for j in range(len(self)) if j not in inside]] = -np.inf
+        return trans
+
+    def starts(self) -> list[int]:
+        """The tag ids a sequence may start with (not `I-X` / `E-X`)."""
+        return [i for i, t in enumerate(self.tags) if t[:2] not in ("I-", "E-")]
+
+    def ends(self) -> list[int]:
+        """The tag ids a sequence may end with (BIOES: not `B-X` / `I-X`)."""
+        return [i for i, t in enumerate(self.tags) if self.scheme == "BIO" or t[:2] not in ("B-", "I-")]
 
 
 def log_prior(label_rows: Iterable[Sequence[int]], num_labels: int) -> list[float]:
@@ -111,22 +160,13 @@ def log_prior(label_rows: Iterable[Sequence[int]], num_labels: int) -> list[floa
     return [math.log(c / total) for c in counts]
 
 
-def bio_decoder(tagset: TagSet) -> ViterbiDecoder:
-    """Viterbi under the IOB2 rules (no `I-X` first, nor after anything but `B-X` / `I-X`): `.decode(log_probs)`
-    of a softmax head's `[steps, tags]` log-probabilities is the best valid tag sequence, instead of the argmax's
-    broken entities."""
-    return ViterbiDecoder(bio_transitions(tagset), starts=[i for i, t in enumerate(tagset.tags) if t[:2] != "I-"])
-
-
-def bio_transitions(tagset: TagSet) -> np.ndarray:
-    """`[tags, tags]` transition scores: `-inf` into `I-X` from anything but `B-X` / `I-X`, 0 elsewhere."""
-    trans = np.zeros((len(tagset), len(tagset)))
-    for j, tag in enumerate(tagset.tags):
-        if tag.startswith("I-"):
-            kind = tag[2:]
-            allowed = {tagset.ids[f"B-{kind}"], j}
-            trans[[i for i in range(len(tagset)) if i not in allowed], j] = -np.inf
-    return trans
+def constrained_decoder(tagset: TagSet, trans=None) -> ViterbiDecoder:
+    """Viterbi under the tag scheme's rules (`TagSet.transition_rules`, `starts`, `ends`), plus the transition
+    scores `trans` (a CRF's; none for a softmax head): `.decode(scores)` of `[steps, tags]` scores (a softmax
+    head's log-probabilities, a CRF's emissions) is the best valid tag sequence, instead of broken entities."""
+    rules = tagset.transition_rules()
+    return ViterbiDecoder(rules if trans is None else rules + np.asarray(trans, np.float64), starts=tagset.starts(),
+                          ends=tagset.ends())
 
 
 def windows(length: int, size: int) -> list[tuple[int, int]]:
@@ -166,3 +206,46 @@ def entity_scores(gold: Sequence[Iterable[Entity]], predicted: Sequence[Iterable
     result = prf(sum(tp.values()), sum(n_gold.values()), sum(n_pred.values()))
     result["per_type"] = {k: prf(tp[k], n_gold[k], n_pred[k]) for k in sorted(set(n_gold) | set(n_pred))}
     return result
+
+
+class BigramVocab:
+    """Ids of character bigrams for `bert4k.layers.NgramEmbedding`: 0 = none (padding, special tokens), 1 = an
+    unseen bigram (`[UNK]`), then the known bigrams. A bigram is the string of two adjacent characters; the text's
+    start and end are the characters `BOS` / `EOS` (control characters, outside any text)."""
+
+    BOS, EOS = "\x02", "\x03"
+    PAD, UNK = 0, 1
+
+    def __init__(self, bigrams: Sequence[str]):
+        bad = [b for b in bigrams if len(b) != 2]
+        if bad or len(set(bigrams)) != len(bigrams):
+            raise ValueError(f"bigrams must be distinct 2-character strings, got {bad[:3] or 'duplicates'}")
+        self.bigrams = list(bigrams)
+        self.ids = {b: i + 2 for i, b in enumerate(self.bigrams)}
+
+    def __len__(self) -> int:
+        """The table size: the known bigrams plus the padding and `[UNK]` rows."""
+        return len(self.bigrams) + 2
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[Sequence[str]], min_count: int = 2, max_size: int = 200_000) -> BigramVocab:
+        """The bigrams seen ≥ `min_count` times in `texts` (character sequences), at most `max_size`, most frequent
+        first. A `min_count` of 2 leaves the training data's rare bigrams to `[UNK]`, so that row learns what an
+        unseen bigram means."""
+        counts = Counter(b for chars in texts for b in cls.bigrams_of(chars))
+        kept = sorted((b for b, c in counts.items() if c >= min_count), key=lambda b: (-counts[b], b))
+        return cls(kept[:max_size])
+
+    @classmethod
+    def bigrams_of(cls, chars: Sequence[str]) -> list[str]:
+        """The `len(chars) + 1` bigrams of a text, from `BOS + chars[0]` to `chars[-1] + EOS`."""
+        padded = [cls.BOS, *chars, cls.EOS]
+        return [a + b for a, b in itertools.pairwise(padded)]
+
+    def window_ids(self, chars: Sequence[str], start: int, end: int) -> list[int]:
+        """Ids aligned with the tokens `[CLS] chars[start:end] [SEP]`: token `p` holds the bigram of token `p`'s
+        character and the next one (so `[CLS]` holds the bigram ending at `chars[start]`, the last character's
+        crosses the window's end, `[SEP]` holds none), which `NgramEmbedding(offsets=(-1, 0))` turns into each
+        character's left and right bigram."""
+        grams = self.bigrams_of(chars)[start:end + 1]
+        return [self.ids.get(b, self.UNK) for b in grams] + [self.PAD]

@@ -15,11 +15,19 @@ without `entities` for unlabelled text) with each head saved there, scoring it w
 
 Metric: entity-level micro precision / recall / F1, an entity counting only with exact span and type.
 
+Features: beside the encoder output, each character gets embeddings of the character bigrams around it
+(`--bigram-dim`, `--bigram-offsets`: a table over the training text's bigrams seen ≥ `--bigram-min-count` times,
+the rarer and unseen ones sharing `[UNK]`; `bert4k.layers.NgramEmbedding`), the lexical evidence the baseline's
+bigram features have, learnt fast by a table where the encoder would need many steps. The tagging heads learn
+BIOES tags by default (`--scheme`; E and S mark an entity's end and single-character entities) and decode the
+best sequence the scheme allows.
+
 Heads: the softmax and CRF emission layers start with the log tag frequencies of the training data as their bias
 (with a zero bias the encoder learns the mostly-`O` prior itself, by making all token vectors alike, and the
-softmax head collapses to all-`O`). The softmax head decodes the best IOB2-valid tag sequence (Viterbi over its
-log-probabilities), the CRF head its Viterbi path. The head's own layer (emissions, GlobalPointer projections)
-learns `--head-lr-multiplier` times faster than the encoder (its weights stored divided by it and scaled back):
+softmax head collapses to all-`O`). The softmax head decodes the best valid tag sequence (Viterbi over its
+log-probabilities), the CRF head its Viterbi path under the same rules. The head's own layer (emissions,
+GlobalPointer projections, the bigram table) learns `--head-lr-multiplier` times faster than the encoder (its
+weights stored divided by it and scaled back):
 a GlobalPointer at the encoder's rate had not scored one span above 0 after 150 MSRA steps.
 
 Long sentences: the encoder sees windows of `--maxlen - 2` characters (`[CLS] chars [SEP]`); every window of a
@@ -28,13 +36,13 @@ a window boundary is split there). Empty sentences (blank-line runs) are skipped
 `O` / `B-T` / `I-T`, or (with `--test`) of a type the training data lacks, is an error naming the file and line.
 
     python tasks/ner.py                                   # from our pretrained model, all three heads
-    python tasks/ner.py --heads crf --epochs 3
+    python tasks/ner.py --heads crf --scheme BIO --bigram-dim 0   # the encoder alone, IOB2 tags
     python tasks/ner.py --train-limit 5000 --limit 2000   # a subset: 5000 training, 2000 dev/test sentences
     python tasks/ner.py --train mine.txt --test mine_test.jsonl --heads crf
     python tasks/ner.py --predict new.jsonl --saved runs/ner-mine-bert4k-small-zh
 
 Writes to --out: metrics.json, predictions.jsonl and, per head, a folder with log.csv, learning_curve.png,
-model.keras and vocab.txt.
+model.keras, vocab.txt and (with bigrams) bigrams.json, the bigram vocabulary.
 """
 from __future__ import annotations
 
@@ -50,15 +58,15 @@ import numpy as np
 from keras import ops
 
 from bert4k import tagging, training
-from bert4k.layers import ConditionalRandomField, GlobalPointer
+from bert4k.layers import ConditionalRandomField, GlobalPointer, NgramEmbedding
 from bert4k.layers.global_pointer import decode_spans, global_pointer_crossentropy
 from bert4k.layers.initializers import truncated_normal
-from bert4k.viterbi import ViterbiDecoder
 
 HEADS = ("softmax", "crf", "gp")
 GP_THRESHOLDS = (-3.0, -2.0, -1.5, -1.0, -0.5, 0.0)
 TEST_FRACTION = 0.1
 DEV_FRACTION = 0.05
+BIGRAMS_FILE = "bigrams.json"  # beside a head's model.keras: the bigram vocabulary of its Bigram-Ids input
 FILE_FORMAT = ("IOB2 (`char<TAB>tag` lines, a blank line between sentences) or JSONL (.jsonl) with the fields "
                "text and entities ([type, start, end] character offsets, end inclusive)")
 
@@ -75,6 +83,15 @@ def parse_args(argv=None):
     p.add_argument("--gp-threshold", type=float, help="GlobalPointer span threshold (default: the best on the dev "
                    f"set of {GP_THRESHOLDS})")
     p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--scheme", choices=list(tagging.SCHEMES), default="BIOES", help="the tags the softmax and CRF "
+                   "heads learn (the data files stay IOB2; default: %(default)s)")
+    p.add_argument("--bigram-dim", type=int, default=64, help="character-bigram embeddings of this size (each "
+                   "character's bigrams at --bigram-offsets) concatenated with the encoder output before the head; "
+                   "0 = none (default: %(default)s)")
+    p.add_argument("--bigram-offsets", default="-2,-1,0,1", help="the bigrams of character i: offset k is the bigram "
+                   "of characters i+k and i+k+1 (default: %(default)s, every bigram within ±2, as the baseline's)")
+    p.add_argument("--bigram-min-count", type=int, default=2, help="bigrams seen fewer times in the training data "
+                   "share the [UNK] row (default: %(default)s)")
     p.add_argument("--no-baseline", action="store_true", help="skip the sklearn-crfsuite baseline")
     p.add_argument("--baseline-iterations", type=int, default=100, help="L-BFGS iterations (default: %(default)s)")
     return p.parse_args(argv)
@@ -184,9 +201,12 @@ class Piece:
     offset: int
     token_ids: list[int]
     spans: list[tagging.Entity]
+    bigram_ids: list[int] | None = None  # aligned with token_ids (`BigramVocab.window_ids`)
 
 
-def featurize(sentences: list[Sentence], tokenizer, maxlen: int) -> list[Piece]:
+def featurize(sentences: list[Sentence], tokenizer, maxlen: int,
+              bigrams: tagging.BigramVocab | None = None) -> list[Piece]:
+    """The encoder windows of `sentences` (with their bigram ids when `bigrams` is given)."""
     if maxlen < 3:
         raise ValueError(f"--maxlen must be ≥ 3 ([CLS], one char, [SEP]), got {maxlen}")
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
@@ -194,13 +214,26 @@ def featurize(sentences: list[Sentence], tokenizer, maxlen: int) -> list[Piece]:
     for i, s in enumerate(sentences):
         for start, end in tagging.windows(len(s.chars), maxlen - 2):
             ids = [cls, *tokenizer.tokens_to_ids([c.lower() for c in s.chars[start:end]]), sep]
-            pieces.append(Piece(i, start, ids, tagging.clip_spans(s.spans, start, end)))
+            grams = None if bigrams is None else bigrams.window_ids(s.chars, start, end)
+            pieces.append(Piece(i, start, ids, tagging.clip_spans(s.spans, start, end), grams))
     return pieces
+
+
+def model_inputs(pieces: list[Piece], pad_to: int = 1) -> tuple[np.ndarray, ...]:
+    """`(token_ids, segment_ids[, bigram_ids])` of a batch, padded with 0 to a multiple of `pad_to`."""
+    ids = common._pad([p.token_ids for p in pieces])
+    ids = np.pad(ids, ((0, 0), (0, -ids.shape[1] % pad_to)))
+    if pieces[0].bigram_ids is None:
+        return ids, np.zeros_like(ids)
+    grams = np.zeros_like(ids)
+    for row, p in zip(grams, pieces):
+        row[:len(p.bigram_ids)] = p.bigram_ids
+    return ids, np.zeros_like(ids), grams
 
 
 def tag_labels(piece: Piece, tagset: tagging.TagSet) -> list[int]:
     """Tag id + 1 per token (0 is padding); `[CLS]` and `[SEP]` are `O`."""
-    tags = tagging.spans_to_tags(piece.spans, len(piece.token_ids) - 2)
+    tags = tagset.tags_of(piece.spans, len(piece.token_ids) - 2)
     return [1, *(i + 1 for i in tagset.encode(tags)), 1]
 
 
@@ -219,11 +252,12 @@ def gp_dataset(pieces: list[Piece], types: list[str], batch_size: int, seed: int
 
     def make_batch(index):
         batch = [pieces[i] for i in index]
-        ids = common._pad([p.token_ids for p in batch])
-        return (ids, np.zeros_like(ids)), span_targets(batch, types, ids.shape[1])
+        x = model_inputs(batch)
+        return x, span_targets(batch, types, x[0].shape[1])
 
     ids = tf.TensorSpec([None, None], tf.int32)
-    signature = ((ids, ids), tf.TensorSpec([None, len(types), None, None], tf.float32))
+    inputs = (ids,) * (2 if pieces[0].bigram_ids is None else 3)
+    signature = (inputs, tf.TensorSpec([None, len(types), None, None], tf.float32))
     return common.batched_dataset([len(p.token_ids) for p in pieces], batch_size, make_batch, signature, seed=seed)
 
 
@@ -256,20 +290,38 @@ def head_dense(x, units: int, bias, lr_multiplier: float, initializer, name: str
     return keras.layers.Rescaling(lr_multiplier, dtype="float32", name=f"{name}-LR-Scale")(y)
 
 
-def build(head: str, source: common.ModelSource, args, tagset: tagging.TagSet, prior=None):
+def bigram_offsets(args) -> list[int]:
+    try:
+        offsets = [int(k) for k in args.bigram_offsets.split(",") if k.strip()]
+    except ValueError:
+        offsets = []
+    if not offsets or len(set(offsets)) != len(offsets):
+        raise ValueError(f"--bigram-offsets: expected distinct comma-separated integers, got {args.bigram_offsets!r}")
+    return offsets
+
+
+def build(head: str, source: common.ModelSource, args, tagset: tagging.TagSet, prior=None,
+          bigrams: tagging.BigramVocab | None = None):
     """`(model, loss, crf or None)`. `prior`: the initial bias of the softmax / CRF emission layer (the log tag
-    frequencies, `tagging.log_prior`; zeros if None)."""
+    frequencies, `tagging.log_prior`; zeros if None). With `bigrams` (and `--bigram-dim` > 0) the model takes a
+    third input, the bigram ids, whose embeddings join the encoder output before the head."""
     encoder = source.build(args.model)
     prior = np.zeros(len(tagset), "float32") if prior is None else np.asarray(prior, "float32")
     initializer = truncated_normal(float(getattr(encoder.config, "initializer_range", 0.02)))
     m = args.head_lr_multiplier
+    inputs, features = list(encoder.inputs), encoder.output
+    if args.bigram_dim and bigrams is not None:
+        bigram_ids = keras.Input(shape=(None,), dtype="int32", name="Bigram-Ids")
+        grams = NgramEmbedding(len(bigrams), args.bigram_dim, bigram_offsets(args), lr_multiplier=m,
+                               embeddings_initializer=truncated_normal(0.1), name="Bigram-Embedding")(bigram_ids)
+        features = keras.layers.Concatenate(name="Encoder-And-Bigrams")([features, grams])
+        inputs.append(bigram_ids)
     if head == "softmax":
-        x = keras.layers.Dropout(args.dropout, name="Token-Classifier-Dropout")(encoder.output)
+        x = keras.layers.Dropout(args.dropout, name="Token-Classifier-Dropout")(features)
         logits = head_dense(x, len(tagset), prior, m, initializer, "Token-Classifier-Dense")
-        return keras.Model(encoder.inputs, logits, name="ner_softmax"), masked_token_crossentropy, None
-    token_ids = encoder.inputs[0]
-    real = keras.layers.Lambda(real_tokens, name="Real-Tokens")(token_ids)
-    x = keras.layers.Dropout(args.dropout, name="Head-Dropout")(encoder.output)
+        return keras.Model(inputs, logits, name="ner_softmax"), masked_token_crossentropy, None
+    real = keras.layers.Lambda(real_tokens, name="Real-Tokens")(inputs[0])
+    x = keras.layers.Dropout(args.dropout, name="Head-Dropout")(features)
     if head == "crf":
         x = head_dense(x, len(tagset), prior, m, initializer, "Emissions")
         crf = ConditionalRandomField(lr_multiplier=args.crf_lr_multiplier, name="CRF")
@@ -278,9 +330,9 @@ def build(head: str, source: common.ModelSource, args, tagset: tagging.TagSet, p
         def crf_loss(y_true, y_pred):
             return crf.sparse_loss(ops.maximum(ops.cast(y_true, "int32") - 1, 0), y_pred)
 
-        return keras.Model(encoder.inputs, out, name="ner_crf"), crf_loss, crf
+        return keras.Model(inputs, out, name="ner_crf"), crf_loss, crf
     out = GlobalPointer(len(tagset.types), args.gp_head_size, lr_multiplier=m, name="GlobalPointer")(x, mask=real)
-    return keras.Model(encoder.inputs, out, name="ner_gp"), global_pointer_crossentropy, None
+    return keras.Model(inputs, out, name="ner_gp"), global_pointer_crossentropy, None
 
 
 def predict(model, head: str, crf, pieces: list[Piece], tagset: tagging.TagSet, n_sentences: int,
@@ -295,9 +347,7 @@ def model_outputs(model, pieces: list[Piece], batch_size: int) -> list[np.ndarra
     order = np.argsort([len(p.token_ids) for p in pieces], kind="stable")
     for start in range(0, len(order), batch_size):
         index = order[start:start + batch_size]
-        ids = common._pad([pieces[i].token_ids for i in index])
-        ids = np.pad(ids, ((0, 0), (0, -ids.shape[1] % 16)))  # few distinct shapes: few retraces
-        out = np.asarray(model.predict_on_batch((ids, np.zeros_like(ids))))
+        out = np.asarray(model.predict_on_batch(model_inputs([pieces[i] for i in index], 16)))  # 16: few retraces
         for i, row in zip(index, out):
             n = len(pieces[i].token_ids)
             outputs[i] = row[:, :n, :n] if row.ndim == 3 else row[:n]
@@ -308,18 +358,18 @@ def entities(head: str, crf, outputs: list[np.ndarray], pieces: list[Piece], tag
              n_sentences: int, threshold: float = 0.0) -> list[set]:
     """Decode `model_outputs` into entities per sentence (sentence char offsets)."""
     found = [set() for _ in range(n_sentences)]
-    decoder = ViterbiDecoder(keras.ops.convert_to_numpy(crf.trans)) if head == "crf" else tagging.bio_decoder(tagset)
+    decoder = tagging.constrained_decoder(tagset, keras.ops.convert_to_numpy(crf.trans) if head == "crf" else None)
     for p, row in zip(pieces, outputs):
         n = len(p.token_ids) - 2
         if head == "gp":
             flat = decode_spans(row[:, 1:n + 1, 1:n + 1], threshold, nested=False)  # MSRA entities do not nest
             spans = [(tagset.types[h], s, e) for h, s, e, _ in flat]
         else:
-            # Viterbi over the real positions ([CLS] chars [SEP], trained as O): CRF scores and transitions
-            # (the path crf.decode finds), or softmax log-probabilities under the IOB2 constraints
+            # Viterbi over the real positions ([CLS] chars [SEP], trained as O) under the scheme's rules: CRF
+            # scores and transitions, or softmax log-probabilities
             scores = row if head == "crf" else row - logsumexp(row)
             labels = decoder.decode(scores)[1:n + 1]
-            spans = tagging.tags_to_spans(tagset.decode(labels))
+            spans = tagset.spans_of(tagset.decode(labels))
         found[p.sentence].update((k, s + p.offset, e + p.offset) for k, s, e in spans)
     return found
 
@@ -348,15 +398,17 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def run_head(head, source, args, out, tagset, train_pieces, dev, dev_pieces, test, test_pieces) -> dict:
+def run_head(head, source, args, out, tagset, train_pieces, dev, dev_pieces, test, test_pieces,
+             bigrams: tagging.BigramVocab | None = None) -> dict:
     labels = [tag_labels(p, tagset) for p in train_pieces]
     prior = tagging.log_prior(([t - 1 for t in row] for row in labels), len(tagset))
-    model, loss, crf = build(head, source, args, tagset, prior)
+    model, loss, crf = build(head, source, args, tagset, prior, bigrams)
     if head == "gp":
         data = gp_dataset(train_pieces, tagset.types, args.batch_size, args.seed)
     else:
-        data = common.dataset([[p.token_ids for p in train_pieces], [[0] * len(p.token_ids) for p in train_pieces]],
-                              labels, args.batch_size, shuffle=True, seed=args.seed)
+        columns = [[p.token_ids for p in train_pieces], [[0] * len(p.token_ids) for p in train_pieces]]
+        columns += [[p.bigram_ids for p in train_pieces]] if bigrams is not None else []
+        data = common.dataset(columns, labels, args.batch_size, shuffle=True, seed=args.seed)
     folder = out / head
     folder.mkdir(parents=True, exist_ok=True)
     evaluating = [0.0, 0.0]  # wall and CPU seconds of the per-epoch dev scoring, not counted as training
@@ -375,6 +427,8 @@ def run_head(head, source, args, out, tagset, train_pieces, dev, dev_pieces, tes
     train_seconds = round(train_seconds - evaluating[0], 1)
     train_cpu_seconds = time.process_time() - cpu_started - evaluating[1]
     common.save_model(model, source.vocab, folder)
+    if bigrams is not None:
+        common.write_json(folder / BIGRAMS_FILE, bigrams.bigrams)
     dev_outputs = model_outputs(model, dev_pieces, 2 * args.batch_size)
     threshold = choose_threshold(head, dev_outputs, dev_pieces, dev, tagset, args.gp_threshold)
     dev_found = entities(head, crf, dev_outputs, dev_pieces, tagset, len(dev), threshold)
@@ -453,12 +507,15 @@ def predict_file(args) -> dict:
     labelled = Path(args.predict).suffix != ".jsonl" or all(
         "entities" in r for r in common.read_records(args.predict, ("text",)))
     sentences = read_sentences(args.predict, labelled=labelled)
-    tagset = tagging.TagSet(saved["types"])
+    tagset = tagging.TagSet(saved["types"], saved["settings"].get("scheme", "BIO"))
     result, found = {"predicted": len(sentences), "file": args.predict, "saved": args.saved}, {}
     for head in heads_saved:
         model, tokenizer = common.load_saved(Path(args.saved) / head)
         crf = model.get_layer("CRF") if head == "crf" else None
-        pieces = featurize(sentences, tokenizer, saved["settings"]["maxlen"])
+        bigrams_file = Path(args.saved) / head / BIGRAMS_FILE
+        bigrams = tagging.BigramVocab(json.loads(bigrams_file.read_text(encoding="utf-8"))) if len(
+            model.inputs) == 3 else None
+        pieces = featurize(sentences, tokenizer, saved["settings"]["maxlen"], bigrams)
         threshold = saved["results"].get(head, {}).get("threshold", 0.0)
         found[head] = predict(model, head, crf, pieces, tagset, len(sentences), 2 * args.batch_size, threshold)
         if labelled:
@@ -484,7 +541,8 @@ def main(argv=None) -> dict:
     train, dev, test, test_name = split(args)
     types = entity_types(train, test, test_name)
     entity_types(train, dev, args.dev or "the dev split")
-    tagset = tagging.TagSet(types)
+    tagset = tagging.TagSet(types, args.scheme)
+    bigrams = tagging.BigramVocab.from_texts((s.chars for s in train), args.bigram_min_count) if args.bigram_dim else None
     print(f"train {len(train)}, dev {len(dev)}, test {len(test)} sentences ({test_name}); types {types}", flush=True)
 
     results, found = {}, {}
@@ -496,18 +554,19 @@ def main(argv=None) -> dict:
         common.write_json(out / "metrics.partial.json", results)
     source = common.model_source(args)
     tokenizer = source.tokenizer()
-    pieces = {name: featurize(part, tokenizer, args.maxlen) for name, part in (("train", train), ("dev", dev),
-                                                                                 ("test", test))}
+    pieces = {name: featurize(part, tokenizer, args.maxlen, bigrams) for name, part in (("train", train), ("dev", dev),
+                                                                                          ("test", test))}
     for head in chosen:
         keras.backend.clear_session()
         result = run_head(head, source, args, out, tagset, pieces["train"], dev, pieces["dev"], test,
-                          pieces["test"])
+                          pieces["test"], bigrams)
         found[head] = result.pop("_found")
         results[head] = result
         print(f"{head}: F1 {result['f1']:.4f}", flush=True)
         common.write_json(out / "metrics.partial.json", results)  # what is done so far, if the run is cut short
     write_predictions(out / "predictions.jsonl", test, found)
     metrics = {"task": "ner", "dataset": args.train or "msra-ner", "test_set": test_name, "types": types,
+               **({"bigram_vocab": len(bigrams)} if bigrams is not None else {}),
                "train_sentences": len(train), "dev_sentences": len(dev), "test_sentences": len(test),
                "train_windows": len(pieces["train"]), "test_windows": len(pieces["test"]),
                **{f"f1_{name}": r["f1"] for name, r in results.items()}, "results": results}

@@ -74,10 +74,11 @@ def test_loss_and_decode_match_brute_force():
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_other_backends(backend):
-    """The CRF and GlobalPointer checks (one subprocess per backend, to pay the start-up once)."""
-    code = (f"import tests.test_crf as t, tests.test_global_pointer as g, keras; "
+    """The CRF, GlobalPointer and NgramEmbedding checks (one subprocess per backend, to pay the start-up once)."""
+    code = (f"import tests.test_crf as t, tests.test_global_pointer as g, tests.test_ngram_embedding as n, keras; "
             f"assert keras.backend.backend() == {backend!r}; "
-            "[(t.check_against_brute_force(s), g.check_against_reference(s)) for s in range(3)]; print('ok')")
+            "[(t.check_against_brute_force(s), g.check_against_reference(s), n.check_against_numpy(s)) "
+            "for s in range(3)]; print('ok')")
     env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]

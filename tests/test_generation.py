@@ -342,3 +342,48 @@ def test_linear_attention_generate_equals_uncached_forward(application):
     heads, size = BERT.num_attention_heads, BERT.hidden_size // BERT.num_attention_heads
     states = sum(int(np.prod(t.shape)) for t in initial_state(2, heads, size, size)) * BERT.num_hidden_layers
     assert sizes[0] == sizes[1] == states + 2  # the states and each row's next position
+
+
+def test_direct_calls_skip_layer_call_on_this_thread_only_and_restore_classes(bert_unilm, monkeypatch):
+    """`direct_calls` (PyTorch's decoding steps): inside it the model's float32 layers run `call` directly on this
+    thread, with outputs equal to those through `Layer.__call__`; another thread still goes through
+    `Layer.__call__`; a mixed-precision or unbuilt layer keeps it; every class is restored on exit, also after an
+    error."""
+    import threading
+
+    from bert4k.generation.direct_calls import _can_call_directly, direct_calls
+
+    counted = []
+    layer_call = keras.Layer.__call__
+
+    def counting(self, *args, **kwargs):
+        counted.append(self.name)
+        return layer_call(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Layer, "__call__", counting)
+    model = bert_unilm
+    inputs = [np.array([[5, 6, 7, 8]], "int32"), np.array([[0, 0, 1, 1]], "int32")]
+    classes = {id(layer): type(layer) for layer in model._flatten_layers()}
+    expected = keras.ops.convert_to_numpy(model(inputs, training=False))
+    through_keras = len(counted)
+    other = {}
+    with direct_calls(model):
+        assert type(model.blocks[0]) is not classes[id(model.blocks[0])]
+        del counted[:]
+        inside = keras.ops.convert_to_numpy(model(inputs, training=False))
+        assert len(counted) < through_keras / 4, counted  # the model itself (and its input layers) only
+        thread = threading.Thread(target=lambda: other.update(
+            out=keras.ops.convert_to_numpy(model.blocks[0](keras.ops.ones((1, 3, 32)))), calls=len(counted)))
+        del counted[:]
+        thread.start()
+        thread.join()
+        assert other["calls"] >= 5  # the block, its attention, Dense layers, norms: all through Layer.__call__
+    np.testing.assert_array_equal(inside, expected)
+    assert {id(layer): type(layer) for layer in model._flatten_layers()} == classes
+    with pytest.raises(RuntimeError), direct_calls(model):
+        raise RuntimeError("inside")
+    assert {id(layer): type(layer) for layer in model._flatten_layers()} == classes
+    assert not any("_bert4k_direct_thread" in layer.__dict__ for layer in model._flatten_layers())
+    mixed = keras.layers.Dense(4, dtype="mixed_bfloat16")
+    mixed.build((None, 3))
+    assert not _can_call_directly(mixed) and not _can_call_directly(keras.layers.Dense(4))

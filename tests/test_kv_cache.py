@@ -142,16 +142,19 @@ def test_t5_init_cache_and_decode_step_do_not_alias():
     np.testing.assert_array_equal(ops.convert_to_numpy(cache[0][0]), kept)  # the step left its input alone
 
 
-def test_compiled_decoding_loop_copies_no_cache():
-    """XLA's optimised loop body (TF-XLA and JAX, greedy) holds no cache-sized copy or transpose: a step writes its
-    rows in place and the attention reads the cache where it lies (`bench/decoding_hlo.py` reads the HLO dump)."""
+def test_compiled_decoding_loop_copies_no_cache_and_no_embedding_table():
+    """XLA's optimised loop body (TF-XLA and JAX, greedy, batch 1) holds no cache-sized copy or transpose: a step writes
+    its rows in place and the attention reads the cache where it lies; nor an op as large as the `[vocab, hidden]`
+    table: the tied head reads the table where it lies (written `h · tableᵀ`, XLA copied the transposed table every
+    step). `bench/decoding_hlo.py` reads the HLO dump."""
     import json
     import os
     import subprocess
     import sys
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run([sys.executable, os.path.join(repo, "bench", "decoding_hlo.py"), "--prompt", "96"],
+    result = subprocess.run([sys.executable, os.path.join(repo, "bench", "decoding_hlo.py"), "--prompt", "96",
+                             "--vocab", "3000"],
                             check=False, env={**os.environ, "PYTHONPATH": repo}, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -160,3 +163,4 @@ def test_compiled_decoding_loop_copies_no_cache():
     for report in reports:
         assert report["modules"] > 0, report
         assert report["cache_sized_ops_in_loop"] == [], report
+        assert report["table_sized_ops_in_loop"] == [], report

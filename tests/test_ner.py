@@ -97,22 +97,51 @@ def test_log_prior_against_a_direct_count():
         tagging.log_prior([[0, 4]], 4)
 
 
-def test_bio_constrained_decoding_is_the_best_valid_sequence_by_enumeration():
+def valid_tags(tags, scheme: str) -> bool:
+    """The scheme's rules, stated directly: I-X (and E-X) only right after B-X or I-X; with BIOES, B-X and I-X only
+    right before I-X or E-X (so never last)."""
+    for i, t in enumerate(tags):
+        before = tags[i - 1] if i else "O"
+        after = tags[i + 1] if i + 1 < len(tags) else "O"
+        if t[:2] in ("I-", "E-") and not (before[:2] in ("B-", "I-") and before[2:] == t[2:]):
+            return False
+        if scheme == "BIOES" and t[:2] in ("B-", "I-") and not (after[:2] in ("I-", "E-") and after[2:] == t[2:]):
+            return False
+    return True
+
+
+@pytest.mark.parametrize("scheme", ["BIO", "BIOES"])
+@pytest.mark.parametrize("with_transitions", [False, True])
+def test_constrained_decoding_is_the_best_valid_sequence_by_enumeration(scheme, with_transitions):
     import itertools
 
-    tagset = tagging.TagSet(["LOC", "PER"])
-    decoder = tagging.bio_decoder(tagset)
+    tagset = tagging.TagSet(["LOC", "PER"], scheme)
     rng = np.random.default_rng(1)
-
-    def valid(tags):  # I-X only right after B-X or I-X (so never first)
-        return all(not t.startswith("I-") or (i > 0 and tags[i - 1][2:] == t[2:] and tags[i - 1] != "O")
-                   for i, t in enumerate(tags))
-
-    for _ in range(20):
+    trans = rng.normal(size=(len(tagset), len(tagset))) if with_transitions else np.zeros((len(tagset),) * 2)
+    decoder = tagging.constrained_decoder(tagset, trans if with_transitions else None)
+    candidates = [c for c in itertools.product(range(len(tagset)), repeat=4) if valid_tags(tagset.decode(c), scheme)]
+    for _ in range(10):
         logp = np.log(rng.dirichlet(np.ones(len(tagset)), size=4))
-        candidates = [c for c in itertools.product(range(len(tagset)), repeat=4) if valid(tagset.decode(c))]
-        best = max(candidates, key=lambda c: logp[np.arange(4), c].sum())
+        best = max(candidates, key=lambda c: logp[np.arange(4), c].sum() + sum(trans[a, b] for a, b in itertools.pairwise(c)))
         assert decoder.decode(logp).tolist() == list(best)
+
+
+def test_bioes_tags_round_trip_and_lenient_reading():
+    tagset = tagging.TagSet(["LOC", "PER"], "BIOES")
+    assert tagset.tags == ["O", "B-LOC", "I-LOC", "E-LOC", "S-LOC", "B-PER", "I-PER", "E-PER", "S-PER"]
+    spans = [("PER", 0, 2), ("LOC", 3, 3), ("LOC", 4, 5), ("PER", 7, 7)]
+    tags = tagset.tags_of(spans, 8)
+    assert tags == ["B-PER", "I-PER", "E-PER", "S-LOC", "B-LOC", "E-LOC", "O", "S-PER"]
+    assert tagset.spans_of(tags) == spans and valid_tags(tags, "BIOES")
+    rng = np.random.default_rng(2)
+    for _ in range(30):  # random non-overlapping entities survive the round trip, and their tags are valid
+        cuts = sorted(rng.choice(np.arange(1, 20), size=6, replace=False).tolist())
+        spans = [(str(rng.choice(["LOC", "PER"])), a, b - 1) for a, b in zip(cuts[::2], cuts[1::2])]
+        assert tagset.spans_of(tagset.tags_of(spans, 20)) == spans and valid_tags(tagset.tags_of(spans, 20), "BIOES")
+    # a path that breaks the rules (B without E, a stray E) is read as IOB2 with S = B and E = I
+    assert tagset.spans_of(["B-LOC", "I-LOC", "O", "E-PER", "S-PER"]) == [("LOC", 0, 1), ("PER", 3, 3), ("PER", 4, 4)]
+    with pytest.raises(ValueError, match="one of"):
+        tagging.TagSet(["LOC"], "IOBES")
 
 
 def overfit(tmp_path, head: str, *settings: str) -> dict:
@@ -221,11 +250,12 @@ def test_long_sentences_are_windowed_with_offsets(vocab_path):
         ner.featurize([s], tokenizer, maxlen=2)
 
 
-def run_script(tmp_path, heads: tuple[str, ...]):
+def run_script(tmp_path, heads: tuple[str, ...], *settings: str):
     ner = ner_module()
     out = tmp_path / "ner"
     ner.main(["--tiny", "--epochs", "1", "--batch-size", "16", "--limit", "48", "--maxlen", "24",
-              "--baseline-iterations", "3", "--heads", ",".join(heads), "--out", str(out), "--data-dir", str(DATA)])
+              "--baseline-iterations", "3", "--heads", ",".join(heads), "--out", str(out), "--data-dir", str(DATA),
+              *settings])
     m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert m["train_sentences"] == m["test_sentences"] == 48 and m["train_windows"] > 48  # maxlen 24 splits
     assert set(m["results"]) == {"crfsuite", *heads} and m["types"] == ["LOC", "ORG", "PER"]
@@ -239,10 +269,18 @@ def run_script(tmp_path, heads: tuple[str, ...]):
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data folder {DATA} is absent")
-def test_ner_script_on_a_slice(tmp_path):
-    out = run_script(tmp_path, ("crf",))
+def test_ner_script_on_a_slice_with_bigrams_and_bioes(tmp_path):
+    out = run_script(tmp_path, ("crf",), "--bigram-dim", "8", "--scheme", "BIOES", "--lr", "5e-3")
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 48 and all(e[3] == r["text"][e[1]:e[2] + 1] for r in rows for e in r["gold"] + r["crf"])
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["bigram_vocab"] == len(json.loads((out / "crf" / "bigrams.json").read_text(encoding="utf-8"))) + 2
+    # the saved model (3 inputs, its bigram vocabulary, BIOES) tags the test sentences as the run did
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps({"text": r["text"]}, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    ner_module().main(["--predict", str(test), "--saved", str(out), "--out", str(tmp_path / "tagged")])
+    again = [json.loads(line) for line in (tmp_path / "tagged" / "predictions.jsonl").read_text().splitlines()]
+    assert [r["crf"] for r in again] == [r["crf"] for r in rows]
 
 
 @pytest.mark.slow

@@ -267,7 +267,7 @@ class TransformerAdapter(ModelAdapter):
     def _prefill(self):
         """The prompt pass, compiled once per adapter (TensorFlow: a graph with relaxed shapes; eager Keras spends
         ~0.4 s of overhead on a 32-token GPT-2-small prompt)."""
-        return compiled(self, "prefill", lambda: self._forward, jit=False, relaxed=True)
+        return compiled(self, "prefill", lambda: self._forward, jit=False, relaxed=True, direct=False)
 
     # --- decoding ---
     def start(self, inputs, max_new_tokens: int):

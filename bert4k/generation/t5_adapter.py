@@ -76,7 +76,7 @@ class T5Adapter(ModelAdapter):
         encoder_ids = ops.convert_to_tensor(encoder_ids)
         rows = int(encoder_ids.shape[0])
         length = int(math.ceil(max_new_tokens / self.cache_block) * self.cache_block)
-        prefill = compiled(self, "prefill", lambda: self._prefill, jit=False, relaxed=True)
+        prefill = compiled(self, "prefill", lambda: self._prefill, jit=False, relaxed=True, direct=False)
         return prefill(encoder_ids, m.init_cache(rows, length), cond)
 
     def _prefill(self, encoder_ids, cache, cond):

@@ -8,12 +8,13 @@ from bert4k.layers.crf import ConditionalRandomField
 from bert4k.layers.embeddings import BiasAdd, TokenEmbedding
 from bert4k.layers.feed_forward import FeedForward
 from bert4k.layers.global_pointer import EfficientGlobalPointer, GlobalPointer
+from bert4k.layers.ngram import NgramEmbedding
 from bert4k.layers.norms import LayerNorm, RMSNorm
 from bert4k.layers.structural import AttentionMask, PositionIds, QueryStream
 
 __all__ = ["AttentionMask", "BiasAdd", "FeedForward", "LayerNorm", "MultiHeadAttention", "PositionIds",
            "QueryStream", "RMSNorm", "TokenEmbedding", "TransformerBlock"]
-__all__ += ["ConditionalRandomField", "EfficientGlobalPointer", "GlobalPointer"]
+__all__ += ["ConditionalRandomField", "EfficientGlobalPointer", "GlobalPointer", "NgramEmbedding"]
 
 _COMPAT = ("LayerNormalization", "Loss")
 

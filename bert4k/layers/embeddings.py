@@ -1,18 +1,27 @@
 """Token embedding that doubles as the tied output projection."""
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import ops
 
 
 @keras.saving.register_keras_serializable("bert4k")
 class TokenEmbedding(keras.layers.Embedding):
-    """`call(ids)` looks rows up; `call(hidden, reverse=True)` multiplies by the table's transpose (tied head)."""
+    """`call(ids)` looks rows up; `call(hidden, reverse=True)` multiplies by the table's transpose (tied head).
+
+    One row of hidden states (batch-1 decoding) is multiplied as `table · h` (a matrix-vector product over the table
+    as stored): written `h · tableᵀ`, XLA on CPU turns the vector-matrix product into a transposed copy of the
+    whole `[vocab, hidden]` table (or a strided read of it) on every call."""
 
     def call(self, inputs, reverse: bool = False):
         if not reverse:
             return super().call(inputs)
         table = ops.cast(self.embeddings, self.compute_dtype)
+        if None not in inputs.shape and math.prod(inputs.shape[:-1]) == 1:
+            column = ops.reshape(inputs, (inputs.shape[-1], 1))
+            return ops.reshape(ops.matmul(table, column), (*inputs.shape[:-1], self.input_dim))
         return ops.matmul(inputs, ops.transpose(table))
 
     def compute_output_spec(self, inputs, reverse: bool = False):
