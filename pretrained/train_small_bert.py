@@ -232,6 +232,7 @@ def export(args, out: Path, run: Path, trainer, model, generator, config, stats,
               "batch_size": args.batch_size, "maxlen": args.maxlen, "tokens_seen": steps * args.batch_size * args.maxlen,
               "lr": args.lr, "warmup": args.warmup, "precision": ("float32" if args.fp32 else "mixed_bfloat16") + ("" if args.no_xla else " + XLA"),
               "train_rows": args.train_rows or None, "masking": args.masking, "dropout": args.dropout,
+              "neighbour_init": args.neighbour_init, "unigram_bias": args.unigram_bias,
               "generator_hidden": args.generator_hidden if generator is not None else None,
               "parameters": model.count_params(), **stats, "last": log[-1] if log else None}
     (out / "training.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
