@@ -170,14 +170,6 @@ def build(args, vocab_size: int):
               "intermediate_size": 4 * args.hidden, "num_hidden_layers": args.layers, "vocab_size": vocab_size,
               "model_type": "bert"}
     dropout = {"hidden_dropout_prob": args.dropout, "attention_probs_dropout_prob": args.dropout}
-    trainer, model, config, generator = _build(args, config, dropout)
-    if args.neighbour_init:
-        neighbour_attention_init(model, args.neighbour_init, config["initializer_range"], args.seed)
-    return trainer, model, config, generator
-
-
-def _build(args, config: dict, dropout: dict):
-    """The objective's models from `config`, with the pre-training `dropout`."""
     if args.objective == "mlm":
         config["architectures"] = ["BertForMaskedLM"]
         model = build_transformer_model({**config, **dropout}, application="mlm", logits=True)
@@ -302,6 +294,8 @@ def main(argv=None) -> dict:
     train = batches.StepBatches(rows[n_val:end], words[n_val:end], seed=args.seed, **kwargs)
     val = batches.StepBatches(rows[:n_val], words[:n_val], seed=args.seed + 1, **kwargs)
     trainer, model, config, generator = build(args, tokenizer.vocab_size)
+    if args.neighbour_init:
+        neighbour_attention_init(model, args.neighbour_init, config["initializer_range"], args.seed)
     if args.unigram_bias:
         start_at_unigram(generator or model, rows[n_val:end], tokenizer.vocab_size)
     stop = args.stop_at or args.steps
