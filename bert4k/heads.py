@@ -15,6 +15,7 @@ import numpy as np
 from keras import ops
 
 from bert4k.layers.initializers import truncated_normal
+from bert4k.layers.ngram import NgramEmbedding
 
 POOLINGS = ("cls", "pooled", "mean")
 _MASKED_LOGIT = -1e9
@@ -106,12 +107,18 @@ def _single_output(encoder, rank: int, what: str):
 
 
 def build_sequence_classifier(encoder: keras.Model, num_labels: int, pooling: str = "cls", dropout: float = 0.1,
-                              name: str = "sequence_classifier") -> keras.Model:
+                              name: str = "sequence_classifier", ngram_vocab_size: int = 0, ngram_dim: int = 64,
+                              ngram_lr_multiplier: float = 1.0) -> keras.Model:
     """Encoder → pooled vector → dropout → `Dense(num_labels)` logits `[batch, num_labels]`.
 
     `pooling`: `cls` (the `[CLS]` vector of the sequence output), `pooled` (the encoder's pooler output: build the
     encoder with `with_pool=True`, as BERT's NSP pooler) or `mean` (mean over non-padding tokens). Single texts and
     pairs differ only in the segment ids fed to the encoder.
+
+    `ngram_vocab_size` > 0 adds a fastText-style bag of n-grams: one more input, `Ngram-Ids` `[batch, n]` (the ids of
+    the text's n-grams, 0 = padding), whose `ngram_dim`-wide embeddings (`NgramEmbedding`, learning
+    `ngram_lr_multiplier` times faster) are averaged over the non-padding ids and concatenated with the sentence
+    vector before the dropout.
     """
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
@@ -123,10 +130,18 @@ def build_sequence_classifier(encoder: keras.Model, num_labels: int, pooling: st
         sequence = _single_output(encoder, 3, f"pooling={pooling!r}")
         x = (FirstToken(name="CLS-Token")(sequence) if pooling == "cls"
              else MeanPooling(_pad_id(encoder), name="Mean-Pooling")(sequence, encoder.inputs[0]))
+    inputs = list(encoder.inputs)
+    if ngram_vocab_size:
+        ngram_ids = keras.Input(shape=(None,), dtype="int32", name="Ngram-Ids")
+        grams = NgramEmbedding(ngram_vocab_size, ngram_dim, offsets=(0,), lr_multiplier=ngram_lr_multiplier,
+                               embeddings_initializer=truncated_normal(0.1), name="Ngram-Embedding")(ngram_ids)
+        bag = MeanPooling(0, name="Ngram-Bag")(grams, ngram_ids)
+        x = keras.layers.Concatenate(name="Sentence-And-Ngrams")([x, bag])
+        inputs.append(ngram_ids)
     x = keras.layers.Dropout(dropout, name="Classifier-Dropout")(x)
     logits = keras.layers.Dense(num_labels, kernel_initializer=truncated_normal(_initializer_range(encoder)),
                                 dtype="float32", name="Classifier-Dense")(x)
-    return keras.Model(encoder.inputs, logits, name=name)
+    return keras.Model(inputs, logits, name=name)
 
 
 def build_span_extractor(encoder: keras.Model, name: str = "span_extractor") -> keras.Model:

@@ -11,7 +11,16 @@ The model starts from our small pretrained checkpoint (pretrained/bert4k-small-z
 checkpoint you name (--config/--checkpoint/--vocab), or from random weights (--from-scratch). The same run
 reports the majority class and a TF-IDF (char 1-2-grams) + logistic regression (sentiment) / linear SVM
 (categories) baseline trained and scored on the same split. Each dataset has its own default recipe (`RECIPES`:
-epochs, learning rate, max length, class weighting); flags override it.
+epochs, learning rate, max length, class weighting, pooling, n-gram branch); flags override it.
+
+Model: the encoder's sentence vector (`--pooling`) and, with `--ngram-dim` > 0, a fastText-style bag of the text's
+character 1-2-grams (the evidence the TF-IDF baseline uses): their embeddings (a table over the training text's
+n-grams seen ≥ `--ngram-min-count` times, the rest sharing `[UNK]`, learning `--ngram-lr-multiplier` times faster
+than the encoder) averaged over the text and concatenated with the sentence vector before the classifier.
+
+Dev: a deterministic `--dev-fraction` of the training part (MD5 of the text; default 10 % for the shared datasets,
+none for --train files, where --dev names one) is left out of training, scored after each epoch and at the end, and
+printed beside the held-out test score and the baselines' scores on both: choose settings by dev, not by test.
 
     python tasks/classification.py                       # ChnSentiCorp, from our pretrained model
     python tasks/classification.py --from-scratch        # the same architecture from random weights
@@ -25,13 +34,18 @@ the text) is held out; without --dev, the held-out set is evaluated after each e
     python tasks/classification.py --train my_train.tsv --test my_test.tsv
     python tasks/classification.py --predict new.jsonl --saved runs/classification-my_train-bert4k-small-zh
 
-Writes to --out: predictions.tsv, metrics.json, log.csv, learning_curve.png, model.keras + vocab.txt.
+Writes to --out: predictions.tsv, metrics.json, log.csv, learning_curve.png, model.keras + vocab.txt (+ ngrams.json,
+the n-gram vocabulary, with --ngram-dim > 0).
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import common
@@ -44,12 +58,14 @@ from bert4k.metrics import accuracy
 DATASETS = ("chnsenticorp", "csl", "online-shopping", "waimai")
 HELD_OUT = common.SPLITS["chnsenticorp"]
 SENTIMENT = ("chnsenticorp", "waimai")
+DEV_FRACTION = 0.1  # of the training part of a shared dataset, the dev set (`dev_cut`)
+NGRAMS_FILE = "ngrams.json"  # beside model.keras: the n-gram vocabulary of its Ngram-Ids input
 # Per-dataset defaults (the search behind them: README "Fine-tuning recipes").
 RECIPES = {
-    "chnsenticorp": dict(epochs=3, lr=2e-4, maxlen=160, class_weight="none"),
-    "csl": dict(epochs=6, lr=3e-4, maxlen=64, class_weight="balanced"),
-    "online-shopping": dict(epochs=2, lr=2e-4, maxlen=96, class_weight="balanced"),
-    "waimai": dict(epochs=3, lr=2e-4, maxlen=96, class_weight="none"),
+    "chnsenticorp": dict(epochs=3, lr=2e-4, maxlen=160, class_weight="none", pooling="cls", ngram_dim=64),
+    "csl": dict(epochs=6, lr=3e-4, maxlen=64, class_weight="balanced", pooling="cls", ngram_dim=64),
+    "online-shopping": dict(epochs=2, lr=2e-4, maxlen=96, class_weight="balanced", pooling="cls", ngram_dim=64),
+    "waimai": dict(epochs=3, lr=2e-4, maxlen=96, class_weight="none", pooling="cls", ngram_dim=64),
 }
 
 
@@ -62,10 +78,90 @@ def parse_args(argv=None):
     p.add_argument("--dataset", choices=DATASETS, default="chnsenticorp")
     p.add_argument("--class-weight", choices=("none", "balanced"), default=recipe["class_weight"],
                    help="weight the loss by inverse class frequency (default for this dataset: %(default)s)")
-    p.add_argument("--pooling", choices=heads.POOLINGS, default="cls", help="sentence vector (default: cls)")
+    p.add_argument("--pooling", choices=heads.POOLINGS, default=recipe["pooling"],
+                   help="sentence vector (default for this dataset: %(default)s)")
+    p.add_argument("--ngram-dim", type=int, default=recipe["ngram_dim"], help="width of the bag of character "
+                   "1-2-gram embeddings beside the sentence vector, 0 = none (default for this dataset: %(default)s)")
+    p.add_argument("--ngram-min-count", type=int, default=2, help="n-grams seen fewer times in the training data "
+                   "share the [UNK] row (default: %(default)s)")
+    p.add_argument("--ngram-lr-multiplier", type=float, default=50.0, help="the n-gram table learns this many "
+                   "times faster than the encoder (default: %(default)s)")
+    p.add_argument("--dev-fraction", type=float, default=None, help="the deterministic part of the training data "
+                   f"held out as dev (default: {DEV_FRACTION} for the shared datasets, 0 for --train files)")
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF baseline")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.ngram_dim < 0 or args.ngram_min_count < 1 or args.ngram_lr_multiplier <= 0:
+        p.error(f"--ngram-dim must be ≥ 0, --ngram-min-count ≥ 1 and --ngram-lr-multiplier > 0, got "
+                f"{args.ngram_dim}, {args.ngram_min_count}, {args.ngram_lr_multiplier}")
+    if args.dev_fraction is not None and not 0 <= args.dev_fraction < 1:
+        p.error(f"--dev-fraction must be in [0, 1), got {args.dev_fraction}")
+    return args
+
+
+class NgramVocab:
+    """Ids of a text's character 1- and 2-grams (lower-cased, the first `MAX_CHARS` characters) for the
+    classifier's n-gram bag: 0 = padding, 1 = an n-gram outside the vocabulary (`[UNK]`), then the known ones."""
+
+    PAD, UNK = 0, 1
+    MAX_CHARS = 1024
+
+    def __init__(self, ngrams: Sequence[str]):
+        bad = [g for g in ngrams if len(g) not in (1, 2)]
+        if bad or len(set(ngrams)) != len(ngrams):
+            raise ValueError(f"n-grams must be distinct 1- or 2-character strings, got {bad[:3] or 'duplicates'}")
+        self.ngrams = list(ngrams)
+        self.index = {g: i + 2 for i, g in enumerate(self.ngrams)}
+
+    def __len__(self) -> int:
+        """The table size: the known n-grams plus the padding and `[UNK]` rows."""
+        return len(self.ngrams) + 2
+
+    @classmethod
+    def ngrams_of(cls, text: str) -> list[str]:
+        chars = text.lower()[:cls.MAX_CHARS]
+        return [*chars, *(a + b for a, b in itertools.pairwise(chars))]
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str], min_count: int = 2) -> NgramVocab:
+        """The n-grams seen ≥ `min_count` times in `texts`, most frequent first (so the training data's rare
+        n-grams train the `[UNK]` row that unseen ones get)."""
+        counts = Counter(g for text in texts for g in cls.ngrams_of(text))
+        return cls(sorted((g for g, c in counts.items() if c >= min_count), key=lambda g: (-counts[g], g)))
+
+    def ids(self, text: str) -> list[int]:
+        return [self.index.get(g, self.UNK) for g in self.ngrams_of(text)]
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        common.write_json(tmp, {"ngrams": self.ngrams, "max_chars": self.MAX_CHARS})
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> NgramVocab:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("max_chars") != cls.MAX_CHARS or not isinstance(saved.get("ngrams"), list):
+            raise ValueError(f"{path}: expected {{'ngrams': [...], 'max_chars': {cls.MAX_CHARS}}}, got keys "
+                             f"{sorted(saved)} (max_chars {saved.get('max_chars')})")
+        return cls(saved["ngrams"])
+
+
+def dev_cut(texts: list[str], labels: np.ndarray, fraction: float):
+    """`(train_texts, train_labels, (dev_texts, dev_labels))`: the texts whose MD5 (salted, so independent of the
+    test split's) `common.held_out` picks form the dev set."""
+    dev = np.array([common.held_out("dev\t" + t, fraction) for t in texts], bool)
+
+    def pick(keep):
+        return [t for t, k in zip(texts, keep) if k], labels[keep]
+
+    return (*pick(~dev), pick(dev))
+
+
+def features(texts: Sequence[str], tokenizer, maxlen: int, ngrams: NgramVocab | None) -> list[list[list[int]]]:
+    """The model's input columns: token ids, segment ids (and n-gram ids with `ngrams`)."""
+    encoded = [tokenizer.encode(t, maxlen=maxlen) for t in texts]
+    columns = [[ids for ids, _ in encoded], [seg for _, seg in encoded]]
+    return columns + [[ngrams.ids(t) for t in texts]] if ngrams is not None else columns
 
 
 def load(dataset: str, limit: int = 0):
@@ -179,8 +275,9 @@ def predict_file(args) -> dict:
     names, maxlen = saved["labels"], saved["settings"]["maxlen"]
     rows = common.read_records(args.predict, ("text",))
     texts = [r["text"] for r in rows]
-    encoded = [tokenizer.encode(t, maxlen=maxlen) for t in texts]
-    logits = common.predict_in_order(model, [[i for i, _ in encoded], [s for _, s in encoded]], 2 * args.batch_size)
+    ngrams_file = Path(args.saved) / NGRAMS_FILE
+    ngrams = NgramVocab.load(ngrams_file) if len(model.inputs) == 3 else None
+    logits = common.predict_in_order(model, features(texts, tokenizer, maxlen, ngrams), 2 * args.batch_size)
     probs = keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
     predicted = logits.argmax(-1)
     out = Path(args.out)
@@ -195,14 +292,17 @@ def predict_file(args) -> dict:
     return result
 
 
-def baselines(dataset: str, train_texts, train_labels, test_texts, test_labels) -> dict:
-    """Majority class and TF-IDF over char 1-2-grams + logistic regression / linear SVM (scikit-learn)."""
+def baselines(dataset: str, train_texts, train_labels, test_texts, test_labels, dev=None) -> dict:
+    """Majority class and TF-IDF over char 1-2-grams + logistic regression / linear SVM (scikit-learn), scored on
+    the test set (and, given `dev=(texts, labels)`, on it: the same scores under "dev")."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.svm import LinearSVC
 
     majority = int(np.bincount(train_labels).argmax())
     result = {"majority": accuracy(test_labels, np.full_like(test_labels, majority))}
+    if dev is not None:
+        result["dev"] = {"majority": accuracy(dev[1], np.full_like(dev[1], majority))}
     if len(set(train_labels.tolist())) < 2:
         return result
     start = time.time()
@@ -214,6 +314,8 @@ def baselines(dataset: str, train_texts, train_labels, test_texts, test_labels) 
         name, clf = "tfidf_linear_svm", LinearSVC(C=1.0)
     clf.fit(x_train, train_labels)
     result[name] = accuracy(test_labels, clf.predict(x_test))
+    if dev is not None:
+        result["dev"][name] = accuracy(dev[1], clf.predict(vectorizer.transform(dev[0])))
     result[f"{name}_seconds"] = round(time.time() - start, 1)
     return result
 
@@ -223,34 +325,48 @@ def main(argv=None) -> dict:
 
 
 def run_training(args: argparse.Namespace, out: Path, started: float) -> dict:
-    """Train on the run's training data, score its held-out part and save the model into `out`."""
+    """Train on the run's training data (less its dev cut), score dev and the held-out part and save the model
+    into `out`."""
     dev = None
     if args.train:
         args.dataset = None
         train_texts, train_labels, dev, test_texts, test_labels, names = load_files(args)
     else:
-        train_texts, train_labels, test_texts, test_labels, names = load(args.dataset, args.limit)
-    print(f"{args.dataset or args.train}: {len(train_texts)} train, {len(test_texts)} held-out, {len(names)} classes")
+        train_texts, train_labels, test_texts, test_labels, names = load(args.dataset)
+    fraction = args.dev_fraction if args.dev_fraction is not None else 0.0 if args.train else DEV_FRACTION
+    if dev is None and fraction > 0:
+        train_texts, train_labels, dev = dev_cut(train_texts, train_labels, fraction)
+    if not args.train:
+        train_texts, train_labels = common.limited(train_texts, args.limit), train_labels[:args.limit or None]
+        test_texts, test_labels = common.limited(test_texts, args.limit), test_labels[:args.limit or None]
+        dev = None if dev is None else (common.limited(dev[0], args.limit), dev[1][:args.limit or None])
+    print(f"{args.dataset or args.train}: {len(train_texts)} train, {len(dev[0]) if dev else 0} dev, "
+          f"{len(test_texts)} held-out, {len(names)} classes")
     metrics = {"task": "classification", "dataset": args.dataset, "train_examples": len(train_texts),
-               "eval_examples": len(test_texts)}
+               "dev_examples": len(dev[0]) if dev else 0, "eval_examples": len(test_texts)}
     if not args.no_baseline:
-        metrics["baselines"] = baselines(args.dataset or "csl", train_texts, train_labels, test_texts, test_labels)
+        metrics["baselines"] = baselines(args.dataset or "csl", train_texts, train_labels, test_texts, test_labels,
+                                         dev)
+        if dev is not None:
+            metrics["dev_baselines"] = metrics["baselines"].pop("dev")
         print("baselines:", {k: round(v, 4) for k, v in metrics["baselines"].items()})
 
     source = common.model_source(args)
     tokenizer = source.tokenizer()
-    train_ids = [tokenizer.encode(t, maxlen=args.maxlen) for t in train_texts]
-    test_ids = [tokenizer.encode(t, maxlen=args.maxlen) for t in test_texts]
-    train_cols = [[ids for ids, _ in train_ids], [seg for _, seg in train_ids]]
-    test_cols = [[ids for ids, _ in test_ids], [seg for _, seg in test_ids]]
+    ngrams = NgramVocab.from_texts(train_texts, args.ngram_min_count) if args.ngram_dim else None
+    train_cols = features(train_texts, tokenizer, args.maxlen, ngrams)
+    test_cols = features(test_texts, tokenizer, args.maxlen, ngrams)
 
     encoder = source.build(args.model, with_pool=args.pooling == "pooled")
-    model = heads.build_sequence_classifier(encoder, len(names), pooling=args.pooling, dropout=args.dropout)
-    print(f"model: {source.name}, {model.count_params():,} parameters")
+    model = heads.build_sequence_classifier(encoder, len(names), pooling=args.pooling, dropout=args.dropout,
+                                            ngram_vocab_size=len(ngrams) if ngrams else 0, ngram_dim=args.ngram_dim,
+                                            ngram_lr_multiplier=args.ngram_lr_multiplier)
+    print(f"model: {source.name}, {model.count_params():,} parameters"
+          + (f" ({len(ngrams):,} n-grams × {args.ngram_dim})" if ngrams else ""))
     train_data = common.dataset(train_cols, train_labels, args.batch_size, shuffle=True, seed=args.seed)
     val_texts, val_labels = dev if dev is not None else (test_texts, test_labels)
-    val_ids = [tokenizer.encode(t, maxlen=args.maxlen) for t in val_texts]
-    val_data = common.dataset([[i for i, _ in val_ids], [s for _, s in val_ids]], val_labels, 2 * args.batch_size)
+    val_cols = features(val_texts, tokenizer, args.maxlen, ngrams)
+    val_data = common.dataset(val_cols, val_labels, 2 * args.batch_size)
     _, train_seconds = common.timed(
         common.fit, model, args, out, train_data, len(train_labels),
         loss=(WeightedCrossEntropy(class_weights(train_labels, len(names)).tolist())
@@ -259,6 +375,10 @@ def run_training(args: argparse.Namespace, out: Path, started: float) -> dict:
         title=f"{args.dataset or args.train} ({source.name})",
         baselines={k: v for k, v in metrics.get("baselines", {}).items() if not k.endswith("_seconds")})
     common.save_model(model, source.vocab, out)
+    if ngrams is not None:
+        ngrams.save(out / NGRAMS_FILE)
+    elif (out / NGRAMS_FILE).exists():
+        (out / NGRAMS_FILE).unlink()
 
     logits = common.predict_in_order(model, test_cols, 2 * args.batch_size)
     predicted = logits.argmax(-1)
@@ -273,7 +393,26 @@ def run_training(args: argparse.Namespace, out: Path, started: float) -> dict:
                    macro_f1=float(f1_score(test_labels, predicted, average="macro")),
                    predicted_classes=len(set(predicted.tolist())),
                    parameters=model.count_params(), labels=names)
+    if dev is not None:
+        dev_logits = common.predict_in_order(model, val_cols, 2 * args.batch_size)
+        metrics["dev_accuracy"] = accuracy(dev[1], dev_logits.argmax(-1))
+    print(comparison(metrics))
     return common.finish(out, metrics, args, started, source)
+
+
+def comparison(metrics: dict) -> str:
+    """Model and baselines, on dev and test, as a small table."""
+    test = {k: v for k, v in metrics.get("baselines", {}).items() if not k.endswith("_seconds")}
+    rows = [("dev", metrics["dev_examples"], metrics.get("dev_accuracy"), metrics.get("dev_baselines", {})),
+            ("test", metrics["eval_examples"], metrics["accuracy"], test)]
+    names = list(test)
+    lines = ["split   n      model   " + "  ".join(f"{n:>16}" for n in names)]
+    for split, n, model, base in rows:
+        if model is None:
+            continue
+        lines.append(f"{split:<6}{n:>6}  {model:7.2%}   " + "  ".join(
+            f"{base[k]:16.2%}" if k in base else f"{'':>16}" for k in names))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
