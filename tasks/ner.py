@@ -32,8 +32,10 @@ a GlobalPointer at the encoder's rate had not scored one span above 0 after 150 
 
 Long sentences: the encoder sees windows of `--maxlen - 2` characters (`[CLS] chars [SEP]`); every window of a
 sentence is labelled and the entities mapped back to sentence offsets, so nothing is dropped (an entity crossing
-a window boundary is split there). Empty sentences (blank-line runs) are skipped when reading. A tag that is not
-`O` / `B-T` / `I-T`, or (with `--test`) of a type the training data lacks, is an error naming the file and line.
+a window boundary is split there). Empty sentences (blank-line runs, JSONL records with an empty text) are skipped
+when reading, except that --predict keeps empty JSONL texts (no entities) so that output row i is record i. A tag
+that is not `O` / `B-T` / `I-T`, or (with `--test`) of a type the training data lacks, is an error naming the file
+and line; so are overlapping or nested JSONL entities (record and entities named: tags cannot express them).
 
     python tasks/ner.py                                   # from our pretrained model, all three heads
     python tasks/ner.py --heads crf --scheme BIO --bigram-dim 0   # the encoder alone, IOB2 tags
@@ -132,9 +134,11 @@ def read_iob(path: Path) -> list[Sentence]:
     return sentences
 
 
-def read_sentences(path: str | Path, labelled: bool = True) -> list[Sentence]:
+def read_sentences(path: str | Path, labelled: bool = True, keep_empty: bool = False) -> list[Sentence]:
     """Sentences of an IOB2 file (`read_iob`) or of a JSONL file (`.jsonl`: `text`, and `entities` unless
-    `labelled=False`)."""
+    `labelled=False`). JSONL records with an empty text are skipped unless `keep_empty` (then sentence i is
+    record i); overlapping or nested entities raise (tags, and so the tagging heads and the baseline, cannot
+    express them)."""
     path = Path(path)
     if path.suffix != ".jsonl":
         if not path.is_file():
@@ -153,8 +157,13 @@ def read_sentences(path: str | Path, labelled: bool = True) -> list[Sentence]:
                 raise ValueError(f"{path}: record {n}: expected entities as [type, start, end] with 0 ≤ start ≤ end "
                                  f"< {len(text)} (the text's length), got {entity!r}")
             spans.append((entity[0], entity[1], entity[2]))
-        if text:
-            sentences.append(Sentence(list(text), sorted(set(spans), key=lambda e: (e[1], e[2], e[0]))))
+        spans = sorted(set(spans), key=lambda e: (e[1], e[2], e[0]))
+        try:
+            tagging.spans_to_tags(spans, len(text))
+        except ValueError as e:
+            raise ValueError(f"{path}: record {n}: {e}") from None
+        if text or keep_empty:
+            sentences.append(Sentence(list(text), spans))
     return sentences
 
 
@@ -506,7 +515,7 @@ def predict_file(args) -> dict:
         raise FileNotFoundError(f"{args.saved}: no saved head (expected <head>/model.keras for a head of {HEADS})")
     labelled = Path(args.predict).suffix != ".jsonl" or all(
         "entities" in r for r in common.read_records(args.predict, ("text",)))
-    sentences = read_sentences(args.predict, labelled=labelled)
+    sentences = read_sentences(args.predict, labelled=labelled, keep_empty=True)  # row i of the output: record i
     tagset = tagging.TagSet(saved["types"], saved["settings"].get("scheme", "BIO"))
     result, found = {"predicted": len(sentences), "file": args.predict, "saved": args.saved}, {}
     for head in heads_saved:
