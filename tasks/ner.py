@@ -398,6 +398,12 @@ def choose_threshold(head: str, outputs, pieces, sentences: list[Sentence], tags
     return max(GP_THRESHOLDS, key=lambda t: (f1(t), t))
 
 
+def dev_scores(dev: list[Sentence], found: list) -> dict:
+    """`dev_precision`, `dev_recall`, `dev_f1` of the entities found in the dev sentences."""
+    scores = tagging.entity_scores([s.spans for s in dev], found)
+    return {f"dev_{k}": scores[k] for k in ("precision", "recall", "f1")}
+
+
 def logsumexp(x: np.ndarray) -> np.ndarray:
     top = x.max(-1, keepdims=True)
     return top + np.log(np.exp(x - top).sum(-1, keepdims=True))
@@ -445,7 +451,7 @@ def run_head(head, source, args, out, tagset, train_pieces, dev, dev_pieces, tes
     test_found = predict(model, head, crf, test_pieces, tagset, len(test), 2 * args.batch_size, threshold)
     predict_seconds = time.time() - started
     scores = tagging.entity_scores([s.spans for s in test], test_found)
-    return {**scores, "dev_f1": tagging.entity_scores([s.spans for s in dev], dev_found)["f1"],
+    return {**scores, **dev_scores(dev, dev_found),
             **({"threshold": threshold} if head == "gp" else {}),
             "train_seconds": train_seconds,
             "train_sentences_per_s": round(args.epochs * len(train_pieces) / max(train_seconds, 1e-9), 1),
@@ -488,8 +494,7 @@ def crfsuite_baseline(train: list[Sentence], dev, test: list[Sentence], iteratio
     dev_tags = [model.predict_single(features(s)) for s in dev]
     found = [set(tagging.tags_to_spans(t)) for t in test_tags]
     scores = tagging.entity_scores([s.spans for s in test], found)
-    return {**scores, "dev_f1": tagging.entity_scores([s.spans for s in dev],
-                                                      [tagging.tags_to_spans(t) for t in dev_tags])["f1"],
+    return {**scores, **dev_scores(dev, [tagging.tags_to_spans(t) for t in dev_tags]),
             "train_seconds": round(train_seconds, 1),
             "predict_sentences_per_s": round(len(test) / max(predict_seconds, 1e-9), 1),
             "peak_rss_mb": peak_rss_mb(), "_found": found}

@@ -277,6 +277,8 @@ def run_script(tmp_path, heads: tuple[str, ...], *settings: str):
     assert set(m["results"]) == {"crfsuite", *heads} and m["types"] == ["LOC", "ORG", "PER"]
     for r in m["results"].values():
         assert 0.0 <= r["f1"] <= 1.0 and r["gold"] == m["results"]["crfsuite"]["gold"] > 0
+        p, rec, f1 = r["dev_precision"], r["dev_recall"], r["dev_f1"]
+        assert f1 == pytest.approx(2 * p * rec / (p + rec) if p + rec else 0.0)
         assert r["predict_sentences_per_s"] > 0 and r["peak_rss_mb"] > 0
     for head in heads:
         assert (out / head / "log.csv").read_text().startswith("epoch,dev_f1,")  # dev F1 after every epoch
