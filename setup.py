@@ -20,6 +20,7 @@ setup(
     extras_require={
         "test": [
             "pytest",
+            "pytest-xdist",
             "hypothesis",
             "torch==2.13.0",
             "jax[cpu]",

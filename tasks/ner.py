@@ -32,8 +32,10 @@ a GlobalPointer at the encoder's rate had not scored one span above 0 after 150 
 
 Long sentences: the encoder sees windows of `--maxlen - 2` characters (`[CLS] chars [SEP]`); every window of a
 sentence is labelled and the entities mapped back to sentence offsets, so nothing is dropped (an entity crossing
-a window boundary is split there). Empty sentences (blank-line runs) are skipped when reading. A tag that is not
-`O` / `B-T` / `I-T`, or (with `--test`) of a type the training data lacks, is an error naming the file and line.
+a window boundary is split there). Empty sentences (blank-line runs, JSONL records with an empty text) are skipped
+when reading, except that --predict keeps empty JSONL texts (no entities) so that output row i is record i. A tag
+that is not `O` / `B-T` / `I-T`, or (with `--test`) of a type the training data lacks, is an error naming the file
+and line; so are overlapping or nested JSONL entities (record and entities named: tags cannot express them).
 
     python tasks/ner.py                                   # from our pretrained model, all three heads
     python tasks/ner.py --heads crf --scheme BIO --bigram-dim 0   # the encoder alone, IOB2 tags
@@ -132,9 +134,11 @@ def read_iob(path: Path) -> list[Sentence]:
     return sentences
 
 
-def read_sentences(path: str | Path, labelled: bool = True) -> list[Sentence]:
+def read_sentences(path: str | Path, labelled: bool = True, keep_empty: bool = False) -> list[Sentence]:
     """Sentences of an IOB2 file (`read_iob`) or of a JSONL file (`.jsonl`: `text`, and `entities` unless
-    `labelled=False`)."""
+    `labelled=False`). JSONL records with an empty text are skipped unless `keep_empty` (then sentence i is
+    record i); overlapping or nested entities raise (tags, and so the tagging heads and the baseline, cannot
+    express them)."""
     path = Path(path)
     if path.suffix != ".jsonl":
         if not path.is_file():
@@ -153,8 +157,13 @@ def read_sentences(path: str | Path, labelled: bool = True) -> list[Sentence]:
                 raise ValueError(f"{path}: record {n}: expected entities as [type, start, end] with 0 ≤ start ≤ end "
                                  f"< {len(text)} (the text's length), got {entity!r}")
             spans.append((entity[0], entity[1], entity[2]))
-        if text:
-            sentences.append(Sentence(list(text), sorted(set(spans), key=lambda e: (e[1], e[2], e[0]))))
+        spans = sorted(set(spans), key=lambda e: (e[1], e[2], e[0]))
+        try:
+            tagging.spans_to_tags(spans, len(text))
+        except ValueError as e:
+            raise ValueError(f"{path}: record {n}: {e}") from None
+        if text or keep_empty:
+            sentences.append(Sentence(list(text), spans))
     return sentences
 
 
@@ -389,6 +398,12 @@ def choose_threshold(head: str, outputs, pieces, sentences: list[Sentence], tags
     return max(GP_THRESHOLDS, key=lambda t: (f1(t), t))
 
 
+def dev_scores(dev: list[Sentence], found: list) -> dict:
+    """`dev_precision`, `dev_recall`, `dev_f1` of the entities found in the dev sentences."""
+    scores = tagging.entity_scores([s.spans for s in dev], found)
+    return {f"dev_{k}": scores[k] for k in ("precision", "recall", "f1")}
+
+
 def logsumexp(x: np.ndarray) -> np.ndarray:
     top = x.max(-1, keepdims=True)
     return top + np.log(np.exp(x - top).sum(-1, keepdims=True))
@@ -436,7 +451,7 @@ def run_head(head, source, args, out, tagset, train_pieces, dev, dev_pieces, tes
     test_found = predict(model, head, crf, test_pieces, tagset, len(test), 2 * args.batch_size, threshold)
     predict_seconds = time.time() - started
     scores = tagging.entity_scores([s.spans for s in test], test_found)
-    return {**scores, "dev_f1": tagging.entity_scores([s.spans for s in dev], dev_found)["f1"],
+    return {**scores, **dev_scores(dev, dev_found),
             **({"threshold": threshold} if head == "gp" else {}),
             "train_seconds": train_seconds,
             "train_sentences_per_s": round(args.epochs * len(train_pieces) / max(train_seconds, 1e-9), 1),
@@ -479,8 +494,7 @@ def crfsuite_baseline(train: list[Sentence], dev, test: list[Sentence], iteratio
     dev_tags = [model.predict_single(features(s)) for s in dev]
     found = [set(tagging.tags_to_spans(t)) for t in test_tags]
     scores = tagging.entity_scores([s.spans for s in test], found)
-    return {**scores, "dev_f1": tagging.entity_scores([s.spans for s in dev],
-                                                      [tagging.tags_to_spans(t) for t in dev_tags])["f1"],
+    return {**scores, **dev_scores(dev, [tagging.tags_to_spans(t) for t in dev_tags]),
             "train_seconds": round(train_seconds, 1),
             "predict_sentences_per_s": round(len(test) / max(predict_seconds, 1e-9), 1),
             "peak_rss_mb": peak_rss_mb(), "_found": found}
@@ -506,7 +520,7 @@ def predict_file(args) -> dict:
         raise FileNotFoundError(f"{args.saved}: no saved head (expected <head>/model.keras for a head of {HEADS})")
     labelled = Path(args.predict).suffix != ".jsonl" or all(
         "entities" in r for r in common.read_records(args.predict, ("text",)))
-    sentences = read_sentences(args.predict, labelled=labelled)
+    sentences = read_sentences(args.predict, labelled=labelled, keep_empty=True)  # row i of the output: record i
     tagset = tagging.TagSet(saved["types"], saved["settings"].get("scheme", "BIO"))
     result, found = {"predicted": len(sentences), "file": args.predict, "saved": args.saved}, {}
     for head in heads_saved:

@@ -66,6 +66,7 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
+@pytest.mark.slow
 def test_tf_multi_worker_on_localhost_trains_and_checkpoints(tmp_path, tf_single):
     workers = [f"localhost:{port}" for port in _free_ports(2)]
     runs = []

@@ -246,6 +246,7 @@ def write_examples(folder: Path) -> None:
     (folder / "basic_tiny_missing.py").write_text("import no_such_module_for_bert4k\n", encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_harness_runs_a_folder_and_reports_each_script(tmp_path, data_dir):
     examples = tmp_path / "examples"
     write_examples(examples)

@@ -219,6 +219,22 @@ def test_read_iob_skips_empty_sentences_and_names_bad_lines(tmp_path):
         ner.read_iob(bad)
 
 
+def test_jsonl_reading_keeps_empty_texts_only_when_asked_and_rejects_overlaps(tmp_path):
+    ner = ner_module()
+    path = tmp_path / "t.jsonl"
+    rows = [{"text": "张三去北京", "entities": [["LOC", 3, 4], ["PER", 0, 1, "张三"]]}, {"text": "", "entities": []},
+            {"text": "好", "entities": []}]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    assert [(s.text, s.spans) for s in ner.read_sentences(path)] == [
+        ("张三去北京", [("PER", 0, 1), ("LOC", 3, 4)]), ("好", [])]
+    assert [s.text for s in ner.read_sentences(path, keep_empty=True)] == ["张三去北京", "", "好"]
+    for entities in ([["ORG", 0, 4], ["LOC", 3, 4]], [["PER", 0, 2], ["LOC", 2, 4]]):  # nested, overlapping
+        path.write_text(json.dumps({"text": "张三去北京", "entities": entities}, ensure_ascii=False) + "\n",
+                        encoding="utf-8")
+        with pytest.raises(ValueError, match=r"t.jsonl: record 1: entities .* overlap"):
+            ner.read_sentences(path)
+
+
 def test_unknown_test_types_raise():
     ner = ner_module()
     train = [ner.Sentence(list("张三"), [("PER", 0, 1)])]
@@ -261,6 +277,8 @@ def run_script(tmp_path, heads: tuple[str, ...], *settings: str):
     assert set(m["results"]) == {"crfsuite", *heads} and m["types"] == ["LOC", "ORG", "PER"]
     for r in m["results"].values():
         assert 0.0 <= r["f1"] <= 1.0 and r["gold"] == m["results"]["crfsuite"]["gold"] > 0
+        p, rec, f1 = r["dev_precision"], r["dev_recall"], r["dev_f1"]
+        assert f1 == pytest.approx(2 * p * rec / (p + rec) if p + rec else 0.0)
         assert r["predict_sentences_per_s"] > 0 and r["peak_rss_mb"] > 0
     for head in heads:
         assert (out / head / "log.csv").read_text().startswith("epoch,dev_f1,")  # dev F1 after every epoch
@@ -276,11 +294,14 @@ def test_ner_script_on_a_slice_with_bigrams_and_bioes(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["bigram_vocab"] == len(json.loads((out / "crf" / "bigrams.json").read_text(encoding="utf-8"))) + 2
     # the saved model (3 inputs, its bigram vocabulary, BIOES) tags the test sentences as the run did
+    # (with an empty text among them: it stays in its row, with no entities)
     test = tmp_path / "test.jsonl"
-    test.write_text("".join(json.dumps({"text": r["text"]}, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    texts = [r["text"] for r in rows[:5]] + [""] + [r["text"] for r in rows[5:]]
+    test.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
     ner_module().main(["--predict", str(test), "--saved", str(out), "--out", str(tmp_path / "tagged")])
     again = [json.loads(line) for line in (tmp_path / "tagged" / "predictions.jsonl").read_text().splitlines()]
-    assert [r["crf"] for r in again] == [r["crf"] for r in rows]
+    assert [r["text"] for r in again] == texts and again[5]["crf"] == []
+    assert [r["crf"] for r in again[:5] + again[6:]] == [r["crf"] for r in rows]
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ def md5_fraction(text: str) -> float:
 
 
 def test_msra_ner_evaluation_sentences_stay_out_of_the_corpus():
-    _, dev, test, _ = ner.split(ner.parse_args([]))
+    train, dev, test, _ = ner.split(ner.parse_args([]))
     assert len(dev) > 1000 and len(test) > 4000
     assert all(md5_fraction(s.text) < ner.TEST_FRACTION for s in test)
     held_out = {corpus.clean(s.text) for s in dev + test}
@@ -25,5 +25,5 @@ def test_msra_ner_evaluation_sentences_stay_out_of_the_corpus():
     assert held_out <= excluded
     docs = set(corpus.documents()[0])
     assert not held_out & docs
-    train = {corpus.clean(s.text) for s in ner.split(ner.parse_args([]))[0]}
+    train = {corpus.clean(s.text) for s in train}
     assert len(train) > 30000 and train - excluded <= docs

@@ -48,6 +48,7 @@ def test_classification(tmp_path):
     assert m["accuracy"] == pytest.approx(sum(c[0] == c[1] for c in columns) / 48, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_classification_csl(tmp_path):
     out, m = run_task("classification", tmp_path, "--dataset", "csl", "--limit", "32", "--maxlen", "32",
                       "--pooling", "mean", "--no-baseline")
