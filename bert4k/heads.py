@@ -1,4 +1,5 @@
-"""Task heads over an encoder: sequence classification, extractive-QA spans, token classification.
+"""Task heads over an encoder: sequence classification, extractive-QA spans, token classification; the relation
+extractor (`build_relation_extractor`, its losses and decoding) is re-exported from `bert4k.heads_relation`.
 
 Each `build_*` takes an encoder `keras.Model` whose first input is the token ids (a bert4k `Transformer` with
 application `encoder`) and returns a new `keras.Model` over the same inputs that outputs float32 logits, so it
@@ -14,6 +15,12 @@ import keras
 import numpy as np
 from keras import ops
 
+from bert4k.heads_relation import (  # noqa: F401 (re-exported)
+    RelationModels,
+    build_relation_extractor,
+    extract_relations,
+    relation_losses,
+)
 from bert4k.layers.initializers import truncated_normal
 from bert4k.layers.ngram import NgramEmbedding
 

@@ -125,3 +125,11 @@ def test_learns_the_synthetic_triples(tmp_path):
     assert m["f1"] > 0.9, m
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(rows) == m["test_texts"]
+
+
+def test_relation_builder_is_reachable_from_heads():
+    from bert4k import heads
+
+    assert heads.build_relation_extractor is rel.build_relation_extractor
+    assert heads.relation_losses is rel.relation_losses and heads.extract_relations is rel.extract_relations
+    assert heads.RelationModels is rel.RelationModels
