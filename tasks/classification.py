@@ -65,7 +65,7 @@ RECIPES = {
     "chnsenticorp": dict(epochs=3, lr=2e-4, maxlen=160, class_weight="none", pooling="cls", ngram_dim=64,
                   ngram_lr_multiplier=500.0),
     "csl": dict(epochs=6, lr=3e-4, maxlen=64, class_weight="balanced", pooling="cls", ngram_dim=64,
-                  ngram_lr_multiplier=50.0),
+                  ngram_lr_multiplier=500.0),
     "online-shopping": dict(epochs=2, lr=2e-4, maxlen=96, class_weight="balanced", pooling="cls", ngram_dim=64,
                   ngram_lr_multiplier=500.0),
     "waimai": dict(epochs=3, lr=2e-4, maxlen=96, class_weight="none", pooling="cls", ngram_dim=64,
