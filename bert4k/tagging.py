@@ -10,13 +10,13 @@ Chinese NER). Rules, so that no input is silently misread:
 """
 from __future__ import annotations
 
-import itertools
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from bert4k.ngrams import NgramVocab
 from bert4k.viterbi import ViterbiDecoder
 
 Entity = tuple[str, int, int]
@@ -208,44 +208,35 @@ def entity_scores(gold: Sequence[Iterable[Entity]], predicted: Sequence[Iterable
     return result
 
 
-class BigramVocab:
-    """Ids of character bigrams for `bert4k.layers.NgramEmbedding`: 0 = none (padding, special tokens), 1 = an
-    unseen bigram (`[UNK]`), then the known bigrams. A bigram is the string of two adjacent characters; the text's
-    start and end are the characters `BOS` / `EOS` (control characters, outside any text)."""
+class BigramVocab(NgramVocab):
+    """Ids of character bigrams for `bert4k.layers.NgramEmbedding` (an `NgramVocab` of order 2): 0 = none
+    (padding, special tokens), 1 = an unseen bigram (`[UNK]`), then the known bigrams. A bigram is the string of
+    two adjacent characters; the text's start and end are the characters `BOS` / `EOS` (control characters,
+    outside any text)."""
 
     BOS, EOS = "\x02", "\x03"
-    PAD, UNK = 0, 1
 
     def __init__(self, bigrams: Sequence[str]):
-        bad = [b for b in bigrams if len(b) != 2]
-        if bad or len(set(bigrams)) != len(bigrams):
-            raise ValueError(f"bigrams must be distinct 2-character strings, got {bad[:3] or 'duplicates'}")
-        self.bigrams = list(bigrams)
-        self.ids = {b: i + 2 for i, b in enumerate(self.bigrams)}
+        super().__init__(bigrams, orders=(2,))
 
-    def __len__(self) -> int:
-        """The table size: the known bigrams plus the padding and `[UNK]` rows."""
-        return len(self.bigrams) + 2
+    @property
+    def bigrams(self) -> list[str]:
+        return self.ngrams
 
     @classmethod
     def from_texts(cls, texts: Iterable[Sequence[str]], min_count: int = 2, max_size: int = 200_000) -> BigramVocab:
         """The bigrams seen ≥ `min_count` times in `texts` (character sequences), at most `max_size`, most frequent
-        first. A `min_count` of 2 leaves the training data's rare bigrams to `[UNK]`, so that row learns what an
-        unseen bigram means."""
-        counts = Counter(b for chars in texts for b in cls.bigrams_of(chars))
-        kept = sorted((b for b, c in counts.items() if c >= min_count), key=lambda b: (-counts[b], b))
-        return cls(kept[:max_size])
+        first."""
+        return cls.from_counts(Counter(b for chars in texts for b in cls.bigrams_of(chars)), min_count, max_size)
 
     @classmethod
     def bigrams_of(cls, chars: Sequence[str]) -> list[str]:
         """The `len(chars) + 1` bigrams of a text, from `BOS + chars[0]` to `chars[-1] + EOS`."""
-        padded = [cls.BOS, *chars, cls.EOS]
-        return [a + b for a, b in itertools.pairwise(padded)]
+        return cls.ngrams_of([cls.BOS, *chars, cls.EOS], (2,))
 
     def window_ids(self, chars: Sequence[str], start: int, end: int) -> list[int]:
         """Ids aligned with the tokens `[CLS] chars[start:end] [SEP]`: token `p` holds the bigram of token `p`'s
         character and the next one (so `[CLS]` holds the bigram ending at `chars[start]`, the last character's
         crosses the window's end, `[SEP]` holds none), which `NgramEmbedding(offsets=(-1, 0))` turns into each
         character's left and right bigram."""
-        grams = self.bigrams_of(chars)[start:end + 1]
-        return [self.ids.get(b, self.UNK) for b in grams] + [self.PAD]
+        return self.lookup(self.bigrams_of(chars)[start:end + 1]) + [self.PAD]

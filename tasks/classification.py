@@ -40,12 +40,9 @@ the n-gram vocabulary, with --ngram-dim > 0).
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import os
 import time
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import common
@@ -54,6 +51,7 @@ import numpy as np
 
 from bert4k import heads
 from bert4k.metrics import accuracy
+from bert4k.ngrams import NgramVocab
 
 DATASETS = ("chnsenticorp", "csl", "online-shopping", "waimai")
 HELD_OUT = common.SPLITS["chnsenticorp"]
@@ -103,51 +101,13 @@ def parse_args(argv=None):
     return args
 
 
-class NgramVocab:
-    """Ids of a text's character 1- and 2-grams (lower-cased, the first `MAX_CHARS` characters) for the
-    classifier's n-gram bag: 0 = padding, 1 = an n-gram outside the vocabulary (`[UNK]`), then the known ones."""
+NGRAM_ORDERS = (1, 2)  # the bag: characters and bigrams
+NGRAM_MAX_CHARS = 1024
 
-    PAD, UNK = 0, 1
-    MAX_CHARS = 1024
 
-    def __init__(self, ngrams: Sequence[str]):
-        bad = [g for g in ngrams if len(g) not in (1, 2)]
-        if bad or len(set(ngrams)) != len(ngrams):
-            raise ValueError(f"n-grams must be distinct 1- or 2-character strings, got {bad[:3] or 'duplicates'}")
-        self.ngrams = list(ngrams)
-        self.index = {g: i + 2 for i, g in enumerate(self.ngrams)}
-
-    def __len__(self) -> int:
-        """The table size: the known n-grams plus the padding and `[UNK]` rows."""
-        return len(self.ngrams) + 2
-
-    @classmethod
-    def ngrams_of(cls, text: str) -> list[str]:
-        chars = text.lower()[:cls.MAX_CHARS]
-        return [*chars, *(a + b for a, b in itertools.pairwise(chars))]
-
-    @classmethod
-    def from_texts(cls, texts: Iterable[str], min_count: int = 2) -> NgramVocab:
-        """The n-grams seen ≥ `min_count` times in `texts`, most frequent first (so the training data's rare
-        n-grams train the `[UNK]` row that unseen ones get)."""
-        counts = Counter(g for text in texts for g in cls.ngrams_of(text))
-        return cls(sorted((g for g, c in counts.items() if c >= min_count), key=lambda g: (-counts[g], g)))
-
-    def ids(self, text: str) -> list[int]:
-        return [self.index.get(g, self.UNK) for g in self.ngrams_of(text)]
-
-    def save(self, path: Path) -> None:
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        common.write_json(tmp, {"ngrams": self.ngrams, "max_chars": self.MAX_CHARS})
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, path: Path) -> NgramVocab:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved.get("max_chars") != cls.MAX_CHARS or not isinstance(saved.get("ngrams"), list):
-            raise ValueError(f"{path}: expected {{'ngrams': [...], 'max_chars': {cls.MAX_CHARS}}}, got keys "
-                             f"{sorted(saved)} (max_chars {saved.get('max_chars')})")
-        return cls(saved["ngrams"])
+def ngram_text(text: str) -> str:
+    """What the n-gram bag sees of a text: lower-cased, its first `NGRAM_MAX_CHARS` characters."""
+    return text.lower()[:NGRAM_MAX_CHARS]
 
 
 def dev_cut(texts: list[str], labels: np.ndarray, fraction: float):
@@ -165,7 +125,7 @@ def features(texts: Sequence[str], tokenizer, maxlen: int, ngrams: NgramVocab | 
     """The model's input columns: token ids, segment ids (and n-gram ids with `ngrams`)."""
     encoded = [tokenizer.encode(t, maxlen=maxlen) for t in texts]
     columns = [[ids for ids, _ in encoded], [seg for _, seg in encoded]]
-    return columns + [[ngrams.ids(t) for t in texts]] if ngrams is not None else columns
+    return columns + [[ngrams.bag_ids(ngram_text(t)) for t in texts]] if ngrams is not None else columns
 
 
 def load(dataset: str, limit: int = 0):
@@ -357,7 +317,8 @@ def run_training(args: argparse.Namespace, out: Path, started: float) -> dict:
 
     source = common.model_source(args)
     tokenizer = source.tokenizer()
-    ngrams = NgramVocab.from_texts(train_texts, args.ngram_min_count) if args.ngram_dim else None
+    ngrams = NgramVocab.from_texts(map(ngram_text, train_texts), NGRAM_ORDERS,
+                                    args.ngram_min_count) if args.ngram_dim else None
     train_cols = features(train_texts, tokenizer, args.maxlen, ngrams)
     test_cols = features(test_texts, tokenizer, args.maxlen, ngrams)
 

@@ -57,26 +57,17 @@ def test_ngram_bag_against_numpy():
     assert np.abs(np.asarray(model([token_ids, segment_ids, shuffled])) - logits).max() < 1e-5
 
 
-def test_ngram_vocab_ids():
+def test_the_bag_sees_lower_cased_text_cut_to_max_chars():
     c = classification()
-    vocab = c.NgramVocab.from_texts(["好好吃", "好吃", "难吃"], min_count=2)
-    # counts: 好 3, 吃 3, 好吃 2, 好好 1, 难 1, 难吃 1; most frequent first, ties by the string
-    assert vocab.ngrams == ["吃", "好", "好吃"] and len(vocab) == 5
-    assert c.NgramVocab.ngrams_of("Ab吃") == ["a", "b", "吃", "ab", "b吃"]  # lower-cased, unigrams then bigrams
-    assert vocab.ids("好吃啊") == [3, 2, 1, 4, 1] and vocab.ids("") == []  # 啊, 吃啊 unseen → [UNK] = 1
-    assert len(c.NgramVocab.ngrams_of("x" * 5000)) == 2 * c.NgramVocab.MAX_CHARS - 1
+    assert c.ngram_text("Ab吃") == "ab吃" and len(c.ngram_text("x" * 5000)) == c.NGRAM_MAX_CHARS
+    vocab = c.NgramVocab(["a", "ab"], c.NGRAM_ORDERS)
+    # the third column holds the bag ids: a, b, ab of "AB" (b unseen → [UNK] = 1)
+    assert c.features(["AB"], FakeTokenizer(), 8, vocab)[2] == [[2, 1, 3]]
 
 
-def test_ngram_vocab_save_load(tmp_path):
-    c = classification()
-    vocab = c.NgramVocab(["好", "好吃"])
-    vocab.save(tmp_path / "ngrams.json")
-    assert c.NgramVocab.load(tmp_path / "ngrams.json").ids("好吃") == vocab.ids("好吃") == [2, 1, 3]
-    (tmp_path / "bad.json").write_text(json.dumps({"ngrams": ["好"], "max_chars": 10}), encoding="utf-8")
-    with pytest.raises(ValueError, match=r"bad.json: expected .*max_chars 10"):
-        c.NgramVocab.load(tmp_path / "bad.json")
-    with pytest.raises(ValueError, match="distinct 1- or 2-character"):
-        c.NgramVocab(["好吃啊"])
+class FakeTokenizer:
+    def encode(self, text, maxlen):
+        return [1, 2], [0, 0]
 
 
 def test_dev_cut_is_deterministic_and_disjoint():

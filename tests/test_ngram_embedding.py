@@ -69,11 +69,11 @@ def test_bigram_vocab_ids_follow_the_window_tokens():
     assert len(vocab) == len(vocab.bigrams) + 2
     text = list("去北京大学")
     # tokens [CLS] 去 北 京 大 学 [SEP]: token p holds the bigram of its character and the next one
-    want = [vocab.UNK, vocab.UNK, vocab.ids["北京"], vocab.UNK, vocab.ids["大学"], vocab.ids["学" + eos], 0]
+    want = [vocab.UNK, vocab.UNK, vocab.index["北京"], vocab.UNK, vocab.index["大学"], vocab.index["学" + eos], 0]
     assert vocab.window_ids(text, 0, 5) == want
     # the window 北京 of that text: [CLS] holds 去北 (crossing the start), 京 holds 京大 (crossing the end)
-    assert vocab.window_ids(text, 1, 3) == [vocab.UNK, vocab.ids["北京"], vocab.UNK, 0]
-    with pytest.raises(ValueError, match="2-character"):
+    assert vocab.window_ids(text, 1, 3) == [vocab.UNK, vocab.index["北京"], vocab.UNK, 0]
+    with pytest.raises(ValueError, match=r"length \(2,\)"):
         tagging.BigramVocab(["北京", "北"])
 
 
@@ -83,7 +83,7 @@ def test_an_unseen_bigram_gets_the_unk_row_and_a_character_its_left_and_right_bi
     layer = NgramEmbedding(len(vocab), 2, (-1, 0))
     out = keras.ops.convert_to_numpy(layer(ids))[0]
     table = keras.ops.convert_to_numpy(layer.embeddings)
-    np.testing.assert_allclose(out[2], np.concatenate([table[vocab.ids["北京"]], table[vocab.ids["京大"]]]))
+    np.testing.assert_allclose(out[2], np.concatenate([table[vocab.index["北京"]], table[vocab.index["京大"]]]))
     np.testing.assert_allclose(out[3, 2:], table[vocab.UNK])  # 大EOS was never seen
     np.testing.assert_allclose(out[4], np.concatenate([table[vocab.UNK], np.zeros(2)]))  # [SEP]: its left only
 
