@@ -1,5 +1,5 @@
 """Chinese named-entity recognition on MSRA NER (PER / LOC / ORG, IOB2): a Transformer encoder with three heads
-(per-token softmax, CRF, GlobalPointer) beside the classic baseline, a linear-chain CRF on character-window
+(per-token softmax, CRF, GlobalPointer; `--heads egp` adds EfficientGlobalPointer) beside the classic baseline, a linear-chain CRF on character-window
 features (sklearn-crfsuite: characters at ±2, the bigrams among them), all trained and scored on the same split.
 
 Data: msra-ner/train.txt (one `char<TAB>tag` per line, a blank line between sentences). It has no official dev or
@@ -60,11 +60,13 @@ import numpy as np
 from keras import ops
 
 from bert4k import tagging, training
-from bert4k.layers import ConditionalRandomField, GlobalPointer, NgramEmbedding
+from bert4k.layers import ConditionalRandomField, EfficientGlobalPointer, GlobalPointer, NgramEmbedding
 from bert4k.layers.global_pointer import decode_spans, global_pointer_crossentropy
 from bert4k.layers.initializers import truncated_normal
 
-HEADS = ("softmax", "crf", "gp")
+HEADS = ("softmax", "crf", "gp", "egp")
+DEFAULT_HEADS = ("softmax", "crf", "gp")
+SPAN_HEADS = {"gp": GlobalPointer, "egp": EfficientGlobalPointer}  # span heads: logits [types, n, n]
 GP_THRESHOLDS = (-3.0, -2.0, -1.5, -1.0, -0.5, 0.0)
 TEST_FRACTION = 0.1
 DEV_FRACTION = 0.05
@@ -76,7 +78,8 @@ FILE_FORMAT = ("IOB2 (`char<TAB>tag` lines, a blank line between sentences) or J
 def parse_args(argv=None):
     p = common.task_parser(__doc__, out="ner", epochs=3, batch_size=16, maxlen=128, lr=8e-4, columns="text, entities",
                            file_format=FILE_FORMAT)
-    p.add_argument("--heads", default=",".join(HEADS), help="comma-separated subset of %(default)s")
+    p.add_argument("--heads", default=",".join(DEFAULT_HEADS), help=f"comma-separated subset of {','.join(HEADS)} "
+                   "(egp: EfficientGlobalPointer; default: %(default)s)")
     p.add_argument("--train-limit", type=int, default=0, help="at most N training sentences (overrides --limit)")
     p.add_argument("--crf-lr-multiplier", type=float, default=100.0, help="default: %(default)s")
     p.add_argument("--head-lr-multiplier", type=float, default=10.0, help="the head's layer (softmax / CRF emissions, "
@@ -340,8 +343,9 @@ def build(head: str, source: common.ModelSource, args, tagset: tagging.TagSet, p
             return crf.sparse_loss(ops.maximum(ops.cast(y_true, "int32") - 1, 0), y_pred)
 
         return keras.Model(inputs, out, name="ner_crf"), crf_loss, crf
-    out = GlobalPointer(len(tagset.types), args.gp_head_size, lr_multiplier=m, name="GlobalPointer")(x, mask=real)
-    return keras.Model(inputs, out, name="ner_gp"), global_pointer_crossentropy, None
+    layer = SPAN_HEADS[head]
+    pointer = layer(len(tagset.types), args.gp_head_size, lr_multiplier=m, name=layer.__name__)
+    return keras.Model(inputs, pointer(x, mask=real), name=f"ner_{head}"), global_pointer_crossentropy, None
 
 
 def predict(model, head: str, crf, pieces: list[Piece], tagset: tagging.TagSet, n_sentences: int,
@@ -370,7 +374,7 @@ def entities(head: str, crf, outputs: list[np.ndarray], pieces: list[Piece], tag
     decoder = tagging.constrained_decoder(tagset, keras.ops.convert_to_numpy(crf.trans) if head == "crf" else None)
     for p, row in zip(pieces, outputs):
         n = len(p.token_ids) - 2
-        if head == "gp":
+        if head in SPAN_HEADS:
             flat = decode_spans(row[:, 1:n + 1, 1:n + 1], threshold, nested=False)  # MSRA entities do not nest
             spans = [(tagset.types[h], s, e) for h, s, e, _ in flat]
         else:
@@ -386,7 +390,7 @@ def entities(head: str, crf, outputs: list[np.ndarray], pieces: list[Piece], tag
 def choose_threshold(head: str, outputs, pieces, sentences: list[Sentence], tagset, given: float | None) -> float:
     """The GlobalPointer threshold: `given`, else the one of `GP_THRESHOLDS` with the best F1 on `sentences` (the
     dev set: a span head trained for a few hundred steps is under-confident, its best cut is below 0)."""
-    if head != "gp":
+    if head not in SPAN_HEADS:
         return 0.0
     if given is not None:
         return given
@@ -418,7 +422,7 @@ def run_head(head, source, args, out, tagset, train_pieces, dev, dev_pieces, tes
     labels = [tag_labels(p, tagset) for p in train_pieces]
     prior = tagging.log_prior(([t - 1 for t in row] for row in labels), len(tagset))
     model, loss, crf = build(head, source, args, tagset, prior, bigrams)
-    if head == "gp":
+    if head in SPAN_HEADS:
         data = gp_dataset(train_pieces, tagset.types, args.batch_size, args.seed)
     else:
         columns = [[p.token_ids for p in train_pieces], [[0] * len(p.token_ids) for p in train_pieces]]
@@ -452,7 +456,7 @@ def run_head(head, source, args, out, tagset, train_pieces, dev, dev_pieces, tes
     predict_seconds = time.time() - started
     scores = tagging.entity_scores([s.spans for s in test], test_found)
     return {**scores, **dev_scores(dev, dev_found),
-            **({"threshold": threshold} if head == "gp" else {}),
+            **({"threshold": threshold} if head in SPAN_HEADS else {}),
             "train_seconds": train_seconds,
             "train_sentences_per_s": round(args.epochs * len(train_pieces) / max(train_seconds, 1e-9), 1),
             "train_cpu_seconds": round(train_cpu_seconds, 1),

@@ -178,8 +178,9 @@ def test_a_tiny_model_overfits_a_handful_of_sentences(tmp_path, head):
 # bilinear form, which is slow at the encoder's learning rate (here, with the head's at that rate too, F1 stayed
 # 0.0 for 20 steps, 0.6 after 40, 0.92 after 60). The head now learns `--head-lr-multiplier` times faster.
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data folder {DATA} is absent")
-def test_global_pointer_fits_a_handful_of_sentences_in_few_steps(tmp_path):
-    result = overfit(tmp_path, "gp", "--epochs", "20", "--lr", "8e-4", "--warmup", "0.1")
+@pytest.mark.parametrize("head", ["gp", "egp"])
+def test_global_pointer_fits_a_handful_of_sentences_in_few_steps(tmp_path, head):
+    result = overfit(tmp_path, head, "--epochs", "20", "--lr", "8e-4", "--warmup", "0.1")
     assert result["gold"] > 10 and result["f1"] == 1.0, result
 
 
