@@ -39,6 +39,7 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
                     "TF_NUM_INTEROP_THREADS")
 VERSIONS = (("keras", ("keras",)), ("TF", ("tensorflow", "tensorflow-cpu")), ("jax", ("jax",)), ("torch", ("torch",)))
 LOG_TAIL = 12  # log lines shown for a failed entry
+SCALES = {"fraction": (0.0, 1.0, 100.0), "percent": (0.0, 100.0, 1.0), "raw": (-math.inf, math.inf, 1.0)}  # lo, hi, ×
 
 
 class MetricsError(ValueError):
@@ -86,12 +87,12 @@ def conditional_lm_model(metrics: dict, path: Path) -> str:
     given = lookup(metrics, "args.checkpoint", path) or lookup(metrics, "args.config", path)
     if given:
         return f"`{Path(given).name}`"
-    return (f"random init ({lookup(metrics, 'args.layers', path)} layers, "
+    return (f"random init (layers {lookup(metrics, 'args.layers', path)}, "
             f"hidden {lookup(metrics, 'args.hidden_size', path)})")
 
 
 def rank_model(metrics: dict, path: Path) -> str:
-    return (f"random init ({lookup(metrics, 'settings.layers', path)} blocks, "
+    return (f"random init (blocks {lookup(metrics, 'settings.layers', path)}, "
             f"hidden {lookup(metrics, 'settings.hidden', path)})")
 
 
@@ -108,7 +109,7 @@ class Entry:
     baselines: tuple[tuple[str, str], ...] = ()  # (label, key)
     floor: tuple[str, str] | None = None  # (label, key): majority class, chance or random
     also: tuple[tuple[str, str], ...] = ()  # (label, key): more of our figures, in the same cell
-    percent: bool = True  # fractions shown ×100
+    scale: str = "fraction"  # of the metrics.json figures (`SCALES`): fractions are shown ×100
     lower_is_better: bool = False
     model: Callable[[dict, Path], str] = model_source
 
@@ -127,11 +128,12 @@ ENTRIES: tuple[Entry, ...] = (
     _classification("waimai", "waimai sentiment", LR),
     Entry("ner", "tasks/ner.py", ("--heads", "crf"), "MSRA NER, CRF head", "entity F1 (held-out test)",
           "results.crf.f1", (("sklearn-crfsuite, char window ±2 + bigrams", "results.crfsuite.f1"),)),
-    Entry("qa", "tasks/qa.py", (), "CMRC 2018 trial QA", "F1 (EM beside)", "f1", also=(("EM", "em"),)),
+    Entry("qa", "tasks/qa.py", (), "CMRC 2018 trial QA", "F1 (EM beside)", "f1", also=(("EM", "em"),),
+          scale="percent"),  # the official CMRC 2018 script's 0-100 scale
     Entry("seq2seq", "tasks/seq2seq.py", (), "CSL title generation (UniLM)", "ROUGE-L F (BLEU beside)", "rouge_l",
           (("first 20 characters of the abstract", "baselines.lead20.rouge_l"),), also=(("BLEU", "bleu"),)),
     Entry("lm", "tasks/lm.py", (), "Tang poems LM", "perplexity (held-out)", "perplexity",
-          (("add-one unigram", "baselines.unigram_perplexity"),), percent=False, lower_is_better=True),
+          (("add-one unigram", "baselines.unigram_perplexity"),), scale="raw", lower_is_better=True),
     Entry("conditional_lm", "tasks/conditional_lm.py", (), "ChnSentiCorp label → review (conditional LayerNorm)",
           "samples with the asked label (TF-IDF judge)", "conditioned.label_accuracy",
           (("the same LM without the label", "baseline.label_accuracy"),), ("chance", "chance_accuracy"),
@@ -250,8 +252,19 @@ def run_entry(entry: Entry, out: Path, extra: Sequence[str], threads: int) -> di
 
 # === the table ===
 
+def score(entry: Entry, metrics: dict, key: str, path: Path) -> float:
+    """A figure of the entry's row, checked to be on the entry's scale (a fraction where 0-100 was written is an
+    error, not a cell 100 times too large)."""
+    value = number(metrics, key, path)
+    low, high, _ = SCALES[entry.scale]
+    if not low <= value <= high:
+        raise MetricsError(f"{path}: key {key!r} is {value!r}, outside [{low:g}, {high:g}], the {entry.scale} scale "
+                           f"the table expects for {entry.name}")
+    return value
+
+
 def figure(entry: Entry, value: float) -> str:
-    return f"{100 * value:.1f}" if entry.percent else f"{value:.1f}"
+    return f"{SCALES[entry.scale][2] * value:.1f}"
 
 
 def verdict(entry: Entry, ours: float, baselines: Sequence[tuple[str, float]]) -> str:
@@ -280,10 +293,10 @@ def table_row(entry: Entry, out: Path) -> list[str]:
     path = out / entry.name / "metrics.json"
     metrics = json.loads(path.read_text(encoding="utf-8"))
     done = json.loads((out / f"{entry.name}.done.json").read_text(encoding="utf-8"))
-    ours = number(metrics, entry.ours, path)
-    also = "".join(f", {label} {figure(entry, number(metrics, key, path))}" for label, key in entry.also)
-    baselines = [(label, number(metrics, key, path)) for label, key in entry.baselines]
-    floor = (f"{entry.floor[0]} {figure(entry, number(metrics, entry.floor[1], path))}" if entry.floor else "—")
+    ours = score(entry, metrics, entry.ours, path)
+    also = "".join(f", {label} {figure(entry, score(entry, metrics, key, path))}" for label, key in entry.also)
+    baselines = [(label, score(entry, metrics, key, path)) for label, key in entry.baselines]
+    floor = f"{entry.floor[0]} {figure(entry, score(entry, metrics, entry.floor[1], path))}" if entry.floor else "—"
     script = shlex.join([entry.script, *done["arguments"]])
     return [f"{entry.task} (`{script}`)", entry.metric, f"**{figure(entry, ours)}**{also} ({entry.model(metrics, path)})",
             "; ".join(f"{label} {figure(entry, value)}" for label, value in baselines) or "—", floor,

@@ -39,8 +39,8 @@ FAKES = {
                          "crf": {"precision": 0.891, "recall": 0.850, "f1": 0.8702, "dev_f1": 0.868}},
              "model_source": "pretrained:bert4k-small-zh", "settings": {"heads": "crf"}},
             0.8702, [("crfsuite", 0.876)], None, "bert4k-small-zh"),
-    "qa": ({"task": "qa", "dataset": "cmrc2018_trial", "em": 0.0123, "f1": 0.0361, "eval_questions": 1002,
-            "model_source": "pretrained:bert4k-small-zh"}, 0.0361, [], None, "bert4k-small-zh"),
+    "qa": ({"task": "qa", "dataset": "cmrc2018_trial", "em": 1.23, "f1": 36.14, "eval_questions": 1002,  # 0-100
+            "model_source": "pretrained:bert4k-small-zh"}, 0.3614, [], None, "bert4k-small-zh"),
     "seq2seq": ({"task": "seq2seq", "dataset": "csl-title", "rouge_l": 0.4123, "bleu": 0.1512,
                  "baselines": {"lead20": {"rouge_l": 0.3114, "bleu": 0.1011, "distinct_1": 0.5}},
                  "model_source": "checkpoint:/ckpts/chinese_L-12/bert_model.ckpt"},
@@ -53,12 +53,12 @@ FAKES = {
                                                                               "label_accuracy": 0.83},
                         "baseline": {"heldout_loss": 4.2, "label_accuracy": 0.51},
                         "args": {"checkpoint": None, "config": None, "hidden_size": 128, "layers": 2}},
-                       0.83, [("without the label", 0.51)], 0.5, "random init (2 layers, hidden 128)"),
+                       0.83, [("without the label", 0.51)], 0.5, "random init (layers 2, hidden 128)"),
     "rank": ({"train_queries": 160, "random": {"ndcg@10": 0.3102, "mrr": 0.4},
               "lightgbm_lambdarank": {"test": {"ndcg@10": 0.4981}, "train_seconds": 1.0},
               "set_transformer": {"test": {"ndcg@10": 0.5123}, "best_epoch": 9}, "ndcg@10": 0.5123,
               "model_source": None, "settings": {"hidden": 64, "layers": 2}},
-             0.5123, [("LightGBM", 0.4981)], 0.3102, "random init (2 blocks, hidden 64)"),
+             0.5123, [("LightGBM", 0.4981)], 0.3102, "random init (blocks 2, hidden 64)"),
 }
 DONE = {"arguments": [], "threads": 1, "commit": "abc1234", "returncode": 0, "wall_seconds": 4321.0,
         "cpu_seconds": 2345.6, "peak_rss_mb": 2204.0, "started_utc": "2026-12-02T01:00:00Z",
@@ -83,6 +83,7 @@ def table_rows(table: str) -> list[list[str]]:
 
 
 def shown(value: float, percent: bool = True) -> str:
+    """`value` as the table shows it (fractions ×100, one decimal)."""
     return f"{value * 100:.1f}" if percent else f"{value:.1f}"
 
 
@@ -132,6 +133,10 @@ def test_missing_or_non_numeric_key_is_an_error_naming_the_file_and_key(tmp_path
     metrics["baselines"]["tfidf_linear_svm"] = "0.75"
     write_finished(tmp_path, "csl", metrics)
     with pytest.raises(task_table.MetricsError, match=r"key 'baselines.tfidf_linear_svm' should be a finite number"):
+        task_table.build_table(entries, tmp_path, (0, 0, 0), (0, 0, 0))
+    metrics["baselines"]["tfidf_linear_svm"] = 75.8  # a percentage where the script writes fractions
+    write_finished(tmp_path, "csl", metrics)
+    with pytest.raises(task_table.MetricsError, match=r"'baselines.tfidf_linear_svm' is 75.8, outside \[0, 1\]"):
         task_table.build_table(entries, tmp_path, (0, 0, 0), (0, 0, 0))
 
 
