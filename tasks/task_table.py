@@ -383,7 +383,8 @@ def parse_args(argv: Sequence[str] | None, entries: Sequence[Entry]) -> argparse
 
 
 def main(argv: Sequence[str] | None = None, entries: Sequence[Entry] = ENTRIES) -> int:
-    """Run the chosen entries not yet done, then write and print the table; 1 if an entry failed."""
+    """Run the chosen entries not yet done, then write and print the table; 1 if an entry failed, 2 if a
+    metrics.json lacks a figure of the table (the finished entries stay done: fix, run again, nothing re-runs)."""
     args = parse_args(argv, entries)
     out, extra = Path(args.out), shlex.split(args.extra)
     chosen = [e for e in entries if args.only is None or e.name in args.only]
@@ -405,7 +406,11 @@ def main(argv: Sequence[str] | None = None, entries: Sequence[Entry] = ENTRIES) 
         print(f"{entry.name}: {why}; running", flush=True)
         if "error" in run_entry(entry, out, extra, args.threads):
             failures.append(entry.name)
-    table = build_table(entries, out, load_start, os.getloadavg())
+    try:
+        table = build_table(entries, out, load_start, os.getloadavg())
+    except MetricsError as e:
+        print(f"table not written: {e}", file=sys.stderr)
+        return 2
     write_atomic(out / "table.md", table)
     print(table)
     print(f"wrote {out / 'table.md'}")

@@ -1,5 +1,6 @@
 """tasks/task_table.py: the table's cells from each script's metrics.json layout, the missing-key error, resume, a
 failing child, and each child's own peak RSS. Fake scripts stand in for the tasks (no real task runs here)."""
+import dataclasses
 import json
 import os
 import sys
@@ -123,13 +124,16 @@ def test_table_cells_are_the_numbers_of_each_metrics_json(tmp_path):
     assert "Not finished" not in table
 
 
-def test_missing_or_non_numeric_key_is_an_error_naming_the_file_and_key(tmp_path):
+def test_missing_or_non_numeric_key_is_an_error_naming_the_file_and_key(tmp_path, capsys):
     metrics = json.loads(json.dumps(FAKES["csl"][0]))
     del metrics["baselines"]["tfidf_linear_svm"]
-    write_finished(tmp_path, "csl", metrics)
-    entries = [e for e in task_table.ENTRIES if e.name == "csl"]
+    # the real entry's figures, a script that cannot run (were it not skipped as done, main would return 1)
+    entries = [dataclasses.replace(e, script="/nonexistent/task.py") for e in task_table.ENTRIES if e.name == "csl"]
+    write_finished(tmp_path, "csl", metrics, arguments=list(entries[0].args))
     with pytest.raises(task_table.MetricsError, match=r"csl/metrics.json: no key 'baselines.tfidf_linear_svm'"):
         task_table.build_table(entries, tmp_path, (0, 0, 0), (0, 0, 0))
+    assert task_table.main(["--out", str(tmp_path), "--only", "csl"], entries) == 2  # done: nothing runs
+    assert "table not written: " in capsys.readouterr().err and not (tmp_path / "table.md").exists()
     metrics["baselines"]["tfidf_linear_svm"] = "0.75"
     write_finished(tmp_path, "csl", metrics)
     with pytest.raises(task_table.MetricsError, match=r"key 'baselines.tfidf_linear_svm' should be a finite number"):
