@@ -152,7 +152,9 @@ def arguments(entry: Entry, extra: Sequence[str]) -> list[str]:
 
 
 def command(entry: Entry, out: Path, extra: Sequence[str]) -> list[str]:
-    return [sys.executable, str(REPO / entry.script), *arguments(entry, extra), "--out", str(out / entry.name)]
+    """The child's command line; `--out` absolute, as the child runs in the repository root."""
+    return [sys.executable, str(REPO / entry.script), *arguments(entry, extra), "--out",
+            str((out / entry.name).resolve())]
 
 
 def child_env(threads: int) -> dict[str, str]:
@@ -223,17 +225,21 @@ def log_tail(log: Path, lines: int = LOG_TAIL) -> str:
     return "\n".join(text[-lines:])
 
 
+def _modified(path: Path) -> int | None:
+    return path.stat().st_mtime_ns if path.exists() else None
+
+
 def run_entry(entry: Entry, out: Path, extra: Sequence[str], threads: int) -> dict:
     """Run one entry; on success write `<name>.done.json`, else `<name>.failed.json`. Returns the record."""
     done, failed = out / f"{entry.name}.done.json", out / f"{entry.name}.failed.json"
     done.unlink(missing_ok=True)  # a run with other settings that is stopped half-way must not count as done
     cmd = command(entry, out, extra)
     print(f"[{utc_now()}] {entry.name}: {shlex.join(cmd)}", flush=True)
-    started = time.time()
+    metrics = out / entry.name / "metrics.json"
+    before = _modified(metrics)  # a metrics.json left by an earlier run must not pass for this run's
     record = {"name": entry.name, "arguments": arguments(entry, extra), "threads": threads, "commit": git_commit(),
               **run_child(cmd, out / f"{entry.name}.log", child_env(threads))}
-    metrics = out / entry.name / "metrics.json"
-    if record["returncode"] == 0 and not (metrics.exists() and metrics.stat().st_mtime >= started - 1):
+    if record["returncode"] == 0 and _modified(metrics) in (None, before):
         record["error"] = f"exited 0 but did not write {metrics}"
     elif record["returncode"] != 0:
         record["error"] = f"exit status {record['returncode']}"

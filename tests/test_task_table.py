@@ -149,6 +149,7 @@ FAKE_SCRIPT = textwrap.dedent("""
     p = argparse.ArgumentParser()
     p.add_argument("--out"); p.add_argument("--calls"); p.add_argument("--fail", type=int, default=0)
     p.add_argument("--allocate-mb", type=int, default=0); p.add_argument("--tiny", action="store_true")
+    p.add_argument("--no-metrics", action="store_true")
     a = p.parse_args()
     with open(a.calls, "a") as f:
         f.write(" ".join(sys.argv[1:]) + " threads=" + os.environ["OMP_NUM_THREADS"] + "\\n")
@@ -157,6 +158,8 @@ FAKE_SCRIPT = textwrap.dedent("""
     if a.fail:
         print("boom: the fake task failed", file=sys.stderr)
         sys.exit(a.fail)
+    if a.no_metrics:
+        sys.exit(0)
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "metrics.json"), "w") as f:
         json.dump({"score": 0.75 + 0.01 * a.tiny, "base": {"score": 0.7}, "model_source": "scratch:tiny"}, f)
@@ -219,6 +222,9 @@ def test_a_failing_child_is_reported_with_its_exit_status_and_the_next_entry_run
     assert not (out / "good.done.json").exists()
     table = (out / "table.md").read_text(encoding="utf-8")
     assert table_rows(table) == [] and "good (failed: exit status 2" in table
+    # exit status 0 without a metrics.json written by this run (the old one is there): a failure too
+    assert task_table.main(["--out", str(out), "--only", "good", "--extra", "--no-metrics"], entries) == 1
+    assert "exited 0 but did not write" in json.loads((out / "good.failed.json").read_text())["error"]
 
 
 def test_each_row_has_its_own_childs_peak_rss(tmp_path):
