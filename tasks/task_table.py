@@ -216,8 +216,21 @@ def run_child(cmd: Sequence[str], log: Path, env: dict[str, str]) -> dict:
     return {"returncode": child.returncode, "wall_seconds": round(time.monotonic() - wall, 1),
             "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
             "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux: KiB
+            # the child's peak can include the RSS of the process that forked it: this runner's, at most
+            "runner_peak_rss_mb": own_peak_rss_mb(),
             "started_utc": started, "finished_utc": utc_now(),
             "load_start": [round(x, 2) for x in load_start], "load_end": [round(x, 2) for x in os.getloadavg()]}
+
+
+def own_peak_rss_mb() -> float | None:
+    """This process's peak RSS since its exec (`VmHWM`; `ru_maxrss` would count its parent's at the fork), or
+    None where /proc is absent."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    kib = [line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")]
+    return round(int(kib[0]) / 1024, 1) if kib else None
 
 
 def log_tail(log: Path, lines: int = LOG_TAIL) -> str:
