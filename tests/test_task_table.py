@@ -237,7 +237,7 @@ def test_each_row_has_its_own_childs_peak_rss(tmp_path):
         import sys
         sys.path.insert(0, {str(TASKS)!r})
         import task_table
-        entries = [task_table.Entry(name, {str(tmp_path / "fake_task.py")!r}, ("--calls", name + ".calls", *args),
+        entries = [task_table.Entry(name, {str(tmp_path / "fake_task.py")!r}, ("--calls", {str(tmp_path)!r} + "/" + name + ".calls", *args),
                                     name, "score", "score") for name, args in (("big", ("--allocate-mb", "300")),
                                                                                ("small", ()))]
         sys.exit(task_table.main(["--out", {str(out)!r}], entries))
