@@ -27,7 +27,7 @@ Heads: the softmax and CRF emission layers start with the log tag frequencies of
 softmax head collapses to all-`O`). The softmax head decodes the best valid tag sequence (Viterbi over its
 log-probabilities), the CRF head its Viterbi path under the same rules. The head's own layer (emissions,
 GlobalPointer projections, the bigram table) learns `--head-lr-multiplier` times faster than the encoder (its
-weights stored divided by it and scaled back):
+weights stored divided by it and scaled back; the bigram table at `--bigram-lr-multiplier` if given):
 a GlobalPointer at the encoder's rate had not scored one span above 0 after 150 MSRA steps.
 
 Long sentences: the encoder sees windows of `--maxlen - 2` characters (`[CLS] chars [SEP]`); every window of a
@@ -95,11 +95,18 @@ def parse_args(argv=None):
                    "0 = none (default: %(default)s)")
     p.add_argument("--bigram-offsets", default="-2,-1,0,1", help="the bigrams of character i: offset k is the bigram "
                    "of characters i+k and i+k+1 (default: %(default)s, every bigram within ±2, as the baseline's)")
+    p.add_argument("--bigram-lr-multiplier", type=float, help="the bigram table learns this many times faster than "
+                   "the encoder (default: --head-lr-multiplier)")
     p.add_argument("--bigram-min-count", type=int, default=2, help="bigrams seen fewer times in the training data "
                    "share the [UNK] row (default: %(default)s)")
     p.add_argument("--no-baseline", action="store_true", help="skip the sklearn-crfsuite baseline")
     p.add_argument("--baseline-iterations", type=int, default=100, help="L-BFGS iterations (default: %(default)s)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for name in ("head_lr_multiplier", "crf_lr_multiplier", "bigram_lr_multiplier"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            p.error(f"--{name.replace('_', '-')} must be > 0, got {value}")
+    return args
 
 
 # === data ===
@@ -324,7 +331,8 @@ def build(head: str, source: common.ModelSource, args, tagset: tagging.TagSet, p
     inputs, features = list(encoder.inputs), encoder.output
     if args.bigram_dim and bigrams is not None:
         bigram_ids = keras.Input(shape=(None,), dtype="int32", name="Bigram-Ids")
-        grams = NgramEmbedding(len(bigrams), args.bigram_dim, bigram_offsets(args), lr_multiplier=m,
+        grams = NgramEmbedding(len(bigrams), args.bigram_dim, bigram_offsets(args),
+                               lr_multiplier=args.bigram_lr_multiplier or m,
                                embeddings_initializer=truncated_normal(0.1), name="Bigram-Embedding")(bigram_ids)
         features = keras.layers.Concatenate(name="Encoder-And-Bigrams")([features, grams])
         inputs.append(bigram_ids)

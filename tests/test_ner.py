@@ -325,3 +325,15 @@ def test_global_pointer_threshold_is_chosen_on_the_dev_set():
     assert ner.entities("gp", None, [logits], pieces, tagset, 1, -1.5) == [set(sentences[0].spans)]
     assert ner.choose_threshold("gp", [logits], pieces, sentences, tagset, -0.5) == -0.5
     assert ner.choose_threshold("crf", None, pieces, sentences, tagset, None) == 0.0
+
+
+def test_the_bigram_table_takes_its_own_lr_multiplier():
+    ner = ner_module()
+    common = importlib.import_module("common")
+    tagset, bigrams = tagging.TagSet(["LOC"]), tagging.BigramVocab(["北京"])
+    for flags, want in (([], 10.0), (["--bigram-lr-multiplier", "100"], 100.0)):
+        args = ner.parse_args(["--tiny", *flags])
+        model = ner.build("crf", common.model_source(args), args, tagset, None, bigrams)[0]
+        assert model.get_layer("Bigram-Embedding").lr_multiplier == want
+    with pytest.raises(SystemExit):
+        ner.parse_args(["--bigram-lr-multiplier", "-1"])
