@@ -64,7 +64,7 @@ RECIPES = {
                   ngram_lr_multiplier=500.0),
     "csl": dict(epochs=6, lr=3e-4, maxlen=64, class_weight="balanced", pooling="cls", ngram_dim=64,
                   ngram_lr_multiplier=500.0),
-    "online-shopping": dict(epochs=2, lr=2e-4, maxlen=96, class_weight="balanced", pooling="cls", ngram_dim=64,
+    "online-shopping": dict(epochs=3, lr=2e-4, maxlen=96, class_weight="balanced", pooling="cls", ngram_dim=64,
                   ngram_lr_multiplier=500.0),
     "waimai": dict(epochs=3, lr=2e-4, maxlen=96, class_weight="none", pooling="cls", ngram_dim=64,
                   ngram_lr_multiplier=500.0),
