@@ -76,7 +76,7 @@ FILE_FORMAT = ("IOB2 (`char<TAB>tag` lines, a blank line between sentences) or J
 
 
 def parse_args(argv=None):
-    p = common.task_parser(__doc__, out="ner", epochs=3, batch_size=16, maxlen=128, lr=8e-4, columns="text, entities",
+    p = common.task_parser(__doc__, out="ner", epochs=3, batch_size=16, maxlen=128, lr=3e-4, columns="text, entities",
                            file_format=FILE_FORMAT)
     p.add_argument("--heads", default=",".join(DEFAULT_HEADS), help=f"comma-separated subset of {','.join(HEADS)} "
                    "(egp: EfficientGlobalPointer; default: %(default)s)")
