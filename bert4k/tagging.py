@@ -216,8 +216,10 @@ class BigramVocab(NgramVocab):
 
     BOS, EOS = "\x02", "\x03"
 
-    def __init__(self, bigrams: Sequence[str]):
-        super().__init__(bigrams, orders=(2,))
+    def __init__(self, bigrams: Sequence[str], orders: Sequence[int] = (2,)):
+        if tuple(orders) != (2,):
+            raise ValueError(f"a BigramVocab holds bigrams only (orders (2,)), got orders {tuple(orders)}")
+        super().__init__(bigrams, orders)
 
     @property
     def bigrams(self) -> list[str]:

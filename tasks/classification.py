@@ -58,16 +58,15 @@ HELD_OUT = common.SPLITS["chnsenticorp"]
 SENTIMENT = ("chnsenticorp", "waimai")
 DEV_FRACTION = 0.1  # of the training part of a shared dataset, the dev set (`dev_cut`)
 NGRAMS_FILE = "ngrams.json"  # beside model.keras: the n-gram vocabulary of its Ngram-Ids input
+NGRAM_ORDERS = (1, 2)  # the n-gram bag: characters and bigrams
+NGRAM_MAX_CHARS = 1024
 # Per-dataset defaults, chosen by dev accuracy where searched (README "Task recipes": the settings tried, dev/test).
+NGRAM_BRANCH = dict(pooling="cls", ngram_dim=64, ngram_lr_multiplier=500.0)
 RECIPES = {
-    "chnsenticorp": dict(epochs=3, lr=2e-4, maxlen=160, class_weight="none", pooling="cls", ngram_dim=64,
-                  ngram_lr_multiplier=500.0),
-    "csl": dict(epochs=6, lr=3e-4, maxlen=64, class_weight="balanced", pooling="cls", ngram_dim=64,
-                  ngram_lr_multiplier=500.0),
-    "online-shopping": dict(epochs=3, lr=2e-4, maxlen=96, class_weight="balanced", pooling="cls", ngram_dim=64,
-                  ngram_lr_multiplier=500.0),
-    "waimai": dict(epochs=3, lr=2e-4, maxlen=96, class_weight="none", pooling="cls", ngram_dim=64,
-                  ngram_lr_multiplier=500.0),
+    "chnsenticorp": dict(epochs=3, lr=2e-4, maxlen=160, class_weight="none", **NGRAM_BRANCH),
+    "csl": dict(epochs=6, lr=3e-4, maxlen=64, class_weight="balanced", **NGRAM_BRANCH),
+    "online-shopping": dict(epochs=3, lr=2e-4, maxlen=96, class_weight="balanced", **NGRAM_BRANCH),
+    "waimai": dict(epochs=3, lr=2e-4, maxlen=96, class_weight="none", **NGRAM_BRANCH),
 }
 
 
@@ -99,10 +98,6 @@ def parse_args(argv=None):
     if args.dev_fraction is not None and not 0 <= args.dev_fraction < 1:
         p.error(f"--dev-fraction must be in [0, 1), got {args.dev_fraction}")
     return args
-
-
-NGRAM_ORDERS = (1, 2)  # the bag: characters and bigrams
-NGRAM_MAX_CHARS = 1024
 
 
 def ngram_text(text: str) -> str:

@@ -107,3 +107,13 @@ def test_a_linear_tagger_needs_bigram_ids_for_pair_evidence():
 
     assert accuracy(chars, 5, (0, 1)) < 0.9  # the two characters' vectors (0.78 here; 0.77 by always "no")
     assert accuracy(bigrams, 17, (0,)) == 1.0
+
+
+def test_a_saved_bigram_vocab_loads_as_one(tmp_path):
+    vocab = tagging.BigramVocab(["北京", "大学"])
+    vocab.save(tmp_path / "bigrams.json")
+    again = tagging.BigramVocab.load(tmp_path / "bigrams.json")
+    assert isinstance(again, tagging.BigramVocab) and again.window_ids(list("北京"), 0, 2) == vocab.window_ids(
+        list("北京"), 0, 2) == [1, 2, 1, 0]
+    with pytest.raises(ValueError, match=r"bigrams only \(orders \(2,\)\), got orders \(1, 2\)"):
+        tagging.BigramVocab(["北京"], orders=(1, 2))
