@@ -455,7 +455,7 @@ def run_head(head, source, args, out, tagset, train_pieces, dev, dev_pieces, tes
     train_cpu_seconds = time.process_time() - cpu_started - evaluating[1]
     common.save_model(model, source.vocab, folder)
     if bigrams is not None:
-        common.write_json(folder / BIGRAMS_FILE, bigrams.bigrams)
+        bigrams.save(folder / BIGRAMS_FILE)
     dev_outputs = model_outputs(model, dev_pieces, 2 * args.batch_size)
     threshold = choose_threshold(head, dev_outputs, dev_pieces, dev, tagset, args.gp_threshold)
     dev_found = entities(head, crf, dev_outputs, dev_pieces, tagset, len(dev), threshold)
@@ -539,8 +539,7 @@ def predict_file(args) -> dict:
         model, tokenizer = common.load_saved(Path(args.saved) / head)
         crf = model.get_layer("CRF") if head == "crf" else None
         bigrams_file = Path(args.saved) / head / BIGRAMS_FILE
-        bigrams = tagging.BigramVocab(json.loads(bigrams_file.read_text(encoding="utf-8"))) if len(
-            model.inputs) == 3 else None
+        bigrams = tagging.BigramVocab.load(bigrams_file) if len(model.inputs) == 3 else None
         pieces = featurize(sentences, tokenizer, saved["settings"]["maxlen"], bigrams)
         threshold = saved["results"].get(head, {}).get("threshold", 0.0)
         found[head] = predict(model, head, crf, pieces, tagset, len(sentences), 2 * args.batch_size, threshold)

@@ -293,7 +293,7 @@ def test_ner_script_on_a_slice_with_bigrams_and_bioes(tmp_path):
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 48 and all(e[3] == r["text"][e[1]:e[2] + 1] for r in rows for e in r["gold"] + r["crf"])
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    assert metrics["bigram_vocab"] == len(json.loads((out / "crf" / "bigrams.json").read_text(encoding="utf-8"))) + 2
+    assert metrics["bigram_vocab"] == len(json.loads((out / "crf" / "bigrams.json").read_text(encoding="utf-8"))["ngrams"]) + 2
     # the saved model (3 inputs, its bigram vocabulary, BIOES) tags the test sentences as the run did
     # (with an empty text among them: it stays in its row, with no entities)
     test = tmp_path / "test.jsonl"
