@@ -207,10 +207,10 @@ def test_shared_decoder_follows_the_condition(form):
     cond = make_cond(0)
     ids = prompt
     for _ in range(6):  # greedy decoding by full forward passes over the growing sequence
-        next_ids = np.argmax(np.asarray(model([ids, cond]))[:, -1], axis=-1).astype("int32")
+        next_ids = np.argmax(keras.ops.convert_to_numpy(model([ids, cond]))[:, -1], axis=-1).astype("int32")
         ids = np.concatenate([ids, next_ids[:, None]], axis=1)
     cached = generate(model, (prompt, cond), 6, method="greedy")
     np.testing.assert_array_equal(cached, ids[:, 3:])
     assert (ids[0] != ids[1]).any()  # the two conditions lead to different continuations
-    logits_a = np.asarray(model([prompt, cond]))[:, -1]
+    logits_a = keras.ops.convert_to_numpy(model([prompt, cond]))[:, -1]
     assert max_diff(logits_a[0], logits_a[1]) > 1e-3  # the two conditions really disagree at the first step

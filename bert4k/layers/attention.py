@@ -12,6 +12,7 @@ from keras import ops
 
 from bert4k.layers.initializers import truncated_normal
 from bert4k.layers.kv_cache import write_cache
+from bert4k.layers.linear import Linear
 from bert4k.layers.linear_attention import initial_state, linear_attention
 
 NEG_INF = -1e9
@@ -46,8 +47,8 @@ class MultiHeadAttention(keras.layers.Layer):
         self.initializer_range = initializer_range
 
     def _dense(self, units, name, input_dim):
-        layer = keras.layers.Dense(units, use_bias=self.use_bias, name=name, dtype=self.dtype_policy,
-                                   kernel_initializer=truncated_normal(self.initializer_range))
+        layer = Linear(units, use_bias=self.use_bias, name=name, dtype=self.dtype_policy,
+                       kernel_initializer=truncated_normal(self.initializer_range))
         layer.build((None, input_dim))
         return layer
 

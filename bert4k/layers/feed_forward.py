@@ -5,6 +5,7 @@ import keras
 
 from bert4k.layers.activations import get_activation
 from bert4k.layers.initializers import truncated_normal
+from bert4k.layers.linear import Linear
 
 
 @keras.saving.register_keras_serializable("bert4k")
@@ -22,8 +23,8 @@ class FeedForward(keras.layers.Layer):
         self.act = get_activation(activation)
 
     def _dense(self, units, name):
-        return keras.layers.Dense(units, use_bias=self.use_bias, name=name, dtype=self.dtype_policy,
-                                  kernel_initializer=truncated_normal(self.initializer_range))
+        return Linear(units, use_bias=self.use_bias, name=name, dtype=self.dtype_policy,
+                      kernel_initializer=truncated_normal(self.initializer_range))
 
     def build(self, input_shape):
         self.inner = self._dense(self.units, "intermediate")

@@ -34,29 +34,20 @@ class LayerNorm(keras.layers.Layer):
                 self.beta_dense = self.add_weight(name="beta_dense", shape=(self.cond_size, dim), initializer="zeros")
 
     def call(self, x, cond=None):
-        dtype = x.dtype
-        y = self._normalize(ops.cast(x, "float32"))
-        gamma, beta = self._affine(cond)
-        if gamma is not None:
-            y = y * gamma
-        if beta is not None:
-            y = y + beta
-        return ops.cast(y, dtype)
-
-    def _normalize(self, x):
-        mean, var = ops.moments(x, axes=[-1], keepdims=True)
-        return (x - mean) * ops.rsqrt(var + self.epsilon)
-
-    def _affine(self, cond):
+        x32 = ops.cast(x, "float32")
         gamma = ops.cast(self.gamma, "float32") if self.scale else None
         beta = ops.cast(self.beta, "float32") if self.center else None
-        if self.cond_size and cond is not None:
+        y = self._fused(x32, gamma, beta)  # the backend's fused kernel (one on PyTorch)
+        if self.cond_size and cond is not None:  # + x̂·(cond·W_γ) + cond·W_β: exactly 0 while the W are zero
             cond = ops.expand_dims(ops.cast(cond, "float32"), 1)  # [batch, 1, cond]
             if self.scale:
-                gamma = gamma + ops.matmul(cond, ops.cast(self.gamma_dense, "float32"))
+                y = y + self._fused(x32, None, None) * ops.matmul(cond, ops.cast(self.gamma_dense, "float32"))
             if self.center:
-                beta = beta + ops.matmul(cond, ops.cast(self.beta_dense, "float32"))
-        return gamma, beta
+                y = y + ops.matmul(cond, ops.cast(self.beta_dense, "float32"))
+        return ops.cast(y, x.dtype)
+
+    def _fused(self, x, gamma, beta):
+        return ops.layer_normalization(x, gamma, beta, axis=-1, epsilon=self.epsilon)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -74,5 +65,6 @@ class RMSNorm(LayerNorm):
         kwargs.setdefault("center", False)
         super().__init__(epsilon=epsilon, **kwargs)
 
-    def _normalize(self, x):
-        return x * ops.rsqrt(ops.mean(ops.square(x), axis=-1, keepdims=True) + self.epsilon)
+    def _fused(self, x, gamma, beta):
+        y = ops.rms_normalization(x, gamma, axis=-1, epsilon=self.epsilon)
+        return y if beta is None else y + beta
