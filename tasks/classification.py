@@ -66,7 +66,7 @@ RECIPES = {
     "chnsenticorp": dict(epochs=3, lr=2e-4, maxlen=160, class_weight="none", **NGRAM_BRANCH),
     "csl": dict(epochs=6, lr=3e-4, maxlen=64, class_weight="balanced", **NGRAM_BRANCH),
     "online-shopping": dict(epochs=3, lr=2e-4, maxlen=96, class_weight="balanced", **NGRAM_BRANCH),
-    "waimai": dict(epochs=3, lr=2e-4, maxlen=96, class_weight="none", **NGRAM_BRANCH),
+    "waimai": dict(epochs=3, lr=1e-4, maxlen=96, class_weight="none", **NGRAM_BRANCH),
 }
 
 
