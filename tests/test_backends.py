@@ -27,14 +27,15 @@ FAMILIES = {
     "mt5": dict(vocab_size=VOCAB, d_model=16, d_kv=4, d_ff=24, num_layers=2, num_heads=2,
                 feed_forward_proj="gated-gelu"),
 }
-# The HF parity tests (and greedy generation vs HF `generate`) rerun on JAX and PyTorch, one checkpoint format each.
+# The HF parity tests (and greedy generation vs HF `generate`, mixed precision vs float32) rerun on JAX and PyTorch.
 # JAX compiles every new shape (slow on 2 shared cores): its default run is the core subset, the rest is `slow`.
-PARITY_FILES = ["tests/test_bert_parity.py", "tests/test_gpt2_parity.py", "tests/test_t5_parity.py"]
+PARITY_FILES = ["tests/test_bert_parity.py", "tests/test_gpt2_parity.py", "tests/test_t5_parity.py",
+                "tests/test_mixed_precision.py"]
 CORE_SELECTION = ("(hf_checkpoints_match and safetensors) or (hf_gpt2_logits_match and safetensors) or "
                   "(t5_v11_untied and safetensors) or greedy_matches_hf_generate_with_mixed_prompt_lengths")
 FULL_SELECTION = (f"{CORE_SELECTION} or roberta_masked_lm or (t5_v10_tied and safetensors) or cached_decode_step "
                   "or keras_round_trip or greedy_generation_matches_hf_generate or "
-                  "test_family_predicts_fits_and_round_trips")
+                  "test_family_predicts_fits_and_round_trips or close_to_float32_and_finite")
 
 def _inputs(family: str, ids: np.ndarray):
     if family in ("t5", "mt5"):

@@ -136,11 +136,17 @@ class MultiHeadAttention(keras.layers.Layer):
     def _fused(self, training) -> bool:
         return self.key_size == self.head_size and not (training and self.dropout > 0)
 
+    @staticmethod
+    def _no_empty_rows(mask):
+        """A query that may see no key (a fully padded row) sees every key: fused kernels disagree on empty rows
+        (NaN, zeros, or per-dtype differences on PyTorch), a full row is defined everywhere."""
+        return ops.logical_or(mask, ops.logical_not(ops.any(mask, axis=-1, keepdims=True)))
+
     def attend(self, q, k, v, mask=None, position_bias=None, training=None, causal: bool = False):
         """softmax(q·kᵀ [/√d] + bias, masked) · v, heads merged: `[batch, q, heads*head_size]`."""
         batch, length = ops.shape(q)[0], ops.shape(q)[1]
         if position_bias is None and self._fused(training):
-            mask4 = None if mask is None else ops.expand_dims(ops.cast(mask, "bool"), 1)
+            mask4 = None if mask is None else self._no_empty_rows(ops.expand_dims(ops.cast(mask, "bool"), 1))
             out = ops.dot_product_attention(q, ops.cast(k, q.dtype), ops.cast(v, q.dtype), mask=mask4,
                                             scale=self.key_size ** -0.5 if self.scale else 1.0, is_causal=causal)
             return ops.reshape(out, (batch, length, self.heads * self.head_size))
