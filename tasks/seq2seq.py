@@ -69,6 +69,8 @@ def distinct_n(texts: list[str], n: int) -> float:
     """Distinct character n-grams over all n-grams of all texts (Li et al. 2016's distinct-n); 0 if none."""
     grams = [t[i:i + n] for t in texts for i in range(len(t) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
+
+
 def load_files(args):
     """`(train, test)` lists of `(source, target)` from --train/--test."""
     train, test = common.split_records(args, ("source", "target"), "source", HELD_OUT)
