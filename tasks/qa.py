@@ -202,6 +202,24 @@ def main(argv=None) -> dict:
     return common.run_task(argv, parse_args, predict_file, run_training)
 
 
+def bigrams(text: str) -> set[str]:
+    return {text[i:i + 2] for i in range(len(text) - 1)}
+
+
+def baseline_answers(questions: list[Question], length: int) -> dict[str, dict[str, str]]:
+    """Two model-free baselines, `{name: {question id: answer}}`, each answer `length` characters: `lead`, the start
+    of the context; `overlap`, the characters after the context window (as long as the question) that shares the
+    most character bigrams with the question (answers tend to follow the words the question repeats)."""
+    lead, overlap = {}, {}
+    for q in questions:
+        lead[q.qid] = q.context[:length]
+        wanted, width = bigrams(q.question), max(len(q.question), 2)
+        ends = range(width, len(q.context) + 1)
+        best = max(ends, key=lambda end: len(wanted & bigrams(q.context[end - width:end])), default=0)
+        overlap[q.qid] = q.context[best:best + length] or q.context[:length]
+    return {"lead": lead, "overlap": overlap}
+
+
 def run_training(args: argparse.Namespace, out: Path, started: float) -> dict:
     """Train on the run's training data, score its held-out part and save the model into `out`."""
     convert = None if args.keep_traditional else to_simplified()
@@ -213,6 +231,17 @@ def run_training(args: argparse.Namespace, out: Path, started: float) -> dict:
     train_questions = spread(train_questions, args.limit or args.train_questions)
     eval_path = args.test or common.data_path(*EVAL_FILE)
     eval_questions = common.limited(read_squad(eval_path), args.limit)
+
+    with open(eval_path, encoding="utf-8") as f:
+        dataset = json.load(f)
+    keep = {q.qid for q in eval_questions}
+    for article in dataset["data"]:
+        for paragraph in article["paragraphs"]:
+            paragraph["qas"] = [qa for qa in paragraph["qas"] if qa["id"].strip() in keep]
+    answer_chars = int(np.median([len(q.answers[0]) for q in train_questions]))
+    baselines = {name: {k: v for k, v in cmrc2018_corpus_score(guess, dataset).items() if k in ("em", "f1")}
+                 for name, guess in baseline_answers(eval_questions, answer_chars).items()}
+    print(f"baselines ({answer_chars} characters, the median training answer): {baselines}")
 
     source = common.model_source(args)
     featurizer = Featurizer(source.tokenizer(), args.maxlen, args.stride, args.max_question_tokens)
@@ -236,17 +265,11 @@ def run_training(args: argparse.Namespace, out: Path, started: float) -> dict:
     answers, eval_seconds = common.timed(predict_answers, model, eval_windows, eval_questions,
                                          args.max_answer_tokens, 2 * args.batch_size)
     common.write_json(out / "predictions.json", answers)
-    with open(eval_path, encoding="utf-8") as f:
-        dataset = json.load(f)
-    keep = {q.qid for q in eval_questions}
-    for article in dataset["data"]:
-        for paragraph in article["paragraphs"]:
-            paragraph["qas"] = [qa for qa in paragraph["qas"] if qa["id"].strip() in keep]
     score = cmrc2018_corpus_score(answers, dataset)
     metrics = {"task": "qa", "dataset": args.train or "cmrc2018_trial", "em": score["em"], "f1": score["f1"],
                "eval_questions": score["total"], "train_questions": len(train_questions),
                "train_windows": len(train_windows), "train_seconds": train_seconds, "eval_seconds": eval_seconds,
-               "parameters": model.count_params()}
+               "parameters": model.count_params(), "baselines": baselines}
     return common.finish(out, metrics, args, started, source)
 
 

@@ -128,7 +128,9 @@ ENTRIES: tuple[Entry, ...] = (
     _classification("waimai", "waimai sentiment", LR),
     Entry("ner", "tasks/ner.py", ("--heads", "crf"), "MSRA NER, CRF head", "entity F1 (held-out test)",
           "results.crf.f1", (("sklearn-crfsuite, char window ±2 + bigrams", "results.crfsuite.f1"),)),
-    Entry("qa", "tasks/qa.py", (), "CMRC 2018 trial QA", "F1 (EM beside)", "f1", also=(("EM", "em"),),
+    Entry("qa", "tasks/qa.py", (), "CMRC 2018 trial QA", "F1 (EM beside)", "f1",
+          (("context window sharing most question bigrams", "baselines.overlap.f1"),
+           ("first characters of the context", "baselines.lead.f1")), also=(("EM", "em"),),
           scale="percent"),  # the official CMRC 2018 script's 0-100 scale
     Entry("seq2seq", "tasks/seq2seq.py", (), "CSL title generation (UniLM)", "ROUGE-L F (BLEU beside)", "rouge_l",
           (("first 20 characters of the abstract", "baselines.lead20.rouge_l"),), also=(("BLEU", "bleu"),)),
