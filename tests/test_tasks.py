@@ -105,6 +105,16 @@ def test_qa(tmp_path):
     assert sorted(answers) == sorted(q for q, _ in gold)
     em, f1 = cmrc.corpus_scores(answers, dict(gold))
     assert m["em"] == pytest.approx(em, abs=1e-9) and m["f1"] == pytest.approx(f1, abs=1e-9)
+    assert set(m["baselines"]) == {"lead", "overlap"} and all(0 <= b["f1"] <= 100 for b in m["baselines"].values())
+
+
+def test_qa_baselines_take_the_context_start_and_the_span_after_the_question_words():
+    if str(TASKS) not in sys.path:
+        sys.path.insert(0, str(TASKS))
+    qa = importlib.import_module("qa")
+    question = qa.Question("q1", "李白出生在哪里", "据记载，李白出生在碎叶城，后来迁居四川。", ["碎叶城"], 9)
+    guesses = qa.baseline_answers([question], 3)
+    assert guesses == {"lead": {"q1": "据记载"}, "overlap": {"q1": "碎叶城"}}
 
 
 def test_seq2seq(tmp_path):
