@@ -36,6 +36,7 @@ import numpy as np
 
 from bert4k import heads
 from bert4k.metrics import cmrc2018_corpus_score
+from bert4k.ngrams import NgramVocab
 
 TRAIN_FILES = (("cmrc2018", "cmrc2018_train_sample.json"), ("drcd", "DRCD_dev.json"), ("drcd", "DRCD_test.json"))
 EVAL_FILE = ("cmrc2018", "cmrc2018_trial.json")
@@ -202,14 +203,13 @@ def main(argv=None) -> dict:
     return common.run_task(argv, parse_args, predict_file, run_training)
 
 
-def bigrams(text: str) -> set[str]:
-    return {text[i:i + 2] for i in range(len(text) - 1)}
-
-
 def baseline_answers(questions: list[Question], length: int) -> dict[str, dict[str, str]]:
     """Two model-free baselines, `{name: {question id: answer}}`, each answer `length` characters: `lead`, the start
     of the context; `overlap`, the characters after the context window (as long as the question) that shares the
     most character bigrams with the question (answers tend to follow the words the question repeats)."""
+    def bigrams(text: str) -> set[str]:
+        return set(NgramVocab.ngrams_of(text, (2,)))
+
     lead, overlap = {}, {}
     for q in questions:
         lead[q.qid] = q.context[:length]
