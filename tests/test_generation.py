@@ -65,14 +65,18 @@ def prompts(seed=0, lengths=(5, 2, 7)):
     return [[int(t) for t in rng.integers(3, VOCAB, n)] for n in lengths]
 
 
-def uncached_greedy(model, prompt, steps, segments=None, target_segment=1):
-    """Rerun the whole prefix each step (what bert4keras does) and take the argmax of the last position."""
+def uncached_greedy(model, prompt, steps, segments=None, target_segment=1, allowed=None):
+    """Rerun the whole prefix each step (what bert4keras does) and take the argmax of the last position (over the
+    `allowed` ids only, if given)."""
     ids, out = list(prompt), []
     segs = None if segments is None else list(segments)
     for _ in range(steps):
         x = np.array([ids], "int32")
         inputs = x if segs is None else [x, np.array([segs], "int32")]
-        token = int(np.argmax(keras.ops.convert_to_numpy(model(inputs, training=False))[0, -1]))
+        scores = keras.ops.convert_to_numpy(model(inputs, training=False))[0, -1]
+        if allowed is not None:
+            scores = np.where(np.isin(np.arange(len(scores)), allowed), scores, -np.inf)
+        token = int(np.argmax(scores))
         out.append(token)
         ids.append(token)
         if segs is not None:
@@ -149,6 +153,47 @@ def test_beam_search_equals_exhaustive_search(tiny_vocab):
             best = [seq for _, seq in sorted(scored, key=lambda s: -s[0])[:3]]
             got = [[int(t) for t in r if t != -1] for r in found[3 * row:3 * row + 3]]
             assert got == best, (alpha, row)
+
+
+def test_allowed_ids_greedy_beam_sampling_and_streaming(gpt2, tiny_vocab):
+    """`allowed_ids` (stop ids always allowed): greedy = the masked argmax of the uncached forward, streamed or not;
+    beam = the exhaustive best over allowed sequences; samples use allowed ids only; bad ids are named."""
+    rows = prompts(8)
+    allowed = [sorted(set(p)) for p in rows]  # copy-only: each row may use its own prompt's ids
+    out = generate(gpt2, rows, 8, allowed_ids=allowed)
+    streamed = generate(gpt2, rows, 8, allowed_ids=allowed, streamer=lambda ids: None)
+    np.testing.assert_array_equal(streamed, out)
+    for prompt, ids, tokens in zip(rows, allowed, out):
+        np.testing.assert_array_equal(tokens, uncached_greedy(gpt2, prompt, 8, allowed=ids))
+    samples = generate(gpt2, rows, 8, method="sample", temperature=3.0, seed=0, num_samples=4, allowed_ids=allowed,
+                       stop_ids=[60], pad_id=-1)
+    for i, row in enumerate(samples):
+        assert set(row[row >= 0].tolist()) <= set(allowed[i // 4]) | {60}
+
+    hf, ours = tiny_vocab
+    vocab, stop, steps, subset = 6, 5, 3, [0, 2, 3]
+
+    def log_probs(ids):
+        with torch.no_grad():
+            return torch.log_softmax(hf(torch.tensor([list(ids)])).logits[0, -1].double(), -1).numpy()
+
+    def restricted(ids):  # the distribution renormalised over the allowed ids and the stop id
+        lp = log_probs(ids)
+        keep = subset + [stop]
+        return {t: lp[t] - np.logaddexp.reduce(lp[keep]) for t in keep}
+
+    prompt = [1, 3, 4]
+    candidates = [seq for length in range(1, steps + 1) for seq in itertools.product(subset + [stop], repeat=length)
+                  if stop not in seq[:-1] and (length == steps or seq[-1] == stop)]
+    scored = sorted(((sum(restricted(tuple(prompt) + seq[:i])[t] for i, t in enumerate(seq)) / len(seq), list(seq))
+                     for seq in candidates), key=lambda s: -s[0])
+    found = generate(ours, [prompt], steps, method="beam", num_beams=16, num_samples=2, stop_ids=[stop], pad_id=-1,
+                     allowed_ids=[subset])
+    assert [[int(t) for t in r if t != -1] for r in found] == [seq for _, seq in scored[:2]]
+    with pytest.raises(ValueError, match="allowed_ids row 1 has id 99"):
+        generate(ours, [prompt, prompt], 2, allowed_ids=[[0], [99]])
+    with pytest.raises(ValueError, match="allowed_ids has 1 rows"):
+        generate(ours, [prompt, prompt], 2, allowed_ids=[[0]])
 
 
 def test_sampling_reproducible_and_limits(gpt2):

@@ -50,7 +50,8 @@ def generate(model, inputs, max_new_tokens: int, *, method: str | Sampler = "gre
              top_p: float | None = None, repetition_penalty: float = 1.0, min_new_tokens: int = 0,
              stop_ids: int | Sequence[int] | None = None, num_samples: int = 1, seed: int | None = None,
              streamer: Callable[[np.ndarray], None] | None = None, pad_id: int | None = None,
-             min_stops: int = 1, jit_compile: bool | None = None) -> np.ndarray:
+             min_stops: int = 1, allowed_ids: Sequence[Sequence[int]] | None = None,
+             jit_compile: bool | None = None) -> np.ndarray:
     """Generate up to `max_new_tokens` tokens per input row; returns int64 `[rows * num_samples, new_tokens]`.
 
     `model`: any model with a registered decoding adapter (a `Transformer` with application `lm`/`unilm`, T5, ...)
@@ -61,7 +62,8 @@ def generate(model, inputs, max_new_tokens: int, *, method: str | Sampler = "gre
     filter); `beam` (`num_beams`, scores `sum log p / length ** length_penalty`). `repetition_penalty` (CTRL, HF
     semantics) and `min_new_tokens` (stop ids are banned before it) apply to all methods.
     A row stops at a stop id (kept in the output; `min_stops` counts how many stop ids end a row, bert4keras'
-    `min_ends`); later positions hold `pad_id` (default: the adapter's). The output is as wide as the longest row.
+    `min_ends`); later positions hold `pad_id` (default: the adapter's). `allowed_ids`: per input row, the only ids
+    it may generate (stop ids are always allowed), e.g. the source's ids for copy-only summaries. The output is as wide as the longest row.
     `num_samples`: rows per input (n samples; the n best beams; greedy repeats). Rows of input i are
     `i*n … i*n+n-1`. `streamer(ids)` is called after each step with the new ids of every row (pad for stopped
     rows); for beam search it is called per position once the search is done. `jit_compile`: compile the loop
@@ -84,11 +86,16 @@ def generate(model, inputs, max_new_tokens: int, *, method: str | Sampler = "gre
 
     logits, state = adapter.start(inputs, max_new_tokens)
     rows, vocab = int(ops.shape(logits)[0]), int(ops.shape(logits)[1])
+    step, reorder = _step_fn(adapter, in_place), _reorder_fn(adapter)
+    restricted = allowed_ids is not None
+    if restricted:
+        allowed = ops.convert_to_tensor(processors.allowed_matrix(allowed_ids, rows, vocab, stops))
+        logits, state = processors.restrict(logits, allowed), (state, allowed)
+        step, reorder = processors.restricted_step(step), processors.restricted_reorder(reorder)
     use_seen = repetition_penalty != 1.0
     context = adapter.context_ids(inputs) if use_seen and hasattr(adapter, "context_ids") else None
     seen = processors.seen_matrix(context, rows, vocab) if use_seen else np.zeros((rows, 1), bool)
     copies = sampler.num_beams if searching else num_samples
-    reorder = _reorder_fn(adapter)
     if copies > 1:
         expand = ops.convert_to_tensor(np.repeat(np.arange(rows), copies).astype("int32"))
         state, logits = reorder(state, expand), ops.take(logits, expand, axis=0)
@@ -96,7 +103,6 @@ def generate(model, inputs, max_new_tokens: int, *, method: str | Sampler = "gre
     options = dict(stops=stops, stop_mask=np.isin(np.arange(vocab), stops) if stops.size else None,
                    min_new_tokens=min_new_tokens, repetition_penalty=repetition_penalty, min_stops=min_stops)
     width = -(-max_new_tokens // BUCKET) * BUCKET
-    step = _step_fn(adapter, in_place)
     max_new = ops.convert_to_tensor(max_new_tokens, "int32")
     seen = ops.convert_to_tensor(seen)
 
@@ -106,7 +112,7 @@ def generate(model, inputs, max_new_tokens: int, *, method: str | Sampler = "gre
 
     if searching:
         key = ("beam", rows, sampler.key(), num_samples, width, tuple(stops.tolist()), min_stops, min_new_tokens,
-               repetition_penalty, use_seen, in_place)
+               repetition_penalty, use_seen, in_place, restricted)
         tokens, lengths = run(key, lambda: beam.beam_loop(
             step, reorder, batch=rows, beams=sampler.num_beams, num_return=num_samples, width=width,
             length_penalty=sampler.length_penalty, use_seen=use_seen,
@@ -119,9 +125,9 @@ def generate(model, inputs, max_new_tokens: int, *, method: str | Sampler = "gre
     seed_tensor = ops.convert_to_tensor(_seed(seed), "int32")
     if streamer is not None or not compile_:
         return _stream(adapter, step, sampler, logits, state, seen, seed_tensor, max_new_tokens, streamer, pad,
-                       use_seen, jit, compile_, in_place, **options)
+                       use_seen, jit, compile_, (in_place, restricted), **options)
     key = ("loop", sampler.key(), width, tuple(stops.tolist()), min_stops, min_new_tokens, repetition_penalty,
-           use_seen, pad, in_place)
+           use_seen, pad, in_place, restricted)
     make = lambda: _sampling_loop(step, sampler, width, pad, use_seen, **options)
     fn = compiled(adapter, key, make, jit)
     tokens, steps = fn(state, logits, seen, max_new, seed_tensor)
@@ -184,11 +190,11 @@ def _sampling_loop(step, sampler, width: int, pad: int, use_seen: bool, **option
 
 
 def _stream(adapter, step, sampler, logits, state, seen, seed, max_new_tokens, streamer, pad, use_seen, jit,
-            compile_, in_place, **options) -> np.ndarray:
+            compile_, step_key, **options) -> np.ndarray:
     """Greedy / sampling, Python loop over the compiled step: tokens reach the host (and the streamer) each step."""
     choose = _choice(sampler, pad, use_seen, **options)
     if compile_:
-        step = compiled(adapter, ("step", in_place), lambda: step, jit, donate=True)  # JAX: the state is donated
+        step = compiled(adapter, ("step", step_key), lambda: step, jit, donate=True)  # JAX: the state is donated
     rows = int(ops.shape(logits)[0])
     done, count = ops.zeros((rows,), "bool"), ops.zeros((rows,), "int32")
     columns = []

@@ -3,6 +3,8 @@ Python loop) and inside the compiled decoding loop. HF's order: repetition penal
 temperature → top-k → top-p; sampling is Gumbel-max with noise hashed from `(seed, step)`."""
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 from keras import ops
 
@@ -16,6 +18,40 @@ def seen_matrix(context: list | None, rows: int, vocab: int) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)
         seen[row, ids[(ids >= 0) & (ids < vocab)]] = True
     return seen
+
+
+def allowed_matrix(allowed_ids: Sequence[Sequence[int]], rows: int, vocab: int, stops: np.ndarray) -> np.ndarray:
+    """`[rows, vocab]` bool: the ids each input row may generate (its `allowed_ids` and every stop id)."""
+    if len(allowed_ids) != rows:
+        raise ValueError(f"generate: allowed_ids has {len(allowed_ids)} rows, the inputs have {rows}")
+    allowed = np.zeros((rows, vocab), bool)
+    for row, ids in enumerate(allowed_ids):
+        ids = np.asarray(list(ids), dtype=np.int64)
+        bad = ids[(ids < 0) | (ids >= vocab)]
+        if bad.size:
+            raise ValueError(f"generate: allowed_ids row {row} has id {int(bad[0])} outside the vocabulary 0..{vocab - 1}")
+        allowed[row, ids] = True
+    allowed[:, stops] = True
+    return allowed
+
+
+def restrict(logits, allowed):
+    """`logits` with every id outside `allowed` (`[rows, vocab]` bool) at -inf."""
+    return ops.where(allowed, ops.cast(logits, "float32"), NEG_INF)
+
+
+def restricted_step(step: Callable) -> Callable:
+    """A decoding step over `(state, allowed)` whose logits keep only the allowed ids."""
+    def run(state, token_ids, index):
+        inner, allowed = state
+        logits, inner = step(inner, token_ids, index)
+        return restrict(logits, allowed), (inner, allowed)
+    return run
+
+
+def restricted_reorder(reorder: Callable) -> Callable:
+    """The adapter's state reordering, carrying the `allowed` rows along."""
+    return lambda state, rows: (reorder(state[0], rows), ops.take(state[1], rows, axis=0))
 
 
 def penalize(logits, step, seen, repetition_penalty: float, stop_mask, min_new_tokens: int):
