@@ -171,7 +171,7 @@ def test_allowed_ids_greedy_beam_sampling_and_streaming(gpt2, tiny_vocab):
         assert set(row[row >= 0].tolist()) <= set(allowed[i // 4]) | {60}
 
     hf, ours = tiny_vocab
-    vocab, stop, steps, subset = 6, 5, 3, [0, 2, 3]
+    stop, steps, subset = 5, 3, [0, 2, 3]
 
     def log_probs(ids):
         with torch.no_grad():
