@@ -11,11 +11,13 @@ Everything here configures Keras' own optimizer, schedules and callbacks; no opt
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping
 
 import keras
+import numpy as np
 from keras import ops
 
 from bert4k.layers.norms import LayerNorm
@@ -243,6 +245,42 @@ def training_callbacks(out_dir: str, resume: bool = True, csv_name: str = "log.c
     callbacks.append(keras.callbacks.CSVLogger(os.path.join(out_dir, csv_name), append=resuming))
     callbacks.append(LearningCurve(os.path.join(out_dir, png_name), title=title, baselines=baselines))
     return callbacks
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Keeps the weights of the epoch with the highest `monitor` (an epoch-log value, e.g. one `EpochEvaluation`
+    adds; epochs without it are skipped) in `path` (written to a temporary name, then renamed, with `path.json`
+    holding the epoch and value, so a resumed run knows its best) and loads them when training ends."""
+
+    def __init__(self, path: str, monitor: str):
+        super().__init__()
+        self.path, self.monitor = os.fspath(path), monitor
+        self.record = self.path + ".json"
+
+    def best(self) -> dict | None:
+        """`{"epoch": 1-based, "value": ...}` of the best epoch so far, or None."""
+        if not os.path.exists(self.record):
+            return None
+        with open(self.record, encoding="utf-8") as f:
+            return json.load(f)
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not np.isfinite(value):
+            return
+        best = self.best()
+        if best is not None and best["value"] >= value:
+            return
+        temporary = self.path + ".tmp.weights.h5"
+        self.model.save_weights(temporary)
+        os.replace(temporary, self.path)
+        with open(self.record + ".tmp", "w", encoding="utf-8") as f:
+            json.dump({"epoch": epoch + 1, "value": float(value), "monitor": self.monitor}, f)
+        os.replace(self.record + ".tmp", self.record)
+
+    def on_train_end(self, logs=None):
+        if self.best() is not None:
+            self.model.load_weights(self.path)
 
 
 def read_log(path: str) -> list[dict[str, float]]:

@@ -285,6 +285,13 @@ def held_out(key: str, fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2.0 ** 64 < fraction
 
 
+def dev_split(items: list, key: Callable, fraction: float) -> tuple[list, list]:
+    """`(rest, dev)`: the items whose salted key MD5 (`held_out("dev\t" + key(item))`, independent of the test
+    split) falls in `fraction`."""
+    dev = [held_out("dev\t" + key(item), fraction) for item in items]
+    return [x for x, d in zip(items, dev) if not d], [x for x, d in zip(items, dev) if d]
+
+
 def limited(items: list, limit: int) -> list:
     return items[:limit] if limit else items
 

@@ -5,7 +5,9 @@ causally and to the whole abstract; the loss is next-token cross-entropy on the 
 the shared KV-cached decoder (`bert4k.generation.generate`, beam search by default) and scored with character
 ROUGE-L (F) and BLEU-4 against the reference, with distinct-1/2 and the fraction of distinct titles (repetition
 shows there), beside the "first 20 characters of the abstract" baseline. Decoding uses a repetition penalty on
-the generated tokens and length-normalised beam scores.
+the generated tokens and length-normalised beam scores; `--copy-only` lets a title use only the abstract's tokens
+(`generate(allowed_ids=...)`). A dev cut of the training part (`--dev-fraction`) is decoded every `--dev-every`
+epochs, free and copy-only; training ends with the weights of the best dev ROUGE-L (of the chosen decoding).
 
 Data: csl-title/dev.tsv (1000 papers; the official train split is absent), a deterministic 20% held out by MD5
 of the abstract.
@@ -29,11 +31,12 @@ import common
 import numpy as np
 from lm import visible_text
 
-from bert4k import objectives
+from bert4k import objectives, training
 from bert4k.generation import generate
 from bert4k.metrics import corpus_bleu, corpus_rouge_l
 
 HELD_OUT = common.SPLITS["csl-title"]
+DEV_FRACTION = 0.1
 LEAD = 20
 
 
@@ -47,7 +50,16 @@ def parse_args(argv=None):
                    help="CTRL-style, on the generated tokens only (UniLM: not the abstract); 1 = off (default: 1.2)")
     p.add_argument("--length-penalty", type=float, default=1.0,
                    help="beam score = sum log p / length ** this (default: %(default)s)")
-    return p.parse_args(argv)
+    p.add_argument("--copy-only", action=argparse.BooleanOptionalAction, default=False,
+                   help="generate only tokens of the source (a copy constraint; default: off)")
+    p.add_argument("--dev-fraction", type=float, default=None,
+                   help="the deterministic part of the training data scored every --dev-every epochs; the weights "
+                        f"of the best dev ROUGE-L are kept (default: {DEV_FRACTION} on the shared data, 0 with --train)")
+    p.add_argument("--dev-every", type=int, default=2)
+    args = p.parse_args(argv)
+    if args.dev_fraction is not None and not 0 <= args.dev_fraction < 1:
+        p.error(f"--dev-fraction must be in [0, 1), got {args.dev_fraction}")
+    return args
 
 
 def load(limit: int = 0):
@@ -103,8 +115,10 @@ def scores(candidates: list[str], references: list[str]) -> dict:
             "unique_outputs": len(set(candidates)) / max(len(candidates), 1)}
 
 
-def decode_titles(model, tokenizer, abstracts: list[str], args) -> list[str]:
-    """Generate a title per abstract, in batches."""
+def decode_titles(model, tokenizer, abstracts: list[str], args, copy_only: bool | None = None) -> list[str]:
+    """Generate a title per abstract, in batches (`copy_only`: from the abstract's tokens only; default
+    `args.copy_only`)."""
+    copy_only = args.copy_only if copy_only is None else copy_only
     sep = tokenizer.token_to_id("[SEP]")
     source_len = args.maxlen - args.max_title_tokens
     titles = []
@@ -112,11 +126,19 @@ def decode_titles(model, tokenizer, abstracts: list[str], args) -> list[str]:
         batch = [tokenizer.encode(a, maxlen=source_len) for a in abstracts[start:start + args.batch_size]]
         ids = generate(model, ([b[0] for b in batch], [b[1] for b in batch]), args.max_title_tokens,
                        method=args.decode, num_beams=args.beams, stop_ids=sep,
-                       repetition_penalty=args.repetition_penalty, length_penalty=args.length_penalty)
+                       repetition_penalty=args.repetition_penalty, length_penalty=args.length_penalty,
+                       allowed_ids=[sorted(set(b[0][1:-1])) for b in batch] if copy_only else None)
         for row in ids:
             row = [int(i) for i in row]
             titles.append(visible_text(tokenizer, row[:row.index(sep)] if sep in row else row))
     return titles
+
+
+def dev_scores(model, tokenizer, dev: list[tuple[str, str]], args) -> dict[str, float]:
+    """Dev ROUGE-L of free and copy-only decoding."""
+    abstracts, references = [a for a, _ in dev], [t for _, t in dev]
+    return {f"dev_rouge_l{suffix}": scores(decode_titles(model, tokenizer, abstracts, args, copy), references)["rouge_l"]
+            for suffix, copy in (("", False), ("_copy", True))}
 
 
 def main(argv=None) -> dict:
@@ -127,7 +149,9 @@ def run_training(args: argparse.Namespace, out: Path, started: float) -> dict:
     """Train on the run's training data, score its held-out part and save the model into `out`."""
     train, test = load_files(args) if args.train else load(args.limit)
     dataset = args.train or "csl-title"
-    print(f"{dataset}: {len(train)} train, {len(test)} held-out")
+    fraction = args.dev_fraction if args.dev_fraction is not None else 0.0 if args.train else DEV_FRACTION
+    train, dev = common.dev_split(train, lambda pair: pair[0], fraction)
+    print(f"{dataset}: {len(train)} train, {len(dev)} dev, {len(test)} held-out")
     references = [t for _, t in test]
     metrics = {"task": "seq2seq", "dataset": dataset, "train_examples": len(train), "eval_examples": len(test),
                "baselines": {f"lead{LEAD}": scores([a[:LEAD] for a, _ in test], references)}}
@@ -141,10 +165,17 @@ def run_training(args: argparse.Namespace, out: Path, started: float) -> dict:
     model = source.build(args.model, application="unilm", logits=True)
     print(f"model: {source.name}, {model.count_params():,} parameters")
     data = common.dataset([ids, segments], labels, args.batch_size, shuffle=True, seed=args.seed)
+    keep_best = training.BestWeights(str(out / "best.weights.h5"), "dev_rouge_l_copy" if args.copy_only
+                                     else "dev_rouge_l")
+    dev_rouge = training.EpochEvaluation(lambda: dev_scores(model, tokenizer, dev, args), args.dev_every)
     _, train_seconds = common.timed(common.fit, model, args, out, data, len(train),
                                     **objectives.compile_kwargs("unilm", from_logits=True),
-                                    title=f"{dataset} title generation ({source.name})")
+                                    title=f"{dataset} title generation ({source.name})",
+                                    before=[dev_rouge, keep_best] if dev else [])
     common.save_model(model, source.vocab, out)
+    if dev:
+        metrics["dev"] = {**keep_best.best(), **dev_scores(model, tokenizer, dev, args)}
+        print("dev (best epoch):", metrics["dev"])
 
     titles, decode_seconds = common.timed(decode_titles, model, tokenizer, [a for a, _ in test], args)
     with open(out / "predictions.tsv", "w", encoding="utf-8") as f:

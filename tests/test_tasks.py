@@ -130,6 +130,19 @@ def test_seq2seq(tmp_path):
     assert 0.0 < m["distinct_1"] <= 1.0 and 0.0 <= m["distinct_2"] <= 1.0 and 0.0 < m["unique_outputs"] <= 1.0
 
 
+def test_seq2seq_copy_only_and_dev_cut(tmp_path):
+    """`--copy-only` titles use the abstract's characters only; the dev cut is scored every epoch, both ways, and
+    the best epoch's record is in metrics.json."""
+    out, m = run_task("seq2seq", tmp_path, "--limit", "10", "--maxlen", "96", "--max-title-tokens", "6",
+                      "--beams", "2", "--copy-only", "--dev-fraction", "0.4", "--dev-every", "1", "--epochs", "2")
+    rows = [r.split("\t", 2) for r in (out / "predictions.tsv").read_text(encoding="utf-8").splitlines()[1:]]
+    assert all(set(generated.lower()) <= set(abstract.lower()) for _, generated, abstract in rows)
+    assert m["dev"]["monitor"] == "dev_rouge_l_copy" and 1 <= m["dev"]["epoch"] <= 2
+    assert m["dev"]["value"] == pytest.approx(m["dev"]["dev_rouge_l_copy"])  # the kept weights give the best score
+    log = (out / "log.csv").read_text(encoding="utf-8")
+    assert "dev_rouge_l_copy" in log and "dev_rouge_l" in log
+
+
 def test_distinct_n_counts_repetition():
     sys.path.insert(0, str(TASKS))
     import seq2seq

@@ -136,6 +136,33 @@ def test_callbacks_write_log_and_curve_and_resume(tmp_path):
     assert not (tmp_path / "backup").exists()  # removed once training finished
 
 
+def test_best_weights_keeps_the_best_epoch_across_a_resume(tmp_path):
+    """Dev values 0.2, 0.9, NaN, 0.5: training ends with the weights of epoch 2, also when the run is split in two
+    (the record on disk carries the best over to the second `fit`)."""
+    x, y = _small_data()
+    values = iter([0.2, 0.9, float("nan"), 0.5])
+    model = _small_model()
+    model.compile(keras.optimizers.Adam(1e-2), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    snapshots = []
+
+    class Snapshot(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            snapshots.append([w.copy() for w in model.get_weights()])
+
+    def fit(epochs, initial_epoch):
+        best = training.BestWeights(str(tmp_path / "best.weights.h5"), "dev")
+        model.fit(x, y, epochs=epochs, initial_epoch=initial_epoch, batch_size=8, verbose=0,
+                  callbacks=[training.EpochEvaluation(lambda: {"dev": next(values)}), best, Snapshot()])
+        return best
+
+    fit(2, 0)
+    best = fit(4, 2)
+    assert best.best() == {"epoch": 2, "value": 0.9, "monitor": "dev"}
+    assert not np.allclose(snapshots[1][0], snapshots[3][0])
+    for got, want in zip(model.get_weights(), snapshots[1]):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_mixed_precision_heads_stay_float32():
     previous = training.use_mixed_precision("mixed_bfloat16")
     try:
