@@ -11,7 +11,8 @@ from bert4k import build_transformer_model
 from tests.oracles.hf import to_numpy
 from tests.test_backends import FAMILIES, VOCAB, _inputs
 
-TOLERANCE = {"mixed_float16": 0.01, "mixed_bfloat16": 0.06}
+# bf16 error depends on the CPU's kernels: mT5 reached 0.069 × rms on a CPU without AVX-512 (0.06 sufficed with it).
+TOLERANCE = {"mixed_float16": 0.01, "mixed_bfloat16": 0.08}
 
 
 def batch(seed: int = 0) -> np.ndarray:
