@@ -50,8 +50,8 @@ def parse_args(argv=None):
                    help="CTRL-style, on the generated tokens only (UniLM: not the abstract); 1 = off (default: 1.2)")
     p.add_argument("--length-penalty", type=float, default=1.0,
                    help="beam score = sum log p / length ** this (default: %(default)s)")
-    p.add_argument("--copy-only", action=argparse.BooleanOptionalAction, default=False,
-                   help="generate only tokens of the source (a copy constraint; default: off)")
+    p.add_argument("--copy-only", action=argparse.BooleanOptionalAction, default=True,
+                   help="generate only tokens of the source (a copy constraint, chosen on dev ROUGE-L; default: on)")
     p.add_argument("--dev-fraction", type=float, default=None,
                    help="the deterministic part of the training data scored every --dev-every epochs; the weights "
                         f"of the best dev ROUGE-L are kept (default: {DEV_FRACTION} on the shared data, 0 with --train)")
