@@ -106,14 +106,13 @@ def ngram_text(text: str) -> str:
 
 
 def dev_cut(texts: list[str], labels: np.ndarray, fraction: float):
-    """`(train_texts, train_labels, (dev_texts, dev_labels))`: the texts whose MD5 (salted, so independent of the
-    test split's) `common.held_out` picks form the dev set."""
-    dev = np.array([common.held_out("dev\t" + t, fraction) for t in texts], bool)
+    """`(train_texts, train_labels, (dev_texts, dev_labels))`: the dev set is `common.dev_split` of the texts."""
+    rest, dev = common.dev_split(list(zip(texts, labels)), lambda pair: pair[0], fraction)
 
-    def pick(keep):
-        return [t for t, k in zip(texts, keep) if k], labels[keep]
+    def unzip(pairs):
+        return [t for t, _ in pairs], np.array([y for _, y in pairs], dtype=labels.dtype).reshape(-1, *labels.shape[1:])
 
-    return (*pick(~dev), pick(dev))
+    return (*unzip(rest), unzip(dev))
 
 
 def features(texts: Sequence[str], tokenizer, maxlen: int, ngrams: NgramVocab | None) -> list[list[list[int]]]:
