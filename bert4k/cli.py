@@ -407,7 +407,8 @@ def _generate(args: argparse.Namespace) -> int:
     else:
         application = args.application
     model, tokenizer = _load(args.model, application, family)
-    options = dict(method=args.method, seed=args.seed, repetition_penalty=args.repetition_penalty)
+    options = dict(method=args.method, seed=args.seed, repetition_penalty=args.repetition_penalty,
+                   no_repeat_ngram_size=args.no_repeat_ngram)
     if args.method == "beam":
         options["num_beams"] = args.num_beams
     if args.method == "sample":
@@ -431,6 +432,7 @@ def add_generate(subparsers) -> None:
     p.add_argument("--top-k", type=int)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--no-repeat-ngram", type=int, default=0, help="no n-gram of the generated tokens twice (0 = off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--application", choices=("lm", "unilm"), help="for bert-like models (default: unilm)")
     p.add_argument("--family", help="the model family (default: from the registry or the config)")

@@ -48,6 +48,8 @@ def parse_args(argv=None):
     p.add_argument("--beams", type=int, default=3)
     p.add_argument("--repetition-penalty", type=float, default=1.2,
                    help="CTRL-style, on the generated tokens only (UniLM: not the abstract); 1 = off (default: 1.2)")
+    p.add_argument("--no-repeat-ngram", type=int, default=0,
+                   help="no character n-gram of this size twice in a title (0 = off; default: %(default)s)")
     p.add_argument("--length-penalty", type=float, default=1.0,
                    help="beam score = sum log p / length ** this (default: %(default)s)")
     p.add_argument("--copy-only", action=argparse.BooleanOptionalAction, default=True,
@@ -127,6 +129,7 @@ def decode_titles(model, tokenizer, abstracts: list[str], args, copy_only: bool 
         ids = generate(model, ([b[0] for b in batch], [b[1] for b in batch]), args.max_title_tokens,
                        method=args.decode, num_beams=args.beams, stop_ids=sep,
                        repetition_penalty=args.repetition_penalty, length_penalty=args.length_penalty,
+                       no_repeat_ngram_size=args.no_repeat_ngram,
                        allowed_ids=[sorted(set(b[0][1:-1])) for b in batch] if copy_only else None)
         for row in ids:
             row = [int(i) for i in row]

@@ -196,6 +196,56 @@ def test_allowed_ids_greedy_beam_sampling_and_streaming(gpt2, tiny_vocab):
         generate(ours, [prompt, prompt], 2, allowed_ids=[[0]])
 
 
+def repeats_ngram(seq, n):
+    grams = [tuple(seq[i:i + n]) for i in range(len(seq) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+def test_no_repeat_ngram_greedy_streaming_and_beam(tiny_vocab):
+    """`no_repeat_ngram_size`: greedy = the argmax of the uncached HF forward over the ids that would not repeat an
+    n-gram of the generated tokens (the prompt does not count), streamed or not; beam = the exhaustive best over such
+    sequences, each step renormalised over its unbanned ids."""
+    hf, ours = tiny_vocab
+
+    def log_probs(ids, n, generated):
+        with torch.no_grad():
+            lp = torch.log_softmax(hf(torch.tensor([list(ids)])).logits[0, -1].double(), -1).numpy()
+        tail = tuple(generated[len(generated) - n + 1:]) if n > 1 else ()
+        banned = {generated[i + n - 1] for i in range(len(generated) - n + 1) if tuple(generated[i:i + n - 1]) == tail}
+        lp = np.where(np.isin(np.arange(len(lp)), list(banned)), -np.inf, lp)
+        return lp - np.logaddexp.reduce(lp[np.isfinite(lp)])
+
+    rows = [[1, 3, 3, 4], [2, 4]]
+    free = generate(ours, rows, 14)
+    assert all(repeats_ngram(list(r), 2) for r in free)  # without the ban this model loops
+    for n, steps in ((1, 5), (2, 14), (3, 14)):  # n = 1: every id once (5 of the 6 ids)
+        out = generate(ours, rows, steps, no_repeat_ngram_size=n)
+        np.testing.assert_array_equal(generate(ours, rows, steps, no_repeat_ngram_size=n, streamer=lambda ids: None),
+                                      out)
+        for prompt, tokens in zip(rows, out):
+            generated = []
+            for _ in range(steps):
+                generated.append(int(np.argmax(log_probs(prompt + generated, n, generated))))
+            assert tokens.tolist() == generated and not repeats_ngram(generated, n), n
+    samples = generate(ours, rows, 12, method="sample", temperature=2.0, seed=0, num_samples=3,
+                       no_repeat_ngram_size=2)
+    assert not any(repeats_ngram(list(r), 2) for r in samples)
+
+    stop, steps, n, prompt = 5, 4, 2, [2, 4]
+    unbanned = generate(ours, [prompt], steps, method="beam", num_beams=6 ** (steps - 1), num_samples=3,
+                        stop_ids=[stop], pad_id=-1)
+    assert all(repeats_ngram([int(t) for t in r if t != -1], n) for r in unbanned)  # the ban changes all 3
+    candidates = [seq for length in range(1, steps + 1) for seq in itertools.product(range(6), repeat=length)
+                  if stop not in seq[:-1] and (length == steps or seq[-1] == stop) and not repeats_ngram(seq, n)]
+    scored = sorted(((sum(log_probs(prompt + list(seq[:i]), n, list(seq[:i]))[t] for i, t in enumerate(seq)) / len(seq),
+                      list(seq)) for seq in candidates), key=lambda s: -s[0])
+    found = generate(ours, [prompt], steps, method="beam", num_beams=6 ** (steps - 1), num_samples=3,
+                     stop_ids=[stop], pad_id=-1, no_repeat_ngram_size=n)
+    assert [[int(t) for t in r if t != -1] for r in found] == [seq for _, seq in scored[:3]]
+    with pytest.raises(ValueError, match="no_repeat_ngram_size must be ≥ 0"):
+        generate(ours, [prompt], 2, no_repeat_ngram_size=-1)
+
+
 def test_sampling_reproducible_and_limits(gpt2):
     rows = prompts(5)
     a = generate(gpt2, rows, 10, method="sample", seed=11, temperature=2.0, num_samples=2)

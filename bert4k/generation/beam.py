@@ -22,7 +22,8 @@ NEG_INF = float("-inf")
 
 def beam_loop(step: Callable, reorder: Callable, *, batch: int, beams: int, num_return: int, width: int,
               length_penalty: float, stops: np.ndarray, stop_mask, min_stops: int, min_new_tokens: int,
-              repetition_penalty: float, use_seen: bool, while_loop: Callable = ops.while_loop) -> Callable:
+              repetition_penalty: float, use_seen: bool, no_repeat_ngram_size: int = 0,
+              while_loop: Callable = ops.while_loop) -> Callable:
     """`run(state, logits, seen, max_new) -> (tokens [batch, num_return, width], lengths [batch, num_return])`,
     built from `keras.ops` only; `logits` / `state` have `batch * beams` rows (row = input * beams + beam).
     `while_loop`: `python_while_loop` for adapters whose step is plain Python / numpy."""
@@ -40,6 +41,9 @@ def beam_loop(step: Callable, reorder: Callable, *, batch: int, beams: int, num_
         vocab = logits.shape[-1]
         scores = processors.penalize(logits, t, seen if use_seen else None, repetition_penalty, stop_mask,
                                      min_new_tokens)
+        if no_repeat_ngram_size:
+            history = ops.reshape(run_tokens, (batch * beams, width))
+            scores = processors.ban_repeated_ngrams(scores, history, t, no_repeat_ngram_size)
         log_probs = ops.reshape(ops.log_softmax(scores, axis=-1), (batch, beams, vocab))
         total = ops.reshape(ops.expand_dims(run_scores, -1) + log_probs, (batch, beams * vocab))
         candidates = min(2 * beams, beams * vocab)

@@ -51,7 +51,7 @@ def generate(model, inputs, max_new_tokens: int, *, method: str | Sampler = "gre
              stop_ids: int | Sequence[int] | None = None, num_samples: int = 1, seed: int | None = None,
              streamer: Callable[[np.ndarray], None] | None = None, pad_id: int | None = None,
              min_stops: int = 1, allowed_ids: Sequence[Sequence[int]] | None = None,
-             jit_compile: bool | None = None) -> np.ndarray:
+             no_repeat_ngram_size: int = 0, jit_compile: bool | None = None) -> np.ndarray:
     """Generate up to `max_new_tokens` tokens per input row; returns int64 `[rows * num_samples, new_tokens]`.
 
     `model`: any model with a registered decoding adapter (a `Transformer` with application `lm`/`unilm`, T5, ...)
@@ -60,7 +60,8 @@ def generate(model, inputs, max_new_tokens: int, *, method: str | Sampler = "gre
     `method`: a `bert4k.generation.samplers.Sampler`, or a registered name built from the settings here: `greedy`;
     `sample` (`temperature`, `top_k`, `top_p`; reproducible with `seed`); `top_k`, `top_p` (sampling with that
     filter); `beam` (`num_beams`, scores `sum log p / length ** length_penalty`). `repetition_penalty` (CTRL, HF
-    semantics) and `min_new_tokens` (stop ids are banned before it) apply to all methods.
+    semantics), `min_new_tokens` (stop ids are banned before it) and `no_repeat_ngram_size` (no n-gram of the
+    generated tokens twice; the prompt / source does not count) apply to all methods.
     A row stops at a stop id (kept in the output; `min_stops` counts how many stop ids end a row, bert4keras'
     `min_ends`); later positions hold `pad_id` (default: the adapter's). `allowed_ids`: per input row, the only ids
     it may generate (stop ids are always allowed), e.g. the source's ids for copy-only summaries. The output is as wide as the longest row.
@@ -75,6 +76,8 @@ def generate(model, inputs, max_new_tokens: int, *, method: str | Sampler = "gre
     searching = isinstance(sampler, BeamSearch)
     if max_new_tokens < 1:
         raise ValueError(f"generate: max_new_tokens must be ≥ 1, got {max_new_tokens}")
+    if no_repeat_ngram_size < 0:
+        raise ValueError(f"generate: no_repeat_ngram_size must be ≥ 0 (0 = off), got {no_repeat_ngram_size}")
     if num_samples < 1 or (searching and not 1 <= num_samples <= sampler.num_beams):
         raise ValueError(f"generate: num_samples must be in 1..num_beams for beam search, got {num_samples}")
     stops = np.asarray([stop_ids] if isinstance(stop_ids, (int, np.integer)) else list(stop_ids or []), np.int64)
@@ -101,7 +104,8 @@ def generate(model, inputs, max_new_tokens: int, *, method: str | Sampler = "gre
         state, logits = reorder(state, expand), ops.take(logits, expand, axis=0)
         seen = seen[np.repeat(np.arange(rows), copies)]
     options = dict(stops=stops, stop_mask=np.isin(np.arange(vocab), stops) if stops.size else None,
-                   min_new_tokens=min_new_tokens, repetition_penalty=repetition_penalty, min_stops=min_stops)
+                   min_new_tokens=min_new_tokens, repetition_penalty=repetition_penalty, min_stops=min_stops,
+                   no_repeat_ngram_size=no_repeat_ngram_size)
     width = -(-max_new_tokens // BUCKET) * BUCKET
     max_new = ops.convert_to_tensor(max_new_tokens, "int32")
     seen = ops.convert_to_tensor(seen)
@@ -112,7 +116,7 @@ def generate(model, inputs, max_new_tokens: int, *, method: str | Sampler = "gre
 
     if searching:
         key = ("beam", rows, sampler.key(), num_samples, width, tuple(stops.tolist()), min_stops, min_new_tokens,
-               repetition_penalty, use_seen, in_place, restricted)
+               repetition_penalty, use_seen, in_place, restricted, no_repeat_ngram_size)
         tokens, lengths = run(key, lambda: beam.beam_loop(
             step, reorder, batch=rows, beams=sampler.num_beams, num_return=num_samples, width=width,
             length_penalty=sampler.length_penalty, use_seen=use_seen,
@@ -127,21 +131,25 @@ def generate(model, inputs, max_new_tokens: int, *, method: str | Sampler = "gre
         return _stream(adapter, step, sampler, logits, state, seen, seed_tensor, max_new_tokens, streamer, pad,
                        use_seen, jit, compile_, (in_place, restricted), **options)
     key = ("loop", sampler.key(), width, tuple(stops.tolist()), min_stops, min_new_tokens, repetition_penalty,
-           use_seen, pad, in_place, restricted)
+           use_seen, pad, in_place, restricted, no_repeat_ngram_size)
     make = lambda: _sampling_loop(step, sampler, width, pad, use_seen, **options)
     fn = compiled(adapter, key, make, jit)
     tokens, steps = fn(state, logits, seen, max_new, seed_tensor)
     return ops.convert_to_numpy(tokens)[:, :int(ops.convert_to_numpy(steps))].astype(np.int64)
 
 
-def _choice(sampler, pad, use_seen, *, stops, stop_mask, min_new_tokens, repetition_penalty, min_stops) -> Callable:
-    """One token per row: `(t, logits, seen, done, count, seed) -> (tokens, seen, done, count)`."""
+def _choice(sampler, pad, use_seen, *, stops, stop_mask, min_new_tokens, repetition_penalty, min_stops,
+            no_repeat_ngram_size) -> Callable:
+    """One token per row: `(t, logits, seen, done, count, seed, history) -> (tokens, seen, done, count)`
+    (`history` `[rows, width]`: the tokens chosen so far in columns `0 … t-1`)."""
     stop_ids = ops.convert_to_tensor(stops.astype("int32")) if stops.size else None
     stop_mask = ops.convert_to_tensor(stop_mask) if stop_mask is not None else None
 
-    def choose(t, logits, seen, done, count, seed):
+    def choose(t, logits, seen, done, count, seed, history):
         scores = processors.penalize(logits, t, seen if use_seen else None, repetition_penalty, stop_mask,
                                      min_new_tokens)
+        if no_repeat_ngram_size:
+            scores = processors.ban_repeated_ngrams(scores, history, t, no_repeat_ngram_size)
         tokens = ops.where(done, pad, sampler(scores, seed, t))
         if use_seen:
             hit = ops.logical_and(ops.one_hot(tokens, ops.shape(seen)[1], dtype="bool"),
@@ -169,7 +177,7 @@ def _sampling_loop(step, sampler, width: int, pad: int, use_seen: bool, **option
         return ops.where(columns[None, :] == t, ops.expand_dims(tokens, 1), out)
 
     def body(t, logits, state, seen, out, done, count, max_new, seed):
-        tokens, seen, done, count = choose(t, logits, seen, done, count, seed)
+        tokens, seen, done, count = choose(t, logits, seen, done, count, seed, out)
         logits, state = step(state, ops.expand_dims(tokens, 1), t)
         return t + 1, logits, state, seen, record(out, tokens, t), done, count, max_new, seed
 
@@ -182,7 +190,7 @@ def _sampling_loop(step, sampler, width: int, pad: int, use_seen: bool, **option
                      ops.zeros((rows,), "bool"), ops.zeros((rows,), "int32"), max_new, seed)
         t, logits, _, seen, out, done, count, _, _ = ops.while_loop(cond, body, loop_vars)
         early = ops.all(done)
-        tokens, _, _, _ = choose(t, logits, seen, done, count, seed)
+        tokens, _, _, _ = choose(t, logits, seen, done, count, seed, out)
         out = record(out, tokens, t)
         return out, ops.where(early, t, t + 1)
 
@@ -199,7 +207,9 @@ def _stream(adapter, step, sampler, logits, state, seen, seed, max_new_tokens, s
     done, count = ops.zeros((rows,), "bool"), ops.zeros((rows,), "int32")
     columns = []
     for t in range(max_new_tokens):
-        tokens, seen, done, count = choose(ops.convert_to_tensor(t, "int32"), logits, seen, done, count, seed)
+        history = ops.convert_to_tensor(np.stack(columns + [np.full(rows, pad)], axis=1).astype("int32"))
+        tokens, seen, done, count = choose(ops.convert_to_tensor(t, "int32"), logits, seen, done, count, seed,
+                                           history)
         tokens_np = ops.convert_to_numpy(tokens).astype(np.int64)
         columns.append(tokens_np)
         if streamer is not None:

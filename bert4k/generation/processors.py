@@ -67,6 +67,27 @@ def penalize(logits, step, seen, repetition_penalty: float, stop_mask, min_new_t
     return scores
 
 
+def ban_repeated_ngrams(scores, history, t, n: int):
+    """`scores` with -inf on every id that would repeat an `n`-gram of the generated tokens: `history`
+    `[rows, width]` holds them in columns `0 … t-1`; an id is banned when the last `n - 1` tokens followed by it
+    already occur there (`n` = 1: every generated id)."""
+    rows, vocab, width = ops.shape(history)[0], scores.shape[-1], history.shape[1]
+    starts = width - n + 1
+    if n < 1 or starts < 1:
+        return scores
+    history = ops.cast(history, "int32")
+    positions = ops.arange(starts, dtype="int32")
+    match = ops.broadcast_to(positions[None, :] + n - 1 < t, (rows, starts))  # the n-gram at j is complete
+    for k in range(n - 1):
+        last = ops.take(history, ops.maximum(t - n + 1 + k, 0)[None], axis=1)  # [rows, 1]
+        match = ops.logical_and(match, history[:, k:k + starts] == last)
+    following = ops.clip(history[:, n - 1:], 0, vocab - 1)  # unfinished columns hold the pad id
+    row_ids = ops.broadcast_to(ops.arange(rows, dtype="int32")[:, None], (rows, starts))
+    indices = ops.reshape(ops.stack([row_ids, following], axis=-1), (-1, 2))
+    hits = ops.scatter(indices, ops.reshape(ops.cast(match, "float32"), (-1,)), (rows, vocab))
+    return ops.where(hits > 0, NEG_INF, scores)
+
+
 def warp(scores, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None):
     """Temperature, then keep the `top_k` best (ties kept), then the smallest best set with mass ≥ `top_p`."""
     if temperature <= 0:
