@@ -5,7 +5,7 @@ causally and to the whole abstract; the loss is next-token cross-entropy on the 
 the shared KV-cached decoder (`bert4k.generation.generate`, beam search by default) and scored with character
 ROUGE-L (F) and BLEU-4 against the reference, with distinct-1/2 and the fraction of distinct titles (repetition
 shows there), beside the "first 20 characters of the abstract" baseline. Decoding uses a repetition penalty on
-the generated tokens and length-normalised beam scores; `--copy-only` lets a title use only the abstract's tokens
+the generated tokens, no repeated character trigram (`--no-repeat-ngram`) and length-normalised beam scores; `--copy-only` lets a title use only the abstract's tokens
 (`generate(allowed_ids=...)`). A dev cut of the training part (`--dev-fraction`) is decoded every `--dev-every`
 epochs, free and copy-only; training ends with the weights of the best dev ROUGE-L (of the chosen decoding).
 
@@ -45,11 +45,12 @@ def parse_args(argv=None):
                            columns="source, target", dev=False)
     p.add_argument("--max-title-tokens", type=int, default=40)
     p.add_argument("--decode", choices=("beam", "greedy"), default="beam")
-    p.add_argument("--beams", type=int, default=3)
+    p.add_argument("--beams", type=int, default=5)
     p.add_argument("--repetition-penalty", type=float, default=1.2,
                    help="CTRL-style, on the generated tokens only (UniLM: not the abstract); 1 = off (default: 1.2)")
-    p.add_argument("--no-repeat-ngram", type=int, default=0,
-                   help="no character n-gram of this size twice in a title (0 = off; default: %(default)s)")
+    p.add_argument("--no-repeat-ngram", type=int, default=3,
+                   help="no character n-gram of this size twice in a title (0 = off; chosen on dev ROUGE-L; "
+                        "default: %(default)s)")
     p.add_argument("--length-penalty", type=float, default=1.0,
                    help="beam score = sum log p / length ** this (default: %(default)s)")
     p.add_argument("--copy-only", action=argparse.BooleanOptionalAction, default=True,
