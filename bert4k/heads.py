@@ -151,22 +151,39 @@ def build_sequence_classifier(encoder: keras.Model, num_labels: int, pooling: st
     return keras.Model(inputs, logits, name=name)
 
 
-def build_span_extractor(encoder: keras.Model, name: str = "span_extractor") -> keras.Model:
+def build_span_extractor(encoder: keras.Model, name: str = "span_extractor", num_features: int = 0,
+                         feature_units: int = 64) -> keras.Model:
     """Encoder → `SpanLogits`: outputs `[start_logits, end_logits]`, each `[batch, seq]` float32.
 
     Inputs are the encoder's `(token_ids, segment_ids)` with the question in segment 0 and the context in
     segment 1 (`[CLS] question [SEP] context [SEP]`). Train with sparse cross-entropy on the start and end
     token positions (0 = `[CLS]` when the answer is not in the window).
+    `num_features` > 0 adds an input `Span-Features` `[batch, seq, num_features]` (float32, per token: e.g.
+    DrQA-style "this token / its neighbours occur in the question"), passed through `Dense(feature_units, gelu)`
+    and a zero-initialised `Dense(hidden)` and added to the encoder's output, so the head starts as without them.
     """
     if len(encoder.inputs) < 2:
         raise ValueError("the span extractor needs an encoder with token and segment inputs "
                          f"(type_vocab_size > 0), got inputs {[i.name for i in encoder.inputs]}")
+    if num_features < 0 or feature_units < 1:
+        raise ValueError(f"num_features must be ≥ 0 and feature_units ≥ 1, got {num_features}, {feature_units}")
     sequence = _single_output(encoder, 3, "the span extractor")
+    inputs = list(encoder.inputs)
+    if num_features:
+        features = keras.Input((None, num_features), dtype="float32", name="Span-Features")
+        inputs.append(features)
+        hidden = keras.layers.Dense(feature_units, activation="gelu", dtype="float32",
+                                    kernel_initializer=truncated_normal(_initializer_range(encoder)),
+                                    name="Span-Features-Hidden")(features)
+        hidden = keras.layers.Dense(sequence.shape[-1], kernel_initializer="zeros", dtype="float32",
+                                    name="Span-Features-Out")(hidden)
+        sequence = keras.layers.Add(dtype="float32", name="Span-Features-Add")([
+            keras.layers.Activation("linear", dtype="float32", name="Span-Sequence-Float32")(sequence), hidden])
     start, end = SpanLogits(_pad_id(encoder), _initializer_range(encoder), name="Span-Logits")(
         sequence, encoder.inputs[0], encoder.inputs[1])
     start = keras.layers.Identity(name="start", dtype="float32")(start)
     end = keras.layers.Identity(name="end", dtype="float32")(end)
-    return keras.Model(encoder.inputs, [start, end], name=name)
+    return keras.Model(inputs, [start, end], name=name)
 
 
 def build_token_classifier(encoder: keras.Model, num_labels: int, dropout: float = 0.1,
