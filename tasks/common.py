@@ -358,8 +358,13 @@ def model_source(args: argparse.Namespace) -> ModelSource:
 
 # === batches ===
 
-def _pad(rows: Sequence[Sequence[int]], value: int = 0) -> np.ndarray:
-    out = np.full((len(rows), max(len(r) for r in rows)), value, dtype="int32")
+def _pad(rows: Sequence[Sequence[int]] | Sequence[np.ndarray], value: int = 0) -> np.ndarray:
+    """Id rows → int32 `[rows, longest]`; float feature rows `[length, features]` → float32
+    `[rows, longest, features]`; padded with `value`."""
+    first = rows[0]
+    trailing = first.shape[1:] if isinstance(first, np.ndarray) and first.ndim > 1 else ()
+    dtype = "float32" if trailing else "int32"
+    out = np.full((len(rows), max(len(r) for r in rows), *trailing), value, dtype=dtype)
     for i, r in enumerate(rows):
         out[i, :len(r)] = r
     return out
@@ -394,7 +399,8 @@ def batch_order(lengths: Sequence[int], batch_size: int, shuffle: bool, rng: np.
 def dataset(columns: Sequence[Sequence[Sequence[int]]], y=None, batch_size: int = 32, shuffle: bool = False,
             seed: int = 0):
     """A `tf.data.Dataset` of `(x, y)` batches (or `x` alone): `x` is the tuple of `columns` (lists of id
-    sequences: token ids, segment ids, ...) padded with 0 to the longest row of the batch; `y` is None, an array
+    sequences: token ids, segment ids, ...; or of float `[length, features]` arrays) padded with 0 to the longest
+    row of the batch; `y` is None, an array
     indexed per example, a tuple of arrays, or a list of id sequences (padded). Shuffled datasets draw a new
     length-bucketed order on every pass (seeded by `seed` and the pass number); `fit` makes the pass number the
     epoch (`data.epoch_order`), so a resumed run repeats the uninterrupted run's order."""
@@ -405,7 +411,14 @@ def dataset(columns: Sequence[Sequence[Sequence[int]]], y=None, batch_size: int 
         return x if y is None else (x, _take(y, index))
 
     ids = tf.TensorSpec([None, None], tf.int32)
-    x_spec = tuple(ids for _ in columns)
+
+    def column_spec(column):
+        first = column[0]
+        if isinstance(first, np.ndarray) and first.ndim > 1:
+            return tf.TensorSpec([None, None, *first.shape[1:]], tf.float32)
+        return ids
+
+    x_spec = tuple(column_spec(col) for col in columns)
 
     def spec_of(v):
         if isinstance(v, tuple):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -53,6 +54,9 @@ def parse_args(argv=None):
     p.add_argument("--train-questions", type=int, default=1000,
                    help="use this many training questions, evenly spread (0: all; default: %(default)s)")
     p.add_argument("--keep-traditional", action="store_true", help="train on DRCD in Traditional script")
+    p.add_argument("--match-features", action=argparse.BooleanOptionalAction, default=True,
+                   help="give the span head DrQA-style question-match features per context token (`match_features`; "
+                        "default: on)")
     return p.parse_args(argv)
 
 
@@ -108,14 +112,47 @@ class Window:
     chars: list[list[int]]  # per position: the context chars it covers ([] outside the context)
     start: int  # answer start/end token positions (0, 0 when the answer is not inside)
     end: int
+    features: np.ndarray | None = None  # [positions, MATCH_FEATURES] (`match_features`), zeros outside the context
+
+
+MATCH_OFFSETS = range(-3, 4)  # neighbours whose question match a token's features include
+MATCH_FEATURES = 2 * len(MATCH_OFFSETS) + 3
+
+
+def match_features(question: list[str], context: list[str]) -> np.ndarray:
+    """Per context token, `[MATCH_FEATURES]` float32 evidence of where the question's words are (DrQA's exact match,
+    widened): for each offset o in `MATCH_OFFSETS`, whether token i+o occurs in the question and whether the bigram
+    starting there does; the share of the question's bigrams in the question-long window just before and just
+    after the token (what the overlap baseline looks for); and 1 (a context token)."""
+    normal = [t.removeprefix("##") for t in question]
+    words, pairs = set(normal), set(itertools.pairwise(normal))
+    tokens = [t.removeprefix("##") for t in context]
+    n, width = len(tokens), max(len(normal), 2)
+    word = np.array([t in words for t in tokens], "float32")
+    pair = np.array([(a, b) in pairs for a, b in itertools.pairwise(tokens)] + [False], "float32")
+    sums = np.concatenate([[0.0], np.cumsum(pair)])
+
+    def shifted(values, offset):
+        out = np.zeros(n, "float32")
+        lo, hi = max(0, -offset), min(n, n - offset)
+        out[lo:hi] = values[lo + offset:hi + offset]
+        return out
+
+    index = np.arange(n)
+    before = sums[np.clip(index - 1, 0, n)] - sums[np.clip(index - width, 0, n)]  # bigrams inside [i-width, i-1]
+    after = sums[np.clip(index + width, 0, n)] - sums[np.clip(index + 1, 0, n)]  # bigrams inside [i+1, i+width]
+    scale = max(len(pairs), 1)
+    columns = ([shifted(word, o) for o in MATCH_OFFSETS] + [shifted(pair, o) for o in MATCH_OFFSETS]
+               + [before / scale, after / scale, np.ones(n, "float32")])
+    return np.stack(columns, axis=1).astype("float32")
 
 
 class Featurizer:
     """Question + context → windows, with char offsets from `Tokenizer.rematch`."""
 
-    def __init__(self, tokenizer, maxlen: int, stride: int, max_question_tokens: int):
+    def __init__(self, tokenizer, maxlen: int, stride: int, max_question_tokens: int, features: bool = False):
         self.tokenizer, self.maxlen, self.stride = tokenizer, maxlen, stride
-        self.max_question_tokens = max_question_tokens
+        self.max_question_tokens, self.features = max_question_tokens, features
         self._context_cache: dict[str, tuple[list[str], list[list[int]]]] = {}
 
     def context_tokens(self, context: str):
@@ -139,6 +176,7 @@ class Featurizer:
             covered = [i for i, chars in enumerate(mapping) if chars and chars[-1] >= first and chars[0] <= last]
             answer = (covered[0], covered[-1]) if covered else None
         head = [t.token_to_id("[CLS]"), *t.tokens_to_ids(question), t.token_to_id("[SEP]")]
+        matches = match_features(question, tokens) if self.features else None
         starts = list(range(0, max(len(tokens) - room, 0) + 1, self.stride))
         if starts[-1] + room < len(tokens):
             starts.append(len(tokens) - room)
@@ -151,7 +189,11 @@ class Featurizer:
             a, b = 0, 0
             if answer is not None and s <= answer[0] and answer[1] < s + room:
                 a, b = len(head) + answer[0] - s, len(head) + answer[1] - s
-            out.append(Window(index, ids, segments, chars, a, b))
+            features = None
+            if matches is not None:
+                features = np.zeros((len(ids), MATCH_FEATURES), "float32")
+                features[len(head):len(head) + len(piece)] = matches[s:s + room]
+            out.append(Window(index, ids, segments, chars, a, b, features))
         return out
 
 
@@ -162,11 +204,16 @@ def spread(items: list, n: int) -> list:
     return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
 
 
+def columns(windows: list[Window]) -> list[list]:
+    """The model's input columns: token ids, segment ids (and match features when the windows have them)."""
+    cols = [[w.token_ids for w in windows], [w.segment_ids for w in windows]]
+    return cols + [[w.features for w in windows]] if windows and windows[0].features is not None else cols
+
+
 def predict_answers(model, windows: list[Window], questions: list[Question], max_answer_tokens: int,
                     batch_size: int) -> dict[str, str]:
     """Best valid span across each question's windows → answer text (from the original context chars)."""
-    start, end = common.predict_in_order(model, [[w.token_ids for w in windows], [w.segment_ids for w in windows]],
-                                         batch_size)
+    start, end = common.predict_in_order(model, columns(windows), batch_size)
     by_question: dict[int, list] = {}
     for w, s, e in zip(windows, start, end):
         allowed = np.array([bool(c) for c in w.chars])
@@ -187,7 +234,8 @@ def predict_file(args) -> dict:
     """Answer the questions of --predict FILE with the span extractor saved in --saved."""
     model, tokenizer = common.load_saved(args.saved)
     questions = read_squad(args.predict, require_answers=False)
-    featurizer = Featurizer(tokenizer, args.maxlen, args.stride, args.max_question_tokens)
+    featurizer = Featurizer(tokenizer, args.maxlen, args.stride, args.max_question_tokens,
+                            features=len(model.inputs) == 3)
     windows = [w for i, q in enumerate(questions) for w in featurizer.windows(i, q)]
     answers = predict_answers(model, windows, questions, args.max_answer_tokens, 2 * args.batch_size)
     common.write_json(Path(args.out) / "predictions.json", answers)
@@ -244,7 +292,8 @@ def run_training(args: argparse.Namespace, out: Path, started: float) -> dict:
     print(f"baselines ({answer_chars} characters, the median training answer): {baselines}")
 
     source = common.model_source(args)
-    featurizer = Featurizer(source.tokenizer(), args.maxlen, args.stride, args.max_question_tokens)
+    featurizer = Featurizer(source.tokenizer(), args.maxlen, args.stride, args.max_question_tokens,
+                            args.match_features)
     train_windows = [w for i, q in enumerate(train_questions) for w in featurizer.windows(i, q, q.answers[0])]
     eval_windows = [w for i, q in enumerate(eval_questions) for w in featurizer.windows(i, q)]
     print(f"train: {len(train_questions)} questions → {len(train_windows)} windows "
@@ -252,9 +301,10 @@ def run_training(args: argparse.Namespace, out: Path, started: float) -> dict:
           f"({unusable} questions skipped: answer not found in context); "
           f"eval: {len(eval_questions)} questions → {len(eval_windows)} windows")
 
-    model = heads.build_span_extractor(source.build(args.model))
+    model = heads.build_span_extractor(source.build(args.model),
+                                       num_features=MATCH_FEATURES if args.match_features else 0)
     print(f"model: {source.name}, {model.count_params():,} parameters")
-    cols = [[w.token_ids for w in train_windows], [w.segment_ids for w in train_windows]]
+    cols = columns(train_windows)
     targets = (np.array([w.start for w in train_windows], "int32"), np.array([w.end for w in train_windows], "int32"))
     data = common.dataset(cols, targets, args.batch_size, shuffle=True, seed=args.seed)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

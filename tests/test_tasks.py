@@ -117,6 +117,24 @@ def test_qa_baselines_take_the_context_start_and_the_span_after_the_question_wor
     assert guesses == {"lead": {"q1": "据记载"}, "overlap": {"q1": "碎叶城"}}
 
 
+def test_qa_match_features_by_hand():
+    if str(TASKS) not in sys.path:
+        sys.path.insert(0, str(TASKS))
+    qa = importlib.import_module("qa")
+    question, context = list("李白在哪"), ["据", "说", "李", "白", "在", "碎", "##叶"]
+    f = qa.match_features(question, context)
+    assert f.shape == (7, qa.MATCH_FEATURES)
+    at = list(qa.MATCH_OFFSETS).index(0)
+    width = len(qa.MATCH_OFFSETS)
+    assert f[:, at].tolist() == [0, 0, 1, 1, 1, 0, 0]  # the token is a question word
+    assert f[:, width + at].tolist() == [0, 0, 1, 1, 0, 0, 0]  # 李白, 白在 start at 2 and 3
+    assert f[5, at - 1] == 1 and f[5, at + 1] == 0  # 碎: its left neighbour 在 is a question word, 叶 is not
+    # the share of the question's bigrams (李白 白在 在哪) inside the 4 tokens before / after a token
+    assert f[5, -3] == pytest.approx(2 / 3, rel=1e-6) and f[3, -3] == 0  # before 碎: 说李白在; before 白: 据说李
+    assert f[0, -2] == pytest.approx(2 / 3, rel=1e-6) and f[4, -2] == 0  # after 据: 说李白在; after 在: 碎叶
+    assert f[:, -1].tolist() == [1] * 7
+
+
 def test_seq2seq(tmp_path):
     out, m = run_task("seq2seq", tmp_path, "--limit", "8", "--maxlen", "96", "--max-title-tokens", "6",
                       "--beams", "2")
