@@ -41,7 +41,7 @@ LEAD = 20
 
 
 def parse_args(argv=None):
-    p = common.task_parser(__doc__, out="seq2seq", epochs=8, batch_size=16, maxlen=256, lr=5e-4,
+    p = common.task_parser(__doc__, out="seq2seq", epochs=16, batch_size=16, maxlen=256, lr=5e-4,
                            columns="source, target", dev=False)
     p.add_argument("--max-title-tokens", type=int, default=40)
     p.add_argument("--decode", choices=("beam", "greedy"), default="beam")
