@@ -358,11 +358,16 @@ def model_source(args: argparse.Namespace) -> ModelSource:
 
 # === batches ===
 
+def _feature_shape(rows: Sequence) -> tuple:
+    """The per-position shape of float feature rows (`[length, features]` arrays); `()` for id rows."""
+    first = rows[0]
+    return first.shape[1:] if isinstance(first, np.ndarray) and first.ndim > 1 else ()
+
+
 def _pad(rows: Sequence[Sequence[int]] | Sequence[np.ndarray], value: int = 0) -> np.ndarray:
     """Id rows → int32 `[rows, longest]`; float feature rows `[length, features]` → float32
     `[rows, longest, features]`; padded with `value`."""
-    first = rows[0]
-    trailing = first.shape[1:] if isinstance(first, np.ndarray) and first.ndim > 1 else ()
+    trailing = _feature_shape(rows)
     dtype = "float32" if trailing else "int32"
     out = np.full((len(rows), max(len(r) for r in rows), *trailing), value, dtype=dtype)
     for i, r in enumerate(rows):
@@ -412,13 +417,8 @@ def dataset(columns: Sequence[Sequence[Sequence[int]]], y=None, batch_size: int 
 
     ids = tf.TensorSpec([None, None], tf.int32)
 
-    def column_spec(column):
-        first = column[0]
-        if isinstance(first, np.ndarray) and first.ndim > 1:
-            return tf.TensorSpec([None, None, *first.shape[1:]], tf.float32)
-        return ids
-
-    x_spec = tuple(column_spec(col) for col in columns)
+    x_spec = tuple(tf.TensorSpec([None, None, *_feature_shape(col)], tf.float32) if _feature_shape(col) else ids
+                   for col in columns)
 
     def spec_of(v):
         if isinstance(v, tuple):

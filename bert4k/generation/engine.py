@@ -207,7 +207,8 @@ def _stream(adapter, step, sampler, logits, state, seen, seed, max_new_tokens, s
     done, count = ops.zeros((rows,), "bool"), ops.zeros((rows,), "int32")
     columns = []
     for t in range(max_new_tokens):
-        history = ops.convert_to_tensor(np.stack(columns + [np.full(rows, pad)], axis=1).astype("int32"))
+        history = (ops.convert_to_tensor(np.stack(columns + [np.full(rows, pad)], axis=1).astype("int32"))
+                   if options["no_repeat_ngram_size"] else None)  # only the n-gram ban reads it
         tokens, seen, done, count = choose(ops.convert_to_tensor(t, "int32"), logits, seen, done, count, seed,
                                            history)
         tokens_np = ops.convert_to_numpy(tokens).astype(np.int64)
